@@ -1,0 +1,525 @@
+/**
+ * The pipeline: a bounded queue, a window batcher and a batch handler.
+ *
+ * The queue *is* the batch being formed: a batch is cut from its head when it holds
+ * `maxItems`, or `maxBytes` worth, or when its oldest item has waited `maxWaitMs` (an
+ * absolute deadline from that item's acceptance), or when a drain asks for it — and only
+ * while fewer than `maxInFlight` batches are being written. While the sink is busy, items
+ * keep accumulating, so batches grow with load by themselves.
+ *
+ * Memory is bounded by the queue bounds plus `maxInFlight` batches being written.
+ *
+ * Batcher states (see `state()`):
+ *   idle       nothing queued, nothing being written
+ *   lingering  items queued, waiting for the window to fill or the deadline timer
+ *   flushing   `maxInFlight` batches being written (the next cut waits for a completion)
+ *   draining   close() called: no new items, everything queued is cut regardless of window
+ *   closed     drained; offers throw SLUICE_CLOSED
+ */
+import { systemClock, type Clock, type TimerHandle } from './clock.js';
+import { Deque } from './deque.js';
+import { ErrorCode, SluiceError, invalidOption } from './errors.js';
+import { Ledger, type LedgerSnapshot } from './ledger.js';
+import { resolveQueue, resolveWindow, type QueueOptions, type WindowOptions } from './options.js';
+import type { BatchHandler, BatchOutcome, Envelope, FlushInfo, FlushReason, PipelineObserver, Sink } from './types.js';
+import type { SpillStore } from './spill-store.js';
+
+export type PipelineState = 'idle' | 'lingering' | 'flushing' | 'draining' | 'closed';
+
+/**
+ * - `accepted`: the item is in the pipeline and in the ledger.
+ * - `dropped`:  accepted and dropped at once (`drop-newest` with a full queue); counted.
+ * - `full`:     `block` policy with a full queue: nothing happened; call `put()` to wait.
+ */
+export type OfferResult = 'accepted' | 'dropped' | 'full';
+
+export interface PipelineOptions<T> {
+  sink: Sink<T>;
+  /** Turns a batch into an outcome. @default writeOnce(sink): a failed write drops the batch, counted as `sink-failed` */
+  handler?: BatchHandler<T>;
+  window?: Partial<WindowOptions>;
+  queue?: Partial<QueueOptions>;
+  /** Required by the `spill` policy: where items go when the memory queue is full. */
+  spill?: SpillStore<T>;
+  clock?: Clock;
+  observers?: PipelineObserver<T>[];
+  name?: string;
+}
+
+export interface PipelineStats {
+  name: string;
+  state: PipelineState;
+  window: WindowOptions;
+  queue: QueueOptions;
+  queueItems: number;
+  queueBytes: number;
+  spilledItems: number;
+  spilledBytes: number;
+  inFlightBatches: number;
+  inFlightItems: number;
+  blockedProducers: number;
+  batches: number;
+  flushReasons: Record<FlushReason, number>;
+  ledger: LedgerSnapshot;
+}
+
+interface Waiter<T> {
+  env: Envelope<T>;
+  resolve: (r: OfferResult) => void;
+  reject: (e: unknown) => void;
+  timer: TimerHandle | null;
+  done: boolean;
+}
+
+/** The default handler: one write; a failure drops the batch (counted, reason `sink-failed`). */
+export function writeOnce<T>(sink: Sink<T>): BatchHandler<T> {
+  return {
+    async handle(batch) {
+      try {
+        await sink.write(batch);
+        return { committed: batch, deadLettered: [], dropped: [] };
+      } catch (error) {
+        return { committed: [], deadLettered: [], dropped: batch, dropReason: 'sink-failed', error };
+      }
+    },
+  };
+}
+
+export class Pipeline<T = unknown> {
+  readonly name: string;
+  readonly ledger = new Ledger();
+  private readonly sink: Sink<T>;
+  private readonly handler: BatchHandler<T>;
+  private readonly clock: Clock;
+  private readonly spill: SpillStore<T> | undefined;
+  private win: WindowOptions;
+  private readonly qopts: QueueOptions;
+
+  private readonly q = new Deque<Envelope<T>>();
+  private qBytes = 0;
+  private readonly waiters = new Deque<Waiter<T>>();
+  private inFlightBatches = 0;
+  private inFlightItems = 0;
+  /** First seq of each batch being written (for flush()). */
+  private readonly inFlightFirstSeqs: number[] = [];
+  private seq = 0;
+  private drainSeq = 0;
+  private flushWaiters: { target: number; resolve: () => void }[] = [];
+  private timer: TimerHandle | null = null;
+  private timerAt = Infinity;
+  private pumping = false;
+  private pumpAgain = false;
+  private closing: Promise<void> | null = null;
+  private closedResolve: (() => void) | null = null;
+  private closed = false;
+  private batches = 0;
+  private readonly flushReasons: Record<FlushReason, number> = { size: 0, bytes: 0, time: 0, drain: 0 };
+
+  private readonly onAccepted: NonNullable<PipelineObserver<T>['onAccepted']>[];
+  private readonly observers: PipelineObserver<T>[];
+
+  constructor(opts: PipelineOptions<T>) {
+    if (!opts || !opts.sink) throw invalidOption('sink', opts?.sink, 'a Sink');
+    this.name = opts.name ?? opts.sink.name;
+    this.sink = opts.sink;
+    this.handler = opts.handler ?? writeOnce(opts.sink);
+    this.clock = opts.clock ?? systemClock;
+    this.win = resolveWindow(opts.window);
+    this.qopts = resolveQueue(opts.queue, this.win);
+    this.spill = opts.spill;
+    if (this.qopts.policy === 'spill' && !this.spill) throw invalidOption('spill', undefined, 'a SpillStore when policy is "spill"');
+    this.observers = opts.observers ?? [];
+    this.onAccepted = this.observers.flatMap((o) => (o.onAccepted ? [o.onAccepted.bind(o)] : []));
+  }
+
+  // ---------------------------------------------------------------- producing
+
+  /**
+   * Offers one item without waiting. Throws SLUICE_CLOSED after close(), and
+   * SLUICE_ITEM_TOO_LARGE for an item that could never fit a batch (not accepted).
+   */
+  offer(env: Envelope<T>): OfferResult {
+    if (this.closing) {
+      this.ledger.rejected++;
+      throw new SluiceError(ErrorCode.Closed, `pipeline ${this.name} is closed`);
+    }
+    if (env.bytes > this.win.maxBytes) {
+      this.ledger.rejected++;
+      throw new SluiceError(ErrorCode.ItemTooLarge, `item of ${env.bytes} bytes exceeds maxBytes=${this.win.maxBytes}`, {
+        details: { bytes: env.bytes, maxBytes: this.win.maxBytes },
+      });
+    }
+    if (this.hasRoom(env.bytes)) {
+      this.accept(env);
+      return 'accepted';
+    }
+    switch (this.qopts.policy) {
+      case 'drop-newest':
+        this.ledger.accepted++;
+        this.dropNow([env], 'drop-newest');
+        return 'dropped';
+      case 'drop-oldest':
+        while (!this.hasRoom(env.bytes) && this.q.length > 0) {
+          const old = this.q.shift()!;
+          this.qBytes -= old.bytes;
+          this.dropNow([old], 'drop-oldest');
+        }
+        this.accept(env);
+        return 'accepted';
+      case 'spill': {
+        const r = this.spillOffer(env);
+        if (r) return r;
+        return 'full';
+      }
+      default:
+        return 'full';
+    }
+  }
+
+  /**
+   * Offers one item, waiting for space under the `block` policy (and the `spill` policy's
+   * block fallback) for up to `blockTimeoutMs`; then rejects with SLUICE_QUEUE_FULL
+   * (retryable). Waiting producers are admitted in FIFO order.
+   */
+  put(env: Envelope<T>): Promise<OfferResult> {
+    let r: OfferResult;
+    try {
+      r = this.offer(env);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (r !== 'full') return Promise.resolve(r);
+    return new Promise<OfferResult>((resolve, reject) => {
+      const w: Waiter<T> = { env, resolve, reject, timer: null, done: false };
+      w.timer = this.clock.setTimer(() => {
+        if (w.done) return;
+        w.done = true;
+        this.ledger.rejected++;
+        reject(
+          new SluiceError(ErrorCode.QueueFull, `queue full for ${this.qopts.blockTimeoutMs} ms (policy block)`, {
+            retryable: true,
+            details: { blockTimeoutMs: this.qopts.blockTimeoutMs, queueItems: this.q.length, queueBytes: this.qBytes },
+          }),
+        );
+      }, this.qopts.blockTimeoutMs);
+      this.waiters.push(w);
+    });
+  }
+
+  private hasRoom(bytes: number): boolean {
+    if (this.qopts.policy === 'unbounded') return true;
+    // FIFO fairness: while producers wait, newcomers queue behind them.
+    if (this.waiters.length > 0) return false;
+    // Spilled items are older than anything new: new items must follow them to disk.
+    if (this.spill && this.spill.size() > 0) return false;
+    return this.q.length < this.qopts.maxItems && this.qBytes + bytes <= this.qopts.maxBytes;
+  }
+
+  private spillOffer(env: Envelope<T>): OfferResult | null {
+    const spill = this.spill!;
+    env.acceptedAtMs = this.clock.now();
+    env.seq = this.seq + 1;
+    if (spill.tryAppend(env, env.seq)) {
+      this.seq++;
+      this.ledger.accepted++;
+      for (const f of this.onAccepted) f(env);
+      this.pump();
+      return 'accepted';
+    }
+    if (spill.fallback === 'drop-newest') {
+      this.ledger.accepted++;
+      this.dropNow([env], 'spill-full');
+      return 'dropped';
+    }
+    return null;
+  }
+
+  private accept(env: Envelope<T>): void {
+    env.acceptedAtMs = this.clock.now();
+    env.seq = ++this.seq;
+    this.q.push(env);
+    this.qBytes += env.bytes;
+    this.ledger.accepted++;
+    for (let i = 0; i < this.onAccepted.length; i++) this.onAccepted[i](env);
+    this.pump();
+  }
+
+  private dropNow(items: Envelope<T>[], reason: string): void {
+    this.ledger.drop(reason, items.length);
+    const now = this.clock.now();
+    for (const o of this.observers) o.onDropped?.(items, reason, now);
+  }
+
+  // ---------------------------------------------------------------- batching
+
+  /** Changes the window at run time (window controllers use this). */
+  setWindow(partial: Partial<Pick<WindowOptions, 'maxItems' | 'maxWaitMs' | 'maxBytes'>>): void {
+    const next = resolveWindow({ ...this.win, ...partial });
+    if (this.qopts.policy !== 'unbounded' && next.maxItems > this.qopts.maxItems)
+      throw invalidOption('maxItems', next.maxItems, `an integer ≤ queue.maxItems (${this.qopts.maxItems})`);
+    if (this.qopts.policy !== 'unbounded' && next.maxBytes > this.qopts.maxBytes)
+      throw invalidOption('maxBytes', next.maxBytes, `an integer ≤ queue.maxBytes (${this.qopts.maxBytes})`);
+    this.win = next;
+    this.pump();
+  }
+
+  window(): WindowOptions {
+    return { ...this.win };
+  }
+
+  private refill(): void {
+    // Read spilled items back, in order, as memory frees up.
+    const spill = this.spill;
+    if (!spill || spill.size() === 0) return;
+    while (spill.size() > 0 && this.q.length < this.qopts.maxItems) {
+      const next = spill.peekBytes();
+      if (this.qBytes + next > this.qopts.maxBytes) break;
+      const env = spill.shift();
+      if (!env) break;
+      this.q.push(env);
+      this.qBytes += env.bytes;
+    }
+  }
+
+  private pump(): void {
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = true;
+    try {
+      do {
+        this.pumpAgain = false;
+        this.pumpOnce();
+      } while (this.pumpAgain);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private pumpOnce(): void {
+    this.refill();
+    while (this.inFlightBatches < this.win.maxInFlight && this.q.length > 0) {
+      const head = this.q.peek()!;
+      const now = this.clock.now();
+      const deadline = head.acceptedAtMs + this.win.maxWaitMs;
+      const due = now >= deadline;
+      const draining = this.closing !== null || head.seq <= this.drainSeq;
+      const full = this.q.length >= this.win.maxItems || this.qBytes >= this.win.maxBytes;
+      if (!full && !due && !draining) {
+        this.armTimer(deadline, now);
+        return;
+      }
+      this.cut(now, due);
+      this.refill();
+    }
+    if (this.q.length === 0) this.disarmTimer();
+  }
+
+  private armTimer(at: number, now: number): void {
+    if (this.timer !== null) {
+      if (this.timerAt === at) return;
+      this.clock.clearTimer(this.timer);
+    }
+    this.timerAt = at;
+    this.timer = this.clock.setTimer(() => {
+      this.timer = null;
+      this.timerAt = Infinity;
+      this.pump();
+    }, at - now);
+  }
+
+  private disarmTimer(): void {
+    if (this.timer !== null) {
+      this.clock.clearTimer(this.timer);
+      this.timer = null;
+      this.timerAt = Infinity;
+    }
+  }
+
+  private cut(now: number, due: boolean): void {
+    const { maxItems, maxBytes } = this.win;
+    const batch: Envelope<T>[] = [];
+    let bytes = 0;
+    while (batch.length < maxItems && this.q.length > 0) {
+      const e = this.q.peek()!;
+      if (batch.length > 0 && bytes + e.bytes > maxBytes) break;
+      this.q.shift();
+      batch.push(e);
+      bytes += e.bytes;
+    }
+    this.qBytes -= bytes;
+    let reason: FlushReason;
+    if (batch.length >= maxItems) reason = 'size';
+    else if (bytes >= maxBytes || (this.q.length > 0 && bytes + this.q.peek()!.bytes > maxBytes)) reason = 'bytes';
+    else if (due) reason = 'time';
+    else reason = 'drain';
+    this.flushReasons[reason]++;
+    this.batches++;
+    this.inFlightBatches++;
+    this.inFlightItems += batch.length;
+    const firstSeq = batch[0].seq;
+    this.inFlightFirstSeqs.push(firstSeq);
+    const info: FlushInfo = { reason, items: batch.length, bytes, waitMs: now - batch[0].acceptedAtMs };
+    for (const o of this.observers) o.onFlush?.(info, now);
+    this.admitWaiters();
+    let p: Promise<BatchOutcome<T>>;
+    try {
+      p = this.handler.handle(batch);
+    } catch (error) {
+      p = Promise.reject(error);
+    }
+    p.then(
+      (outcome) => this.complete(batch, firstSeq, outcome),
+      (error) => this.complete(batch, firstSeq, { committed: [], deadLettered: [], dropped: batch, dropReason: 'handler-failed', error }),
+    );
+  }
+
+  private admitWaiters(): void {
+    while (this.waiters.length > 0) {
+      const w = this.waiters.peek()!;
+      if (w.done) {
+        this.waiters.shift();
+        continue;
+      }
+      const spillHasItems = this.spill !== undefined && this.spill.size() > 0;
+      if (spillHasItems || this.q.length >= this.qopts.maxItems || this.qBytes + w.env.bytes > this.qopts.maxBytes) return;
+      this.waiters.shift();
+      w.done = true;
+      if (w.timer !== null) this.clock.clearTimer(w.timer);
+      this.accept(w.env);
+      w.resolve('accepted');
+    }
+  }
+
+  private complete(batch: Envelope<T>[], firstSeq: number, outcome: BatchOutcome<T>): void {
+    const now = this.clock.now();
+    this.inFlightBatches--;
+    this.inFlightItems -= batch.length;
+    const i = this.inFlightFirstSeqs.indexOf(firstSeq);
+    if (i >= 0) this.inFlightFirstSeqs.splice(i, 1);
+
+    const c = outcome.committed.length;
+    const d = outcome.deadLettered.length;
+    const x = outcome.dropped.length;
+    this.ledger.committed += c;
+    this.ledger.deadLettered += d;
+    if (x > 0) this.ledger.drop(outcome.dropReason ?? 'dropped', x);
+    // A handler that loses track of an item is a bug; count it rather than hide it.
+    const missing = batch.length - c - d - x;
+    if (missing !== 0) {
+      this.ledger.drop('handler-unaccounted', missing);
+      for (const o of this.observers)
+        o.onError?.(new Error(`handler accounted for ${c + d + x} of ${batch.length} items`));
+    }
+    for (const o of this.observers) {
+      if (c > 0) o.onCommitted?.(outcome.committed, now);
+      if (d > 0) o.onDeadLettered?.(outcome.deadLettered, now, outcome.error);
+      if (x > 0) o.onDropped?.(outcome.dropped, outcome.dropReason ?? 'dropped', now);
+      if (outcome.error !== undefined && x > 0) o.onError?.(outcome.error);
+    }
+    this.pump();
+    this.settleFlushes();
+  }
+
+  // ---------------------------------------------------------------- draining
+
+  /** Cuts everything accepted so far regardless of the window; resolves once it is handled. */
+  flush(): Promise<void> {
+    const target = this.seq;
+    if (target > this.drainSeq) this.drainSeq = target;
+    const p = new Promise<void>((resolve) => this.flushWaiters.push({ target, resolve }));
+    this.pump();
+    this.settleFlushes();
+    return p;
+  }
+
+  private lowestOutstandingSeq(): number {
+    let low = Infinity;
+    const head = this.q.peek();
+    if (head) low = head.seq;
+    if (this.spill && this.spill.size() > 0) low = Math.min(low, this.spill.firstSeq());
+    for (const s of this.inFlightFirstSeqs) if (s < low) low = s;
+    return low;
+  }
+
+  private settleFlushes(): void {
+    if (this.flushWaiters.length === 0 && !this.closedResolve) return;
+    const low = this.lowestOutstandingSeq();
+    if (this.flushWaiters.length > 0) {
+      const still: typeof this.flushWaiters = [];
+      for (const w of this.flushWaiters) (w.target < low ? w.resolve() : still.push(w));
+      this.flushWaiters = still;
+    }
+    if (this.closedResolve && low === Infinity && this.waiters.length === 0) {
+      this.closed = true;
+      this.disarmTimer();
+      const r = this.closedResolve;
+      this.closedResolve = null;
+      r();
+    }
+  }
+
+  /**
+   * Stops accepting, rejects blocked producers (SLUICE_CLOSED: they keep their items),
+   * writes everything queued regardless of the window, and resolves when the last batch
+   * is handled. Idempotent. Does not close the sink: its owner does.
+   */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    this.closing = new Promise<void>((resolve) => {
+      this.closedResolve = resolve;
+    });
+    while (this.waiters.length > 0) {
+      const w = this.waiters.shift()!;
+      if (w.done) continue;
+      w.done = true;
+      if (w.timer !== null) this.clock.clearTimer(w.timer);
+      this.ledger.rejected++;
+      w.reject(new SluiceError(ErrorCode.Closed, `pipeline ${this.name} closed while the producer waited`));
+    }
+    this.drainSeq = Infinity;
+    this.pump();
+    this.settleFlushes();
+    return this.closing;
+  }
+
+  // ---------------------------------------------------------------- observing
+
+  state(): PipelineState {
+    if (this.closed) return 'closed';
+    if (this.closing) return 'draining';
+    if (this.inFlightBatches >= this.win.maxInFlight) return 'flushing';
+    if (this.q.length > 0 || (this.spill?.size() ?? 0) > 0) return 'lingering';
+    return this.inFlightBatches > 0 ? 'flushing' : 'idle';
+  }
+
+  /** Items held right now, measured from the structures that hold them. */
+  inFlight(): number {
+    return this.q.length + (this.spill?.size() ?? 0) + this.inFlightItems;
+  }
+
+  stats(): PipelineStats {
+    return {
+      name: this.name,
+      state: this.state(),
+      window: { ...this.win },
+      queue: { ...this.qopts },
+      queueItems: this.q.length,
+      queueBytes: this.qBytes,
+      spilledItems: this.spill?.size() ?? 0,
+      spilledBytes: this.spill?.bytes() ?? 0,
+      inFlightBatches: this.inFlightBatches,
+      inFlightItems: this.inFlightItems,
+      blockedProducers: this.waiters.length,
+      batches: this.batches,
+      flushReasons: { ...this.flushReasons },
+      ledger: this.ledger.snapshot(this.inFlight()),
+    };
+  }
+
+  /** The sink this pipeline writes to (its owner closes it). */
+  sinkRef(): Sink<T> {
+    return this.sink;
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * The contracts every part of Sluice speaks. See docs/architecture.md.
+ */
+
+/** What one item costs the sink: the operation paid once per batch. */
+export type FixedCostKind = 'fsync' | 'commit' | 'round-trip' | 'none';
+
+/** Why a batch was cut from the queue. */
+export type FlushReason = 'size' | 'bytes' | 'time' | 'drain';
+export const FLUSH_REASONS: readonly FlushReason[] = ['size', 'bytes', 'time', 'drain'];
+
+/**
+ * One item travelling through the pipeline.
+ *
+ * `intendedAtMs` is when the item *should* have arrived (open-loop schedule or the
+ * source's own timestamp), on the pipeline clock's monotonic base. End-to-end latency
+ * is measured from it, never from when the producer got round to offering the item, so
+ * a stalled producer cannot hide latency (no coordinated omission).
+ */
+export interface Envelope<T = unknown> {
+  value: T;
+  /** Size used for the byte bounds of the queue and the batch window. */
+  bytes: number;
+  intendedAtMs: number;
+  /** Stable id: the idempotence key in sinks and the reconciliation key. */
+  id?: string;
+  /** Serialized form, when the producer already has it (NDJSON line without newline). */
+  raw?: Buffer;
+  /** Source position (log offset, JetStream sequence) for acknowledgement. */
+  offset?: number;
+  /** Opaque source context (e.g. a JetStream message to ack). */
+  meta?: unknown;
+  /** Set by the pipeline at acceptance: monotonic ms; starts the batch deadline. */
+  acceptedAtMs: number;
+  /** Set by the pipeline at acceptance: acceptance order. */
+  seq: number;
+}
+
+/** Builds an envelope with the pipeline-owned fields initialised (one hidden class). */
+export function envelope<T>(
+  value: T,
+  init: { bytes: number; intendedAtMs: number; id?: string; raw?: Buffer; offset?: number; meta?: unknown },
+): Envelope<T> {
+  return {
+    value,
+    bytes: init.bytes,
+    intendedAtMs: init.intendedAtMs,
+    id: init.id,
+    raw: init.raw,
+    offset: init.offset,
+    meta: init.meta,
+    acceptedAtMs: 0,
+    seq: 0,
+  };
+}
+
+/**
+ * A sink makes a whole batch durable in one fixed-cost operation, or throws
+ * (preferably a SinkError saying whether the failure is transient or caused by an
+ * item). It knows nothing of windows, retries or dead letters, and counts the
+ * fixed-cost operations it really performs.
+ */
+export interface Sink<T = unknown> {
+  readonly name: string;
+  readonly fixedCostKind: FixedCostKind;
+  write(batch: readonly Envelope<T>[]): Promise<void>;
+  /** Fixed-cost operations really performed so far (fdatasync calls, commits, round-trips). */
+  fixedCostOps(): number;
+  close(): Promise<void>;
+}
+
+/** What became of a batch once the handler is done with it. Every item lands in exactly one list. */
+export interface BatchOutcome<T = unknown> {
+  committed: readonly Envelope<T>[];
+  deadLettered: readonly Envelope<T>[];
+  dropped: readonly Envelope<T>[];
+  /** Reason recorded for `dropped` items. */
+  dropReason?: string;
+  /** The error that caused dead letters or drops, if any. */
+  error?: unknown;
+}
+
+/**
+ * Turns a batch into an outcome. The default handler writes once and drops the batch
+ * (counted, reason `sink-failed`) when the sink throws; the reliability decorators
+ * (retry with backoff, split-and-retry, dead-lettering) are handlers too.
+ */
+export interface BatchHandler<T = unknown> {
+  handle(batch: readonly Envelope<T>[]): Promise<BatchOutcome<T>>;
+}
+
+export interface FlushInfo {
+  reason: FlushReason;
+  items: number;
+  bytes: number;
+  /** How long the batch's oldest item waited in the queue before the cut. */
+  waitMs: number;
+}
+
+/** Hooks for metrics, sources (acks) and the lab. All optional, all synchronous. */
+export interface PipelineObserver<T = unknown> {
+  onAccepted?(env: Envelope<T>): void;
+  onFlush?(info: FlushInfo, nowMs: number): void;
+  onCommitted?(batch: readonly Envelope<T>[], nowMs: number): void;
+  onDeadLettered?(items: readonly Envelope<T>[], nowMs: number, error: unknown): void;
+  onDropped?(items: readonly Envelope<T>[] | number, reason: string, nowMs: number): void;
+  onError?(error: unknown): void;
+}

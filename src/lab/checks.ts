@@ -1,0 +1,44 @@
+import type { Check, CheckOp } from './types.js';
+
+/** A check whose verdict is recomputable from `value`, `op` and `threshold`. */
+export function check(name: string, value: number, op: Exclude<CheckOp, 'within' | '=='>, threshold: number): Check;
+export function check(name: string, value: number | boolean | string, op: '==', threshold: number | boolean | string): Check;
+export function check(name: string, value: number, op: 'within', threshold: [number, number]): Check;
+export function check(name: string, value: number | boolean | string, op: CheckOp, threshold: Check['threshold']): Check {
+  return { name, value, op, threshold, pass: evaluate(value, op, threshold) };
+}
+
+export function evaluate(value: Check['value'], op: CheckOp, threshold: Check['threshold']): boolean {
+  switch (op) {
+    case '<=':
+      return typeof value === 'number' && Number.isFinite(value) && value <= (threshold as number);
+    case '<':
+      return typeof value === 'number' && Number.isFinite(value) && value < (threshold as number);
+    case '>=':
+      return typeof value === 'number' && Number.isFinite(value) && value >= (threshold as number);
+    case '>':
+      return typeof value === 'number' && Number.isFinite(value) && value > (threshold as number);
+    case '==':
+      return value === threshold;
+    case 'within': {
+      const [lo, hi] = threshold as [number, number];
+      return typeof value === 'number' && value >= lo && value <= hi;
+    }
+  }
+}
+
+export function allPass(checks: Check[]): boolean {
+  return checks.every((c) => c.pass);
+}
+
+export function formatCheck(c: Check): string {
+  const v = typeof c.value === 'number' ? round(c.value) : c.value;
+  const t = Array.isArray(c.threshold) ? `[${c.threshold.map(round).join(', ')}]` : typeof c.threshold === 'number' ? round(c.threshold) : c.threshold;
+  return `${c.pass ? 'PASS' : 'FAIL'}  ${c.name}: ${v} ${c.op} ${t}`;
+}
+
+export function round(x: number, digits = 3): number {
+  if (!Number.isFinite(x)) return x;
+  const m = 10 ** digits;
+  return Math.abs(x) >= 100 ? Math.round(x * 10) / 10 : Math.round(x * m) / m;
+}

@@ -1,0 +1,14 @@
+/**
+ * Every lab experiment, in the order `sluice lab` runs them. Adding an experiment is one
+ * import and one entry here.
+ */
+import type { Experiment } from './types.js';
+import { batching } from './experiments/batching.js';
+
+export const EXPERIMENTS: Experiment[] = [
+  batching,
+];
+
+export function findExperiment(name: string): Experiment | undefined {
+  return EXPERIMENTS.find((e) => e.name === name);
+}

@@ -1,0 +1,63 @@
+/**
+ * The sinks the lab runs against: the embedded durable file log by default, PostgreSQL
+ * when asked (`--sink postgres`, `--database-url` / DATABASE_URL). Each comes with an
+ * independent count of what is really stored, so experiments can check the pipeline's
+ * `committed` against the sink's own contents.
+ */
+import { readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Sink } from '../core/types.js';
+import { FileSink } from '../sinks/file.js';
+import type { EventRecord } from '../sources/records.js';
+import type { ExperimentContext } from './types.js';
+
+export interface LabSink {
+  sink: Sink<EventRecord>;
+  /** e.g. "file (fdatasync per batch) /tmp/…/batched.ndjson" */
+  describe: string;
+  /** Records really stored (lines on disk, rows in the table). */
+  countStored(): Promise<number>;
+  /** Removes what the sink stored (file, table) so the next run starts empty. */
+  reset(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function openLabSink(ctx: ExperimentContext, label: string): Promise<LabSink> {
+  if (ctx.sink === 'postgres') return openPostgresLabSink(ctx, label);
+  const path = join(ctx.workDir, `${label}.ndjson`);
+  await rm(path, { force: true });
+  let sink = await new FileSink<EventRecord>({ path }).open();
+  const lab: LabSink = {
+    sink,
+    describe: `file (write + fdatasync per batch) ${path}`,
+    countStored: async () => countLines(path),
+    reset: async () => {
+      await sink.close();
+      await rm(path, { force: true });
+      sink = await new FileSink<EventRecord>({ path }).open();
+      lab.sink = sink;
+    },
+    close: async () => {
+      await sink.close();
+    },
+  };
+  return lab;
+}
+
+async function countLines(path: string): Promise<number> {
+  let buf: Buffer;
+  try {
+    buf = await readFile(path);
+  } catch {
+    return 0;
+  }
+  let n = 0;
+  for (let i = buf.indexOf(10); i !== -1; i = buf.indexOf(10, i + 1)) n++;
+  return n;
+}
+
+async function openPostgresLabSink(ctx: ExperimentContext, label: string): Promise<LabSink> {
+  void ctx;
+  void label;
+  throw new Error('postgres lab sink: not wired yet');
+}

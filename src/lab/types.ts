@@ -1,0 +1,71 @@
+/**
+ * The lab's common result envelope. Every experiment writes one JSON file holding its
+ * configuration, the raw figures it measured and a `checks` list, so that the report and
+ * any reader can recompute each verdict from the raw figures.
+ */
+import type { Progress } from './progress.js';
+
+export type CheckOp = '<=' | '<' | '>=' | '>' | '==' | 'within';
+
+export interface Check {
+  name: string;
+  value: number | boolean | string;
+  /** For `within`: [lo, hi]. */
+  threshold: number | boolean | string | [number, number];
+  op: CheckOp;
+  pass: boolean;
+}
+
+export interface HostInfo {
+  cpus: number;
+  cpuModel: string;
+  nodeVersion: string;
+  platform: string;
+  totalMemMb: number;
+  hostname: string;
+}
+
+export interface ResultEnvelope {
+  experiment: string;
+  createdAt: string;
+  host: HostInfo;
+  sloMs: number;
+  quick: boolean;
+  /** Wall time of the whole experiment (ms). */
+  elapsedMs: number;
+  checks: Check[];
+  [key: string]: unknown;
+}
+
+export type SinkKind = 'file' | 'postgres';
+
+export interface ExperimentContext {
+  quick: boolean;
+  /** Report directory; results go to `${outDir}/results/`. */
+  outDir: string;
+  /** Scratch directory for this experiment's data files (removed afterwards unless --keep). */
+  workDir: string;
+  sloMs: number;
+  sink: SinkKind;
+  databaseUrl?: string;
+  natsUrl?: string;
+  /** ../shared/data when present, else null: experiments fall back to generators. */
+  sharedDataDir: string | null;
+  progress: Progress;
+  log: (line: string) => void;
+  /** Experiment-specific flags from the CLI (e.g. trace, speedup, source). */
+  args: Record<string, unknown>;
+}
+
+export interface Experiment {
+  name: string;
+  title: string;
+  /** One paragraph: what it shows and how. */
+  description: string;
+  /** Extra CLI flags of `sluice lab <name>`, e.g. `{ flags: '--trace <file>', description: '…' }`. Parsed values land in `ctx.args` (camelCase). */
+  cliOptions?: { flags: string; description: string; defaultValue?: string | boolean }[];
+  /** Runs and returns everything but the envelope fields the runner fills in. */
+  run(ctx: ExperimentContext): Promise<{ checks: Check[]; [key: string]: unknown }>;
+  /** Markdown rendering of the result (tables), printed and written beside the JSON. */
+  markdown(result: ResultEnvelope): string;
+}
