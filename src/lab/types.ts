@@ -68,4 +68,18 @@ export interface Experiment {
   run(ctx: ExperimentContext): Promise<{ checks: Check[]; [key: string]: unknown }>;
   /** Markdown rendering of the result (tables), printed and written beside the JSON. */
   markdown(result: ResultEnvelope): string;
+  /** Charts for the report, built from the result file alone (see src/lab/report.ts). */
+  charts?(result: ResultEnvelope): ChartSpec[];
+}
+
+/** One chart of the report: a Vega-Lite spec with its data inlined, rendered to SVG and PNG. */
+export interface ChartSpec {
+  /** File stem, unique in the report, e.g. `batching-throughput`. */
+  id: string;
+  /** Shown above the chart. */
+  title: string;
+  /** One line saying what the chart shows (and what to look at). */
+  caption: string;
+  /** A Vega-Lite (v6) spec; axis titles must carry units. */
+  spec: Record<string, unknown>;
 }
