@@ -17,10 +17,9 @@ export interface Clock {
 
 export const systemClock: Clock = {
   now: () => performance.now(),
-  setTimer: (fn, delayMs) => {
-    const t = setTimeout(fn, Math.max(0, delayMs));
-    return t;
-  },
+  // Node's timers tick in whole milliseconds and may fire up to 1 ms before a fractional
+  // deadline; rounding up means a deadline timer never fires early and has to be re-armed.
+  setTimer: (fn, delayMs) => setTimeout(fn, Math.max(0, Math.ceil(delayMs))),
   clearTimer: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
 };
 
