@@ -33,6 +33,14 @@ export const ErrorCode = {
   MalformedInput: 'SLUICE_MALFORMED_INPUT',
   /** A durable file (spill segment, log, DLQ) failed its integrity check. */
   Corrupt: 'SLUICE_CORRUPT',
+  /** A codec (zstd) was asked for but its library cannot be loaded on this machine. */
+  CodecUnavailable: 'SLUICE_CODEC_UNAVAILABLE',
+  /** Transient sink failures outlasted the retry budget; the batch was dead-lettered or dropped (counted). */
+  RetryExhausted: 'SLUICE_RETRY_EXHAUSTED',
+  /** A source (embedded log, JetStream consumer) could not be opened or read. */
+  SourceUnavailable: 'SLUICE_SOURCE_UNAVAILABLE',
+  /** The dead-letter store could not make a letter durable; the record stays unacknowledged. */
+  DeadLetterFailed: 'SLUICE_DLQ_WRITE_FAILED',
 } as const;
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
