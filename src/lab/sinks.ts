@@ -8,6 +8,8 @@ import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Sink } from '../core/types.js';
 import { FileSink } from '../sinks/file.js';
+import { PostgresSink } from '../sinks/postgres.js';
+import { invalidOption } from '../core/errors.js';
 import type { EventRecord } from '../sources/records.js';
 import type { ExperimentContext } from './types.js';
 
@@ -57,7 +59,24 @@ async function countLines(path: string): Promise<number> {
 }
 
 async function openPostgresLabSink(ctx: ExperimentContext, label: string): Promise<LabSink> {
-  void ctx;
-  void label;
-  throw new Error('postgres lab sink: not wired yet');
+  const url = ctx.databaseUrl ?? process.env.DATABASE_URL;
+  if (!url) throw invalidOption('--database-url', undefined, 'a postgres:// URL (or DATABASE_URL) with --sink postgres');
+  const table = `sluice_lab_${label.replace(/[^A-Za-z0-9_]/g, '_')}`.slice(0, 63);
+  const sink = new PostgresSink({ connectionString: url, table });
+  await sink.open();
+  // Start empty: a previous run that was killed may have left its table behind.
+  await sink.truncate();
+  return {
+    sink,
+    describe: `postgres (${sink.mode} mode, one commit per batch) ${sink.endpoint} table ${table}`,
+    countStored: () => sink.countRows(),
+    reset: () => sink.truncate(),
+    close: async () => {
+      try {
+        await sink.dropTable();
+      } finally {
+        await sink.close();
+      }
+    },
+  };
 }

@@ -1,0 +1,371 @@
+/**
+ * The PostgreSQL sink: one transaction and one commit per batch, into a table the sink
+ * creates if missing. The fixed cost is the commit (a WAL flush on the server plus the
+ * round-trips around it): ≈210 µs per single-row transaction on this project's reference
+ * machine, so an unbatched pipeline tops out near 4.7k items/s.
+ *
+ * Two write modes, both idempotent on `id` (`ON CONFLICT (id) DO NOTHING`), so a batch
+ * redelivered after a lost acknowledgement neither fails nor duplicates:
+ * - `insert`: one `INSERT … SELECT … FROM unnest($1::text[], …)` statement in autocommit
+ *   (one statement = one round-trip = one commit). Arrays, not a VALUES list, so a batch of
+ *   any size is 7 parameters and one cached prepared statement.
+ * - `copy`: `BEGIN`; `COPY` into a per-connection temporary staging table
+ *   (pg-copy-streams); `INSERT … SELECT … ON CONFLICT DO NOTHING; COMMIT`. COPY cannot skip
+ *   conflicts itself, hence the staging table.
+ * Which one is faster was measured (bench/postgres-modes.ts, docs/sinks.md) and is the default.
+ *
+ * Constraints are real (the poison-isolation issue relies on them): a bad record makes
+ * PostgreSQL reject the whole statement, and `write()` throws an item-level SinkError
+ * carrying the SQLSTATE; splitting the batch to find the record is a decorator's job.
+ */
+import { Readable } from 'node:stream';
+import { pipeline as streamPipeline } from 'node:stream/promises';
+import pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import type { Envelope, FixedCostKind, Sink } from '../core/types.js';
+import { ErrorCode, SinkError, SluiceError, invalidOption } from '../core/errors.js';
+import type { EventRecord } from '../sources/records.js';
+
+export type PostgresWriteMode = 'insert' | 'copy';
+export const POSTGRES_WRITE_MODES: readonly PostgresWriteMode[] = ['insert', 'copy'];
+
+/**
+ * `insert` measured faster than `copy` at every batch size on this machine
+ * (bench/postgres-modes.ts; figures in docs/sinks.md): COPY's two extra round-trips
+ * (BEGIN, the COPY itself) and the staging table cost more than it saves on parsing.
+ */
+export const POSTGRES_DEFAULT_MODE: PostgresWriteMode = 'insert';
+
+export interface PostgresSinkOptions {
+  /** e.g. `postgres://root@127.0.0.1:5432/test`. */
+  connectionString: string;
+  /** Target table, `name` or `schema.name` (letters, digits, `_`). Created if missing. */
+  table: string;
+  /** How a batch is written. @default POSTGRES_DEFAULT_MODE ('insert') */
+  mode?: PostgresWriteMode;
+  /** Connections in the pool; one batch uses one connection. Size it to `maxInFlight`. @default 4 */
+  maxConnections?: number;
+  /** How long `open()` (and a pool checkout) waits for a connection before giving up. @default 3_000 */
+  connectTimeoutMs?: number;
+  /** Server-side statement timeout; a batch that hangs fails transient (57014). @default 30_000 */
+  statementTimeoutMs?: number;
+}
+
+const COLUMNS = ['id', 'ts', 'source', 'kind', 'amount', 'note', 'payload'] as const;
+
+/** Transient SQLSTATE classes: connection (08), rollback/serialization (40), resources (53), operator intervention (57). */
+const TRANSIENT_CLASSES = new Set(['08', '40', '53', '57']);
+/** Item-level SQLSTATE classes: data exception (22), integrity constraint violation (23). */
+const ITEM_CLASSES = new Set(['22', '23']);
+/** Transient classes that should also page someone: the server is out of disk or memory (53). */
+const ALERTING_CLASSES = new Set(['53']);
+const TRANSIENT_ERRNO = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH',
+  'ENETDOWN', 'EAI_AGAIN', 'ENOTFOUND', 'EADDRNOTAVAIL',
+]);
+/** node-pg reports a lost connection or a client-side timeout by message only. */
+const TRANSIENT_MESSAGES: [RegExp, string][] = [
+  [/connection terminated|connection ended|not queryable|client has encountered a connection error/i, 'ECONNCLOSED'],
+  [/timeout/i, 'ETIMEDOUT'],
+];
+
+interface PgLikeError {
+  code?: unknown;
+  message?: unknown;
+  detail?: unknown;
+  constraint?: unknown;
+  column?: unknown;
+  table?: unknown;
+}
+
+/**
+ * Classifies any error from pg into a SinkError (already-classified errors pass through):
+ * - SQLSTATE classes 08, 40, 53, 57 and network errors (ECONNREFUSED, ECONNRESET, timeouts,
+ *   a terminated connection) → `transient`: retry the whole batch, never split.
+ * - classes 22 (data exception: bad number, value too long) and 23 (constraint violation)
+ *   → `item`: a record caused it; split to isolate it.
+ * - anything else (42P01 table dropped, 42501 permission, XX000 …) → `transient` and
+ *   `alerting`: retrying will not fix it, but no record caused it either, so a retry budget
+ *   ends it rather than splitting good records into the dead-letter queue.
+ * `sinkCode` is the SQLSTATE, or the errno / a synthetic E-code for client-side failures.
+ */
+export function classifyPgError(err: unknown): SinkError {
+  if (err instanceof SinkError) return err;
+  const e = (err ?? {}) as PgLikeError;
+  const code = typeof e.code === 'string' ? e.code : undefined;
+  const message = typeof e.message === 'string' ? e.message : String(err);
+  const details: Record<string, unknown> = {};
+  for (const k of ['detail', 'constraint', 'column', 'table'] as const) if (typeof e[k] === 'string') details[k] = e[k];
+  const msg = `postgres sink: ${message}${typeof e.detail === 'string' ? ` (${e.detail})` : ''}`;
+  if (code && /^[0-9A-Z]{5}$/.test(code)) {
+    const cls = code.slice(0, 2);
+    if (ITEM_CLASSES.has(cls)) return new SinkError('item', msg, { cause: err, sinkCode: code, details });
+    if (TRANSIENT_CLASSES.has(cls))
+      return new SinkError('transient', msg, { cause: err, sinkCode: code, alerting: ALERTING_CLASSES.has(cls), details });
+    return new SinkError('transient', msg, { cause: err, sinkCode: code, alerting: true, details });
+  }
+  if (code && TRANSIENT_ERRNO.has(code)) return new SinkError('transient', msg, { cause: err, sinkCode: code, details });
+  for (const [re, synthetic] of TRANSIENT_MESSAGES)
+    if (re.test(message)) return new SinkError('transient', msg, { cause: err, sinkCode: code ?? synthetic, details });
+  return new SinkError('transient', msg, { cause: err, sinkCode: code ?? 'UNKNOWN', alerting: true, details });
+}
+
+/** Quotes `name` or `schema.name` after checking it is a plain identifier (no injection through options). */
+function quoteTable(table: unknown): string {
+  if (typeof table !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$/.test(table))
+    throw invalidOption('table', table, 'a table name: letters, digits and _ (optionally schema.table), at most 63 characters each');
+  return table
+    .split('.')
+    .map((p) => `"${p}"`)
+    .join('.');
+}
+
+/** Host and port of a URL for error messages (never the password). */
+function endpointOf(connectionString: string): string {
+  try {
+    const u = new URL(connectionString);
+    return `${u.hostname || 'localhost'}:${u.port || '5432'}`;
+  } catch {
+    return '(unparsable URL)';
+  }
+}
+
+/** COPY text format: backslash, tab, newline and carriage return escaped; `\N` is NULL. */
+function copyField(v: unknown): string {
+  if (v === null || v === undefined) return '\\N';
+  const s = typeof v === 'string' ? v : typeof v === 'object' ? JSON.stringify(v) : String(v);
+  return /[\\\t\n\r]/.test(s) ? s.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r')) : s;
+}
+
+export class PostgresSink implements Sink<EventRecord> {
+  readonly name = 'postgres';
+  readonly fixedCostKind: FixedCostKind = 'commit';
+  readonly mode: PostgresWriteMode;
+  readonly table: string;
+  readonly endpoint: string;
+  private readonly qtable: string;
+  private readonly pool: pg.Pool;
+  private readonly insertSql: string;
+  private readonly insertName: string;
+  private readonly connectTimeoutMs: number;
+  /** Connections that already hold this sink's temporary staging table (copy mode). */
+  private readonly staged = new WeakSet<pg.PoolClient>();
+  private opening: Promise<void> | null = null;
+  private closed = false;
+  private commits = 0;
+  private rollbacks = 0;
+  private statements = 0;
+
+  constructor(opts: PostgresSinkOptions) {
+    if (!opts || typeof opts.connectionString !== 'string' || !/^postgres(ql)?:\/\//.test(opts.connectionString))
+      throw invalidOption('connectionString', opts?.connectionString, 'a postgres:// URL');
+    this.qtable = quoteTable(opts.table);
+    this.table = opts.table;
+    this.mode = opts.mode ?? POSTGRES_DEFAULT_MODE;
+    if (!POSTGRES_WRITE_MODES.includes(this.mode)) throw invalidOption('mode', opts.mode, `one of ${POSTGRES_WRITE_MODES.join(', ')}`);
+    const maxConnections = opts.maxConnections ?? 4;
+    if (!Number.isInteger(maxConnections) || maxConnections < 1) throw invalidOption('maxConnections', opts.maxConnections, 'an integer ≥ 1');
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? 3_000;
+    if (!(this.connectTimeoutMs > 0)) throw invalidOption('connectTimeoutMs', opts.connectTimeoutMs, 'a number > 0');
+    const statementTimeoutMs = opts.statementTimeoutMs ?? 30_000;
+    if (!(statementTimeoutMs > 0)) throw invalidOption('statementTimeoutMs', opts.statementTimeoutMs, 'a number > 0');
+    this.endpoint = endpointOf(opts.connectionString);
+    this.pool = new pg.Pool({
+      connectionString: opts.connectionString,
+      max: maxConnections,
+      connectionTimeoutMillis: this.connectTimeoutMs,
+      statement_timeout: statementTimeoutMs,
+      idleTimeoutMillis: 30_000,
+    });
+    // An idle pooled connection that dies (server restart) emits 'error' on the pool; without
+    // a listener that would crash the process. The next checkout reconnects, and a write on
+    // a dead connection throws a classified transient error.
+    this.pool.on('error', () => {});
+    // Mode-specific SQL, built once. The column list and casts are the table's contract.
+    this.insertName = `sluice_ins_${this.table.replace(/\./g, '_')}`.slice(0, 63);
+    this.insertSql =
+      `INSERT INTO ${this.qtable} (${COLUMNS.join(', ')}) ` +
+      `SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::numeric[], $6::text[], $7::jsonb[]) ` +
+      `ON CONFLICT (id) DO NOTHING`;
+  }
+
+  /**
+   * Connects eagerly (bounded by `connectTimeoutMs`) and creates the table if missing, so
+   * an unreachable database fails at start-up with one SLUICE_SINK_UNAVAILABLE naming the
+   * host and port, not at the first batch. Idempotent; `write()` calls it too.
+   */
+  open(): Promise<this> {
+    if (this.closed) return Promise.reject(new SluiceError(ErrorCode.Closed, `postgres sink ${this.table} is closed`));
+    if (!this.opening) {
+      this.opening = this.setUp();
+      this.opening.catch(() => (this.opening = null));
+    }
+    return this.opening.then(() => this);
+  }
+
+  private async setUp(): Promise<void> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (cause) {
+      const c = cause as PgLikeError;
+      const why = typeof c.code === 'string' ? c.code : typeof c.message === 'string' ? c.message : String(cause);
+      throw new SluiceError(ErrorCode.SinkUnavailable, `postgres sink: cannot connect to ${this.endpoint} (${why})`, {
+        cause,
+        retryable: true,
+        details: { endpoint: this.endpoint, sinkCode: c.code },
+      });
+    }
+    try {
+      await client.query(
+        `CREATE TABLE IF NOT EXISTS ${this.qtable} (
+          id text PRIMARY KEY,
+          ts bigint NOT NULL,
+          source text NOT NULL,
+          kind varchar(32) NOT NULL,
+          amount numeric(12,2) NOT NULL CHECK (amount >= 0),
+          note varchar(200),
+          payload jsonb NOT NULL
+        )`,
+      );
+    } catch (cause) {
+      // Two sinks creating the same table at once race on the catalog: the loser sees
+      // 23505/42P07 although the table now exists, which is what we wanted.
+      const code = (cause as PgLikeError).code;
+      if (code !== '23505' && code !== '42P07') {
+        client.release(true);
+        throw new SluiceError(ErrorCode.SinkUnavailable, `postgres sink: cannot create table ${this.table} on ${this.endpoint}: ${(cause as Error).message}`, {
+          cause,
+          details: { endpoint: this.endpoint, sinkCode: code },
+        });
+      }
+    }
+    client.release();
+  }
+
+  async write(batch: readonly Envelope<EventRecord>[]): Promise<void> {
+    if (batch.length === 0) return;
+    if (this.closed) throw new SinkError('transient', `postgres sink ${this.table} is closed`, { sinkCode: 'CLOSED', alerting: true });
+    if (!this.opening) await this.open();
+    else await this.opening;
+    if (this.mode === 'insert') await this.writeInsert(batch);
+    else await this.writeCopy(batch);
+  }
+
+  private async writeInsert(batch: readonly Envelope<EventRecord>[]): Promise<void> {
+    const n = batch.length;
+    const id: unknown[] = new Array(n), ts: unknown[] = new Array(n), source: unknown[] = new Array(n), kind: unknown[] = new Array(n);
+    const amount: unknown[] = new Array(n), note: unknown[] = new Array(n), payload: unknown[] = new Array(n);
+    for (let i = 0; i < n; i++) {
+      const v = batch[i].value;
+      id[i] = v.id ?? batch[i].id;
+      ts[i] = v.ts;
+      source[i] = v.source;
+      kind[i] = v.kind;
+      amount[i] = v.amount;
+      note[i] = v.note;
+      payload[i] = v.payload === undefined || v.payload === null ? null : JSON.stringify(v.payload);
+    }
+    this.statements++;
+    try {
+      // Autocommit: the statement is its own transaction, so its success is one commit.
+      await this.pool.query({ name: this.insertName, text: this.insertSql, values: [id, ts, source, kind, amount, note, payload] });
+    } catch (err) {
+      throw classifyPgError(err);
+    }
+    this.commits++;
+  }
+
+  private async writeCopy(batch: readonly Envelope<EventRecord>[]): Promise<void> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (err) {
+      throw classifyPgError(err);
+    }
+    // A connection whose ROLLBACK fails is gone: destroy it rather than return it to the pool.
+    let destroy = false;
+    try {
+      this.statements++;
+      await client.query('BEGIN');
+      if (!this.staged.has(client)) {
+        // Per connection, once: a temp table is private to its session. No constraints
+        // (LIKE copies only NOT NULL), so the INSERT below is where CHECK and PK apply.
+        this.statements++;
+        await client.query(`CREATE TEMP TABLE IF NOT EXISTS sluice_staging (LIKE ${this.qtable}) ON COMMIT DELETE ROWS`);
+        this.staged.add(client);
+      }
+      let text = '';
+      for (let i = 0; i < batch.length; i++) {
+        const v = batch[i].value;
+        text +=
+          copyField(v.id ?? batch[i].id) + '\t' + copyField(v.ts) + '\t' + copyField(v.source) + '\t' + copyField(v.kind) + '\t' +
+          copyField(v.amount) + '\t' + copyField(v.note) + '\t' + copyField(v.payload) + '\n';
+      }
+      this.statements++;
+      await streamPipeline(Readable.from([Buffer.from(text)]), client.query(copyFrom(`COPY sluice_staging (${COLUMNS.join(', ')}) FROM STDIN`)));
+      // One simple-protocol message, one round-trip: the INSERT then the COMMIT. If the
+      // INSERT fails the server skips the COMMIT and the transaction is left aborted.
+      this.statements++;
+      await client.query(`INSERT INTO ${this.qtable} SELECT * FROM sluice_staging ON CONFLICT (id) DO NOTHING; COMMIT`);
+      this.commits++;
+    } catch (err) {
+      // A staging table created in this transaction is rolled back with it.
+      this.staged.delete(client);
+      try {
+        this.statements++;
+        await client.query('ROLLBACK');
+        this.rollbacks++;
+      } catch {
+        destroy = true;
+      }
+      throw classifyPgError(err);
+    } finally {
+      client.release(destroy);
+    }
+  }
+
+  fixedCostOps(): number {
+    return this.commits;
+  }
+
+  /** Transactions rolled back after a failed batch (copy mode; autocommit failures roll back server-side). */
+  rollbackCount(): number {
+    return this.rollbacks;
+  }
+
+  /** Statements (round-trips) sent, including failed ones and copy mode's BEGIN/COPY. */
+  statementCount(): number {
+    return this.statements;
+  }
+
+  async countRows(): Promise<number> {
+    await this.open();
+    const r = await this.pool.query<{ n: string }>(`SELECT count(*)::bigint AS n FROM ${this.qtable}`);
+    return Number(r.rows[0].n);
+  }
+
+  /** Every stored id (reconciliation: compare with what the pipeline says it committed). */
+  async ids(): Promise<string[]> {
+    await this.open();
+    const r = await this.pool.query<{ id: string }>(`SELECT id FROM ${this.qtable} ORDER BY id`);
+    return r.rows.map((x) => x.id);
+  }
+
+  /** Empties the table (the lab's reset between runs). */
+  async truncate(): Promise<void> {
+    await this.open();
+    await this.pool.query(`TRUNCATE ${this.qtable}`);
+  }
+
+  async dropTable(): Promise<void> {
+    await this.pool.query(`DROP TABLE IF EXISTS ${this.qtable}`);
+  }
+
+  /** Ends the pool. Idempotent. Does not drop the table. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.end();
+  }
+}

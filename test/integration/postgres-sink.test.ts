@@ -1,0 +1,196 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import pg from 'pg';
+import { PostgresSink, classifyPgError, POSTGRES_WRITE_MODES } from '../../src/sinks/postgres.js';
+import { ErrorCode, SinkError, SluiceError } from '../../src/core/errors.js';
+import { RecordFactory, type EventRecord } from '../../src/sources/records.js';
+import { envelope, type Envelope } from '../../src/core/types.js';
+import { Pipeline } from '../../src/core/pipeline.js';
+import { requirePostgres, uniqueName } from '../helpers/services.js';
+
+const factory = new RecordFactory({ seed: 11 });
+
+function batchOf(from: number, n: number): Envelope<EventRecord>[] {
+  return Array.from({ length: n }, (_, i) => factory.make(from + i, 0));
+}
+
+/** A record identical to a generated one but with one field replaced. */
+function tampered(i: number, patch: Record<string, unknown>): Envelope<EventRecord> {
+  const base = factory.make(i, 0);
+  const value = { ...base.value, ...patch } as EventRecord;
+  return envelope(value, { bytes: base.bytes, intendedAtMs: 0, id: value.id });
+}
+
+async function withSink(
+  t: import('node:test').TestContext,
+  mode: 'insert' | 'copy',
+  fn: (sink: PostgresSink, url: string) => Promise<void>,
+): Promise<void> {
+  const url = await requirePostgres(t);
+  if (!url) return;
+  const sink = new PostgresSink({ connectionString: url, table: uniqueName(`pg_${mode}`), mode });
+  try {
+    await sink.open();
+    await fn(sink, url);
+  } finally {
+    await sink.dropTable().catch(() => {});
+    await sink.close();
+  }
+}
+
+async function assertRejectsWith(p: Promise<unknown>, failureClass: 'item' | 'transient', sinkCode: string): Promise<SinkError> {
+  let caught: unknown;
+  await p.catch((e) => (caught = e));
+  assert.ok(caught instanceof SinkError, `expected a SinkError, got ${String(caught)}`);
+  assert.equal(caught.failureClass, failureClass);
+  assert.equal(caught.sinkCode, sinkCode);
+  assert.equal(caught.code, failureClass === 'item' ? ErrorCode.SinkItem : ErrorCode.SinkTransient);
+  return caught;
+}
+
+for (const mode of POSTGRES_WRITE_MODES) {
+  test(`postgres sink (${mode}): rows land, one commit per batch, values round-trip`, async (t) => {
+    await withSink(t, mode, async (sink, url) => {
+      const a = batchOf(0, 50);
+      const b = batchOf(50, 7);
+      await sink.write(a);
+      await sink.write(b);
+      await sink.write([]); // an empty batch costs nothing
+      assert.equal(sink.fixedCostOps(), 2);
+      assert.equal(await sink.countRows(), 57);
+      const ids = await sink.ids();
+      assert.deepEqual(new Set(ids), new Set([...a, ...b].map((e) => e.id)));
+      // Read a row back through a separate connection: every column as written.
+      const c = new pg.Client(url);
+      await c.connect();
+      try {
+        const r = await c.query(`SELECT id, ts::text AS ts, source, kind, amount::text AS amount, note, payload FROM "${sink.table}" WHERE id = $1`, [a[3].id]);
+        const v = a[3].value;
+        assert.equal(r.rows.length, 1);
+        assert.equal(r.rows[0].ts, String(v.ts));
+        assert.equal(r.rows[0].source, v.source);
+        assert.equal(r.rows[0].kind, v.kind);
+        assert.equal(Number(r.rows[0].amount), v.amount);
+        assert.equal(r.rows[0].note, v.note);
+        assert.deepEqual(r.rows[0].payload, v.payload);
+        // The constraints are real (the poison issue relies on them).
+        const cons = await c.query(`SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = $1::regclass`, [sink.table]);
+        const defs = cons.rows.map((x) => x.def as string).join(' | ');
+        assert.match(defs, /PRIMARY KEY \(id\)/);
+        assert.match(defs, /CHECK \(\(amount >= /);
+      } finally {
+        await c.end();
+      }
+    });
+  });
+
+  test(`postgres sink (${mode}): re-writing the same batch neither fails nor duplicates`, async (t) => {
+    await withSink(t, mode, async (sink) => {
+      const a = batchOf(1000, 20);
+      await sink.write(a);
+      await sink.write(a);
+      // A batch overlapping the first, and one holding the same id twice.
+      await sink.write([...batchOf(1015, 10), factory.make(1024, 0)]);
+      assert.equal(await sink.countRows(), 25);
+      assert.equal(sink.fixedCostOps(), 3);
+    });
+  });
+
+  test(`postgres sink (${mode}): a negative amount is an item-level error 23514, nothing of the batch lands`, async (t) => {
+    await withSink(t, mode, async (sink) => {
+      const bad = [...batchOf(2000, 5), tampered(2005, { amount: -1 }), ...batchOf(2006, 5)];
+      const e = await assertRejectsWith(sink.write(bad), 'item', '23514');
+      assert.equal(e.retryable, false);
+      assert.equal(await sink.countRows(), 0);
+      assert.equal(sink.fixedCostOps(), 0);
+      // The sink (and its pooled connection) stays usable after the failure.
+      await sink.write(batchOf(2000, 5));
+      assert.equal(await sink.countRows(), 5);
+      assert.equal(sink.fixedCostOps(), 1);
+    });
+  });
+
+  test(`postgres sink (${mode}): an invalid number is an item-level error 22P02`, async (t) => {
+    await withSink(t, mode, async (sink) => {
+      await assertRejectsWith(sink.write([...batchOf(3000, 3), tampered(3003, { amount: '€12' })]), 'item', '22P02');
+      // A kind longer than varchar(32): data exception 22001, item-level too.
+      await assertRejectsWith(sink.write([tampered(3004, { kind: 'k'.repeat(40) })]), 'item', '22001');
+      assert.equal(await sink.countRows(), 0);
+    });
+  });
+
+  test(`postgres sink (${mode}): behind a pipeline, committed equals rows stored`, async (t) => {
+    await withSink(t, mode, async (sink) => {
+      const p = new Pipeline<EventRecord>({ sink, window: { maxItems: 64, maxWaitMs: 2, maxInFlight: 2 } });
+      for (let i = 0; i < 500; i++) await p.put(factory.make(5000 + i, 0));
+      await p.close();
+      const st = p.stats();
+      assert.equal(st.ledger.balanced, true);
+      assert.equal(st.ledger.committed, 500);
+      assert.equal(await sink.countRows(), 500);
+      assert.equal(sink.fixedCostOps(), st.batches);
+    });
+  });
+}
+
+test('postgres sink: an unreachable database is one SLUICE_SINK_UNAVAILABLE naming host and port, quickly', async () => {
+  const sink = new PostgresSink({ connectionString: 'postgres://root@127.0.0.1:1/test', table: uniqueName('pg_down'), connectTimeoutMs: 2000 });
+  const t0 = Date.now();
+  try {
+    await assert.rejects(sink.open(), (e: unknown) => {
+      assert.ok(e instanceof SluiceError);
+      assert.equal(e.code, ErrorCode.SinkUnavailable);
+      assert.match(e.message, /127\.0\.0\.1:1\b/);
+      return true;
+    });
+    // A write on a sink that never opened reports the same, not a hang.
+    await assert.rejects(sink.write(batchOf(0, 1)), (e: unknown) => e instanceof SluiceError && e.code === ErrorCode.SinkUnavailable);
+  } finally {
+    await sink.close();
+  }
+  assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
+});
+
+test('postgres sink: bad options are SLUICE_INVALID_OPTION naming the option', () => {
+  const url = 'postgres://root@127.0.0.1:5432/test';
+  const bad: [Record<string, unknown>, RegExp][] = [
+    [{ connectionString: url, table: 'x; DROP TABLE y' }, /table/],
+    [{ connectionString: 'mysql://x', table: 't' }, /connectionString/],
+    [{ connectionString: url, table: 't', mode: 'upsert' }, /mode/],
+    [{ connectionString: url, table: 't', maxConnections: 0 }, /maxConnections/],
+  ];
+  for (const [opts, re] of bad)
+    assert.throws(
+      () => new PostgresSink(opts as never),
+      (e: unknown) => e instanceof SluiceError && e.code === ErrorCode.InvalidOption && re.test(e.message),
+    );
+});
+
+test('classifyPgError: SQLSTATE classes and connection errors', () => {
+  const cases: [unknown, 'item' | 'transient', string, boolean][] = [
+    [{ code: '23505', message: 'duplicate key' }, 'item', '23505', false],
+    [{ code: '23514', message: 'check' }, 'item', '23514', false],
+    [{ code: '22P02', message: 'invalid input syntax' }, 'item', '22P02', false],
+    [{ code: '08006', message: 'connection failure' }, 'transient', '08006', false],
+    [{ code: '40001', message: 'serialization failure' }, 'transient', '40001', false],
+    [{ code: '40P01', message: 'deadlock' }, 'transient', '40P01', false],
+    [{ code: '53100', message: 'disk full' }, 'transient', '53100', true],
+    [{ code: '57P01', message: 'admin shutdown' }, 'transient', '57P01', false],
+    [{ code: '57014', message: 'statement timeout' }, 'transient', '57014', false],
+    [{ code: '42P01', message: 'relation does not exist' }, 'transient', '42P01', true],
+    [Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }), 'transient', 'ECONNREFUSED', false],
+    [Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }), 'transient', 'ECONNRESET', false],
+    [new Error('Connection terminated unexpectedly'), 'transient', 'ECONNCLOSED', false],
+    [new Error('timeout exceeded when trying to connect'), 'transient', 'ETIMEDOUT', false],
+  ];
+  for (const [err, cls, code, alerting] of cases) {
+    const e = classifyPgError(err);
+    assert.equal(e.failureClass, cls, `${code}`);
+    assert.equal(e.sinkCode, code);
+    assert.equal(e.alerting, alerting, `${code} alerting`);
+    assert.equal(e.retryable, cls === 'transient');
+    assert.equal(e.cause, err);
+  }
+  const already = new SinkError('item', 'x', { sinkCode: 'VALIDATION' });
+  assert.equal(classifyPgError(already), already);
+});
