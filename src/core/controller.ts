@@ -1,0 +1,411 @@
+/**
+ * Window controllers: close the loop between the observed end-to-end p99 and the window.
+ *
+ * A controller is a PipelineObserver (it sees every committed batch and every flush) that
+ * moves the window through `pipeline.setWindow`. The batcher knows nothing about it: any
+ * policy (static, AIMD, later a gradient or PID one) plugs in through `WindowController`.
+ *
+ * Core module: Node built-ins only, time from the injected clock, no timers (decisions are
+ * taken on the observer calls, so a FakeClock drives them exactly in tests).
+ */
+import { systemClock, type Clock } from './clock.js';
+import { invalidOption } from './errors.js';
+import type { Envelope, FlushInfo, PipelineObserver } from './types.js';
+
+/** What a controller moves: `Pipeline` satisfies it. */
+export interface WindowTarget {
+  setWindow(partial: { maxItems?: number; maxWaitMs?: number }): void;
+  window(): { maxItems: number; maxWaitMs: number };
+}
+
+export type ControlDecision = 'start' | 'increase' | 'decrease' | 'hold';
+
+/** Which knob limited the batches of a control period (from the flush reasons it saw). */
+export type BindingKnob = 'size' | 'time' | 'both' | 'none';
+
+/** One control decision, kept in the decision log. */
+export interface WindowDecision {
+  /** Ms since `attach`. */
+  tMs: number;
+  /** The window *after* the decision. */
+  maxItems: number;
+  maxWaitMs: number;
+  /** p99 of end-to-end latency over the period that just ended (ms). */
+  p99Ms: number;
+  /** Latency samples (committed items) in that period. */
+  samples: number;
+  /** Committed items per second over that period. */
+  ratePerSec: number;
+  /** Which knob bound the period's batches: size flushes or timer flushes. */
+  bound: BindingKnob;
+  decision: ControlDecision;
+  reason: string;
+}
+
+export interface ControllerStats {
+  kind: string;
+  window: { maxItems: number; maxWaitMs: number };
+  periods: number;
+  increases: number;
+  decreases: number;
+  holds: number;
+  lastP99Ms: number;
+}
+
+export interface WindowController<T = unknown> extends PipelineObserver<T> {
+  readonly kind: string;
+  /** Binds the controller to a pipeline (or any WindowTarget) and logs the starting window. */
+  attach(target: WindowTarget): this;
+  /** Every decision taken so far, oldest first (bounded: see `maxLog`). */
+  decisions(): readonly WindowDecision[];
+  stats(): ControllerStats;
+}
+
+// ------------------------------------------------------------------ interval histogram
+
+/**
+ * A small log-linear latency histogram (HDR-style: 128 sub-buckets per power of two,
+ * ≤ 0.8% relative error, 1 µs .. 71 min), cheap to reset every control period. It lives
+ * here because the core imports nothing outside Node; the metrics layer keeps its
+ * full HDR histograms.
+ */
+export class IntervalHistogram {
+  private static readonly SUB = 128;
+  private readonly counts = new Uint32Array(33 * IntervalHistogram.SUB);
+  private n = 0;
+
+  recordMs(ms: number): void {
+    let us = Math.round(ms * 1000);
+    if (us < 1) us = 1;
+    else if (us > 2 ** 32) us = 2 ** 32;
+    const e = Math.floor(Math.log2(us));
+    const sub = Math.min(IntervalHistogram.SUB - 1, Math.floor((us / 2 ** e - 1) * IntervalHistogram.SUB));
+    this.counts[e * IntervalHistogram.SUB + sub]++;
+    this.n++;
+  }
+
+  get count(): number {
+    return this.n;
+  }
+
+  /** Upper edge of the bucket holding the p-th percentile (0..100), in ms; 0 when empty. */
+  percentileMs(p: number): number {
+    if (this.n === 0) return 0;
+    const rank = Math.max(1, Math.ceil((p / 100) * this.n));
+    let seen = 0;
+    for (let i = 0; i < this.counts.length; i++) {
+      seen += this.counts[i];
+      if (seen >= rank) {
+        const e = Math.floor(i / IntervalHistogram.SUB);
+        const sub = i % IntervalHistogram.SUB;
+        return (2 ** e * (1 + (sub + 1) / IntervalHistogram.SUB)) / 1000;
+      }
+    }
+    return 0;
+  }
+
+  reset(): void {
+    if (this.n === 0) return;
+    this.counts.fill(0);
+    this.n = 0;
+  }
+}
+
+// ------------------------------------------------------------------ base
+
+abstract class BaseController<T> implements WindowController<T> {
+  abstract readonly kind: string;
+  protected target: WindowTarget | null = null;
+  protected readonly clock: Clock;
+  protected t0 = 0;
+  private readonly log: WindowDecision[] = [];
+  private readonly maxLog: number;
+  protected counts = { periods: 0, increases: 0, decreases: 0, holds: 0 };
+  protected lastP99 = 0;
+
+  constructor(clock: Clock, maxLog: number) {
+    this.clock = clock;
+    this.maxLog = maxLog;
+  }
+
+  attach(target: WindowTarget): this {
+    this.target = target;
+    this.t0 = this.clock.now();
+    this.onAttach(target);
+    const w = target.window();
+    this.push({ tMs: 0, maxItems: w.maxItems, maxWaitMs: w.maxWaitMs, p99Ms: 0, samples: 0, ratePerSec: 0, bound: 'none', decision: 'start', reason: 'attached' });
+    return this;
+  }
+
+  protected onAttach(_target: WindowTarget): void {}
+
+  protected push(d: WindowDecision): void {
+    if (d.decision !== 'start') {
+      this.counts.periods++;
+      if (d.decision === 'increase') this.counts.increases++;
+      else if (d.decision === 'decrease') this.counts.decreases++;
+      else this.counts.holds++;
+      this.lastP99 = d.p99Ms;
+    }
+    this.log.push(d);
+    // Bounded memory for long-lived pipelines: keep the most recent decisions.
+    if (this.log.length > this.maxLog) this.log.splice(0, this.log.length - this.maxLog);
+  }
+
+  decisions(): readonly WindowDecision[] {
+    return this.log;
+  }
+
+  stats(): ControllerStats {
+    return {
+      kind: this.kind,
+      window: this.target ? pickWindow(this.target.window()) : { maxItems: 0, maxWaitMs: 0 },
+      ...this.counts,
+      lastP99Ms: this.lastP99,
+    };
+  }
+}
+
+function pickWindow(w: { maxItems: number; maxWaitMs: number }) {
+  return { maxItems: w.maxItems, maxWaitMs: w.maxWaitMs };
+}
+
+// ------------------------------------------------------------------ static
+
+export interface StaticControllerOptions {
+  /** The fixed window; @default whatever the pipeline was built with. */
+  maxItems?: number;
+  maxWaitMs?: number;
+  clock?: Clock;
+}
+
+/** Never moves the window (sets it once at attach when given): the baseline. */
+export class StaticController<T = unknown> extends BaseController<T> {
+  readonly kind = 'static';
+  constructor(private readonly opts: StaticControllerOptions = {}) {
+    super(opts.clock ?? systemClock, 16);
+  }
+
+  protected override onAttach(target: WindowTarget): void {
+    const p: { maxItems?: number; maxWaitMs?: number } = {};
+    if (this.opts.maxItems !== undefined) p.maxItems = this.opts.maxItems;
+    if (this.opts.maxWaitMs !== undefined) p.maxWaitMs = this.opts.maxWaitMs;
+    if (p.maxItems !== undefined || p.maxWaitMs !== undefined) target.setWindow(p);
+  }
+}
+
+// ------------------------------------------------------------------ AIMD
+
+export interface AimdOptions {
+  /** The p99 end-to-end latency objective (ms). */
+  sloMs: number;
+  /**
+   * Growth stops once p99 ≥ sloMs − marginMs (the hold band [slo − margin, slo]);
+   * a p99 above sloMs is a breach and halves the binding knob.
+   * @default 15% of sloMs
+   */
+  marginMs?: number;
+  /**
+   * Additive increase, in latency terms (ms): the wait grows by this many ms, the size by
+   * the items that arrive in this many ms at the period's observed rate. Capped at the
+   * margin, so one step from below the band cannot jump over it (latency moves about 1:1
+   * with the binding knob). @default min(10% of sloMs, marginMs)
+   */
+  stepMs?: number;
+  /** Bounds on the size knob. @default [1, 4096] */
+  minItems?: number;
+  maxItems?: number;
+  /** Bounds on the wait knob (ms). @default [0, sloMs]: a wait longer than the SLO can only breach it */
+  minWaitMs?: number;
+  maxWaitMs?: number;
+  /**
+   * Control period: a period ends once it lasted `minPeriodMs` *and* saw `minSamples`
+   * committed items, or after `maxPeriodMs` whatever it saw. p99 over 500 samples is the
+   * 5th-largest latency: enough to be stable, while 100 samples would make p99 the single
+   * largest one (one GC pause would steer the window). @default 500 ms, 500 samples, 3000 ms
+   */
+  minPeriodMs?: number;
+  minSamples?: number;
+  maxPeriodMs?: number;
+  /** A period with fewer samples than this holds (no evidence). @default 50 */
+  minSamplesToAct?: number;
+  clock?: Clock;
+  /** Decisions kept in the log. @default 10_000 */
+  maxLog?: number;
+}
+
+/**
+ * AIMD on the observed p99.
+ *
+ * Which knob it moves, and why: end-to-end latency is bounded by whichever knob cuts the
+ * batch first — at low load the timer (`maxWaitMs`; latency ≈ wait + write), at high load
+ * the size (`maxItems`; latency ≈ maxItems / rate + write). Fixed-cost operations per item
+ * are set by the same knob (1 / (rate × wait) or 1 / maxItems). So each period the
+ * controller reads the flush reasons it saw, finds the *binding* knob, and moves that one:
+ *   - p99 < slo − margin: add one step to the binding knob (more items per fixed cost);
+ *   - slo − margin ≤ p99 ≤ slo: hold (in the band: no sawtooth at steady load);
+ *   - p99 > slo: halve the binding knob (both when the period mixed size and time flushes).
+ * The non-binding knob is left alone: moving it changes neither latency nor cost, and it
+ * keeps the value the other regime learned, which makes switching back immediate.
+ *
+ * Assumption, stated: the sink is not saturated. If a breach comes from queueing at
+ * overload, smaller batches cannot help; `minItems` keeps the controller from shrinking the
+ * batch into a collapse.
+ */
+export class AimdController<T = unknown> extends BaseController<T> {
+  readonly kind = 'aimd';
+  readonly sloMs: number;
+  readonly marginMs: number;
+  readonly stepMs: number;
+  readonly bounds: { minItems: number; maxItems: number; minWaitMs: number; maxWaitMs: number };
+  private readonly minPeriodMs: number;
+  private readonly minSamples: number;
+  private readonly maxPeriodMs: number;
+  private readonly minSamplesToAct: number;
+  private readonly hist = new IntervalHistogram();
+  private periodStart = 0;
+  private sizeFlushes = 0;
+  private timeFlushes = 0;
+
+  constructor(opts: AimdOptions) {
+    super(opts.clock ?? systemClock, opts.maxLog ?? 10_000);
+    const slo = opts.sloMs;
+    if (!(slo > 0)) throw invalidOption('sloMs', slo, 'a number > 0');
+    this.sloMs = slo;
+    this.marginMs = opts.marginMs ?? 0.15 * slo;
+    if (!(this.marginMs >= 0 && this.marginMs < slo)) throw invalidOption('marginMs', this.marginMs, `a number in [0, sloMs=${slo})`);
+    this.stepMs = Math.min(opts.stepMs ?? 0.1 * slo, this.marginMs > 0 ? this.marginMs : Infinity);
+    if (!(this.stepMs > 0)) throw invalidOption('stepMs', opts.stepMs, 'a number > 0');
+    this.bounds = {
+      minItems: opts.minItems ?? 1,
+      maxItems: opts.maxItems ?? 4096,
+      minWaitMs: opts.minWaitMs ?? 0,
+      maxWaitMs: opts.maxWaitMs ?? slo,
+    };
+    const b = this.bounds;
+    if (!(Number.isInteger(b.minItems) && b.minItems >= 1)) throw invalidOption('minItems', b.minItems, 'an integer ≥ 1');
+    if (!(Number.isInteger(b.maxItems) && b.maxItems >= b.minItems)) throw invalidOption('maxItems', b.maxItems, `an integer ≥ minItems (${b.minItems})`);
+    if (!(b.minWaitMs >= 0)) throw invalidOption('minWaitMs', b.minWaitMs, 'a number ≥ 0');
+    if (!(b.maxWaitMs >= b.minWaitMs)) throw invalidOption('maxWaitMs', b.maxWaitMs, `a number ≥ minWaitMs (${b.minWaitMs})`);
+    this.minPeriodMs = opts.minPeriodMs ?? 500;
+    this.minSamples = opts.minSamples ?? 500;
+    this.maxPeriodMs = Math.max(opts.maxPeriodMs ?? 3000, this.minPeriodMs);
+    this.minSamplesToAct = opts.minSamplesToAct ?? 50;
+  }
+
+  protected override onAttach(target: WindowTarget): void {
+    const w = target.window();
+    const clamped = { maxItems: this.clampItems(w.maxItems), maxWaitMs: this.clampWait(w.maxWaitMs) };
+    if (clamped.maxItems !== w.maxItems || clamped.maxWaitMs !== w.maxWaitMs) target.setWindow(clamped);
+    this.periodStart = this.clock.now();
+    this.hist.reset();
+    this.sizeFlushes = this.timeFlushes = 0;
+  }
+
+  onFlush(info: FlushInfo, nowMs: number): void {
+    if (info.reason === 'size' || info.reason === 'bytes') this.sizeFlushes++;
+    else if (info.reason === 'time') this.timeFlushes++;
+    this.maybeDecide(nowMs);
+  }
+
+  onCommitted(batch: readonly Envelope<T>[], nowMs: number): void {
+    for (let i = 0; i < batch.length; i++) this.hist.recordMs(nowMs - batch[i].intendedAtMs);
+    this.maybeDecide(nowMs);
+  }
+
+  private maybeDecide(now: number): void {
+    if (!this.target) return;
+    const age = now - this.periodStart;
+    if (age < this.minPeriodMs) return;
+    if (this.hist.count < this.minSamples && age < this.maxPeriodMs) return;
+    this.decide(now, age);
+  }
+
+  private decide(now: number, ageMs: number): void {
+    const target = this.target!;
+    const samples = this.hist.count;
+    const p99 = this.hist.percentileMs(99);
+    const rate = (samples * 1000) / ageMs;
+    const s = this.sizeFlushes;
+    const t = this.timeFlushes;
+    // The binding knob: the one that cut (most of) the batches this period. A clear
+    // majority (2:1) picks one knob; a mix moves both.
+    const bound: BindingKnob = s + t === 0 ? 'none' : s >= 2 * t ? 'size' : t >= 2 * s ? 'time' : 'both';
+    const w = target.window();
+    let items = w.maxItems;
+    let wait = w.maxWaitMs;
+    let decision: ControlDecision;
+    let reason: string;
+    if (samples < this.minSamplesToAct) {
+      decision = 'hold';
+      reason = `only ${samples} samples (< ${this.minSamplesToAct}): no evidence`;
+    } else if (p99 > this.sloMs) {
+      if (bound === 'size' || bound === 'both') items = this.clampItems(Math.floor(items / 2));
+      if (bound === 'time' || bound === 'both' || bound === 'none') wait = this.clampWait(wait / 2);
+      decision = items !== w.maxItems || wait !== w.maxWaitMs ? 'decrease' : 'hold';
+      reason = `p99 ${fmt(p99)} ms > SLO ${fmt(this.sloMs)} ms: halve ${knobName(bound)}${decision === 'hold' ? ' (already at its lower bound)' : ''}`;
+    } else if (p99 >= this.sloMs - this.marginMs) {
+      decision = 'hold';
+      reason = `p99 ${fmt(p99)} ms in the band [${fmt(this.sloMs - this.marginMs)}, ${fmt(this.sloMs)}] ms`;
+    } else {
+      if (bound === 'size' || bound === 'both') items = this.clampItems(items + Math.max(1, Math.round((rate * this.stepMs) / 1000)));
+      if (bound === 'time' || bound === 'both') wait = this.clampWait(wait + this.stepMs);
+      decision = items !== w.maxItems || wait !== w.maxWaitMs ? 'increase' : 'hold';
+      reason =
+        bound === 'none'
+          ? `p99 ${fmt(p99)} ms but no flush this period: nothing to move`
+          : `p99 ${fmt(p99)} ms < ${fmt(this.sloMs - this.marginMs)} ms: +${fmt(this.stepMs)} ms on ${knobName(bound)}${decision === 'hold' ? ' (already at its upper bound)' : ''}`;
+    }
+    if (items !== w.maxItems || wait !== w.maxWaitMs) target.setWindow({ maxItems: items, maxWaitMs: wait });
+    this.push({
+      tMs: round3(now - this.t0),
+      maxItems: items,
+      maxWaitMs: round3(wait),
+      p99Ms: round3(p99),
+      samples,
+      ratePerSec: Math.round(rate),
+      bound,
+      decision,
+      reason,
+    });
+    this.hist.reset();
+    this.sizeFlushes = this.timeFlushes = 0;
+    this.periodStart = now;
+  }
+
+  private clampItems(n: number): number {
+    return Math.min(this.bounds.maxItems, Math.max(this.bounds.minItems, Math.round(n)));
+  }
+
+  private clampWait(ms: number): number {
+    return Math.min(this.bounds.maxWaitMs, Math.max(this.bounds.minWaitMs, ms));
+  }
+}
+
+function knobName(b: BindingKnob): string {
+  return b === 'size' ? 'maxItems (size-bound)' : b === 'time' ? 'maxWaitMs (timer-bound)' : b === 'both' ? 'maxItems and maxWaitMs (mixed flushes)' : 'maxWaitMs';
+}
+
+function fmt(x: number): string {
+  return String(Math.round(x * 100) / 100);
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
+// ------------------------------------------------------------------ selection
+
+export type WindowControllerOptions = ({ kind: 'static' } & StaticControllerOptions) | ({ kind: 'aimd' } & AimdOptions);
+
+/** Builds a controller from options (`kind` selects the policy). */
+export function createWindowController<T = unknown>(opts: WindowControllerOptions): WindowController<T> {
+  switch (opts.kind) {
+    case 'static':
+      return new StaticController<T>(opts);
+    case 'aimd':
+      return new AimdController<T>(opts);
+    default:
+      throw invalidOption('controller', (opts as { kind: unknown }).kind, "'static' or 'aimd'");
+  }
+}

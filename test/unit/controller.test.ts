@@ -1,0 +1,177 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FakeClock } from '../../src/core/clock.js';
+import { AimdController, IntervalHistogram, StaticController, createWindowController, type WindowTarget } from '../../src/core/controller.js';
+import { envelope, type Envelope, type FlushReason } from '../../src/core/types.js';
+import { Pipeline } from '../../src/core/pipeline.js';
+
+/** A window target that records every setWindow. */
+function fakeTarget(maxItems: number, maxWaitMs: number): WindowTarget & { sets: number } {
+  const w = { maxItems, maxWaitMs };
+  const t = {
+    sets: 0,
+    setWindow(p: { maxItems?: number; maxWaitMs?: number }) {
+      t.sets++;
+      if (p.maxItems !== undefined) w.maxItems = p.maxItems;
+      if (p.maxWaitMs !== undefined) w.maxWaitMs = p.maxWaitMs;
+    },
+    window: () => ({ ...w }),
+  };
+  return t;
+}
+
+/**
+ * Drives a controller for `ms` of fake time: every `batchEveryMs` one flush of `reason`
+ * and one committed batch of `perBatch` items whose latency is `latencyMs(window)`.
+ */
+function drive(
+  clock: FakeClock,
+  c: AimdController,
+  target: WindowTarget,
+  ms: number,
+  opts: { reason: FlushReason | ((w: { maxItems: number; maxWaitMs: number }) => FlushReason); perBatch: number; batchEveryMs: number; latencyMs: (w: { maxItems: number; maxWaitMs: number }) => number },
+): void {
+  const end = clock.now() + ms;
+  while (clock.now() < end) {
+    clock.advance(opts.batchEveryMs);
+    const now = clock.now();
+    const w = target.window();
+    const reason = typeof opts.reason === 'function' ? opts.reason(w) : opts.reason;
+    c.onFlush({ reason, items: opts.perBatch, bytes: 0, waitMs: 0 }, now);
+    const lat = opts.latencyMs(w);
+    const batch: Envelope[] = [];
+    for (let i = 0; i < opts.perBatch; i++) batch.push(envelope(null, { bytes: 1, intendedAtMs: now - lat }));
+    c.onCommitted(batch, now);
+  }
+}
+
+test('interval histogram: percentiles within 1% and reset', () => {
+  const h = new IntervalHistogram();
+  for (let i = 1; i <= 1000; i++) h.recordMs(i / 10);
+  assert.equal(h.count, 1000);
+  const p99 = h.percentileMs(99);
+  assert.ok(Math.abs(p99 - 99) / 99 < 0.01, `p99 ${p99}`);
+  h.reset();
+  assert.equal(h.count, 0);
+  assert.equal(h.percentileMs(99), 0);
+});
+
+test('AIMD grows the binding knob additively while p99 is under SLO − margin', () => {
+  const clock = new FakeClock();
+  const c = new AimdController({ sloMs: 20, marginMs: 3, stepMs: 2, clock, minPeriodMs: 500, minSamples: 100 });
+  const t = fakeTarget(64, 2);
+  c.attach(t);
+  // Timer-bound at low latency: the wait grows by 2 ms per period, the size is left alone.
+  drive(clock, c, t, 2600, { reason: 'time', perBatch: 20, batchEveryMs: 50, latencyMs: (w) => w.maxWaitMs + 1 });
+  const d = c.decisions().filter((x) => x.decision !== 'start');
+  assert.ok(d.length >= 4);
+  assert.equal(d[0].decision, 'increase');
+  assert.equal(d[0].bound, 'time');
+  assert.equal(d[0].maxWaitMs, 4);
+  assert.equal(d[1].maxWaitMs, 6);
+  assert.equal(t.window().maxItems, 64);
+  // Size-bound: the size grows by the items that arrive in one step (rate × 2 ms).
+  const c2 = new AimdController({ sloMs: 20, marginMs: 3, stepMs: 2, clock, minPeriodMs: 500, minSamples: 100 });
+  const t2 = fakeTarget(100, 10);
+  c2.attach(t2);
+  drive(clock, c2, t2, 600, { reason: 'size', perBatch: 100, batchEveryMs: 10, latencyMs: () => 5 }); // 10 000 items/s
+  const d2 = c2.decisions().at(-1)!;
+  assert.equal(d2.decision, 'increase');
+  assert.equal(d2.bound, 'size');
+  assert.ok(d2.maxItems >= 115 && d2.maxItems <= 125, `maxItems ${d2.maxItems} (expected 100 + 10 000/s × 2 ms)`);
+  assert.equal(t2.window().maxWaitMs, 10);
+});
+
+test('AIMD halves the binding knob on a breach and holds in the band', () => {
+  const clock = new FakeClock();
+  const c = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100 });
+  const t = fakeTarget(800, 10);
+  c.attach(t);
+  drive(clock, c, t, 500, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => 30 });
+  let last = c.decisions().at(-1)!;
+  assert.equal(last.decision, 'decrease');
+  assert.equal(t.window().maxItems, 400);
+  assert.equal(t.window().maxWaitMs, 10);
+  drive(clock, c, t, 500, { reason: 'time', perBatch: 100, batchEveryMs: 5, latencyMs: () => 25 });
+  last = c.decisions().at(-1)!;
+  assert.equal(last.decision, 'decrease');
+  assert.equal(t.window().maxWaitMs, 5);
+  drive(clock, c, t, 1000, { reason: 'time', perBatch: 100, batchEveryMs: 5, latencyMs: () => 18 });
+  last = c.decisions().at(-1)!;
+  assert.equal(last.decision, 'hold');
+  assert.match(last.reason, /band/);
+  assert.equal(c.stats().decreases, 2);
+});
+
+test('AIMD respects its bounds on both knobs', () => {
+  const clock = new FakeClock();
+  const c = new AimdController({ sloMs: 20, clock, minItems: 50, maxItems: 300, minWaitMs: 1, maxWaitMs: 12, minPeriodMs: 200, minSamples: 50 });
+  const t = fakeTarget(5000, 40); // out of bounds: clamped at attach
+  c.attach(t);
+  assert.deepEqual(t.window(), { maxItems: 300, maxWaitMs: 12 });
+  drive(clock, c, t, 5000, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => 1 });
+  assert.equal(t.window().maxItems, 300);
+  drive(clock, c, t, 5000, { reason: 'time', perBatch: 100, batchEveryMs: 5, latencyMs: () => 1 });
+  assert.equal(t.window().maxWaitMs, 12);
+  drive(clock, c, t, 5000, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => 100 });
+  assert.equal(t.window().maxItems, 50);
+  drive(clock, c, t, 5000, { reason: 'time', perBatch: 100, batchEveryMs: 5, latencyMs: () => 100 });
+  assert.equal(t.window().maxWaitMs, 1);
+  for (const d of c.decisions()) {
+    assert.ok(d.maxItems >= 50 && d.maxItems <= 300);
+    assert.ok(d.maxWaitMs >= 1 && d.maxWaitMs <= 12);
+  }
+});
+
+test('AIMD does not oscillate at steady load: it settles in the band and stays', () => {
+  const clock = new FakeClock();
+  const c = new AimdController({ sloMs: 20, clock, minPeriodMs: 500, minSamples: 200 });
+  const t = fakeTarget(16, 5);
+  c.attach(t);
+  // A steady 20 000 items/s: batches cut by size every maxItems/rate ms, latency = fill time + 2 ms write.
+  const rate = 20; // items per ms
+  drive(clock, c, t, 60_000, {
+    reason: (w) => (w.maxItems / rate < w.maxWaitMs ? 'size' : 'time'),
+    perBatch: 50,
+    batchEveryMs: 2.5,
+    latencyMs: (w) => Math.min(w.maxItems / rate, w.maxWaitMs) + 2,
+  });
+  const d = c.decisions().filter((x) => x.decision !== 'start');
+  const settled = d.filter((x) => x.tMs > 20_000);
+  assert.ok(settled.length > 30);
+  assert.ok(settled.every((x) => x.decision === 'hold'), 'only holds after settling');
+  const items = settled.map((x) => x.maxItems);
+  assert.ok(Math.max(...items) / Math.min(...items) <= 2);
+  assert.ok(settled[0].p99Ms >= 17 && settled[0].p99Ms <= 20, `settled p99 ${settled[0].p99Ms}`);
+});
+
+test('static controller sets the window once and never moves it; selection by option', () => {
+  const clock = new FakeClock();
+  const s = createWindowController({ kind: 'static', maxItems: 256, maxWaitMs: 7, clock });
+  assert.ok(s instanceof StaticController);
+  const t = fakeTarget(10, 1);
+  s.attach(t);
+  assert.deepEqual(t.window(), { maxItems: 256, maxWaitMs: 7 });
+  s.onCommitted?.([envelope(null, { bytes: 1, intendedAtMs: -100 })], 0);
+  assert.equal(t.sets, 1);
+  assert.ok(createWindowController({ kind: 'aimd', sloMs: 10 }) instanceof AimdController);
+  assert.throws(() => createWindowController({ kind: 'pid' } as never), /controller/);
+  assert.throws(() => new AimdController({ sloMs: 0 }), /sloMs/);
+});
+
+test('AIMD attaches to a real Pipeline and moves its window (fake clock, memory sink)', async () => {
+  const clock = new FakeClock();
+  const c = new AimdController({ sloMs: 20, clock, minPeriodMs: 100, minSamples: 10, minSamplesToAct: 5 });
+  let ops = 0;
+  const sink = { name: 'mem', fixedCostKind: 'none' as const, write: async () => void ops++, fixedCostOps: () => ops, close: async () => {} };
+  const p = new Pipeline({ sink, window: { maxItems: 64, maxWaitMs: 2 }, clock, observers: [c] });
+  c.attach(p);
+  for (let i = 0; i < 400; i++) {
+    p.offer(envelope(i, { bytes: 10, intendedAtMs: clock.now() }));
+    clock.advance(1);
+    await Promise.resolve();
+  }
+  await p.close();
+  assert.ok(c.stats().increases >= 1, JSON.stringify(c.decisions()));
+  assert.ok(p.window().maxWaitMs > 2);
+});
