@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { registerLab } from './commands/lab.js';
+import { registerServe } from './commands/serve.js';
 import { exitWithError } from './errors.js';
 
 const program = new Command();
@@ -16,6 +17,7 @@ program
   .exitOverride();
 
 registerLab(program);
+registerServe(program);
 
 try {
   await program.parseAsync(process.argv);
