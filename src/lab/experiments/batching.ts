@@ -16,6 +16,7 @@ import { RecordFactory } from '../../sources/records.js';
 import { poissonArrivals } from '../../sources/load.js';
 import { seededRng } from '../../core/random.js';
 import { performance } from 'node:perf_hooks';
+import { batchingCharts } from './batching-charts.js';
 
 export const LADDER = [0.5, 2, 10, 30] as const;
 
@@ -117,6 +118,8 @@ export const batching: Experiment = {
       await lab.close();
     }
   },
+
+  charts: batchingCharts,
 
   markdown(r: ResultEnvelope) {
     const runs = r.runs as BatchingRun[];
