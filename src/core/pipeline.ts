@@ -128,6 +128,12 @@ export class Pipeline<T = unknown> {
     this.qopts = resolveQueue(opts.queue, this.win);
     this.spill = opts.spill;
     if (this.qopts.policy === 'spill' && !this.spill) throw invalidOption('spill', undefined, 'a SpillStore when policy is "spill"');
+    if (this.spill && this.spill.size() > 0) {
+      // A store reopened after a restart: its items were accepted by an earlier process.
+      // This pipeline owns them now (in flight until handled) and numbers new items after them.
+      this.seq = Math.max(this.seq, this.spill.lastSeq?.() ?? 0);
+      this.ledger.accepted += this.spill.size();
+    }
     this.observers = opts.observers ?? [];
     this.onAccepted = this.observers.flatMap((o) => (o.onAccepted ? [o.onAccepted.bind(o)] : []));
   }
@@ -167,6 +173,8 @@ export class Pipeline<T = unknown> {
         this.accept(env);
         return 'accepted';
       case 'spill': {
+        // FIFO fairness: producers blocked by the spill's block fallback go first.
+        if (this.waiters.length > 0) return 'full';
         const r = this.spillOffer(env);
         if (r) return r;
         return 'full';
@@ -217,21 +225,25 @@ export class Pipeline<T = unknown> {
 
   private spillOffer(env: Envelope<T>): OfferResult | null {
     const spill = this.spill!;
-    env.acceptedAtMs = this.clock.now();
-    env.seq = this.seq + 1;
-    if (spill.tryAppend(env, env.seq)) {
-      this.seq++;
-      this.ledger.accepted++;
-      for (const f of this.onAccepted) f(env);
-      this.pump();
-      return 'accepted';
-    }
+    if (this.spillAppend(env)) return 'accepted';
     if (spill.fallback === 'drop-newest') {
       this.ledger.accepted++;
       this.dropNow([env], 'spill-full');
       return 'dropped';
     }
     return null;
+  }
+
+  /** Accepts `env` into the spill store; false (nothing changed) when the store is full. */
+  private spillAppend(env: Envelope<T>): boolean {
+    env.acceptedAtMs = this.clock.now();
+    env.seq = this.seq + 1;
+    if (!this.spill!.tryAppend(env, env.seq)) return false;
+    this.seq++;
+    this.ledger.accepted++;
+    for (const f of this.onAccepted) f(env);
+    this.pump();
+    return true;
   }
 
   private accept(env: Envelope<T>): void {
@@ -291,6 +303,8 @@ export class Pipeline<T = unknown> {
       do {
         this.pumpAgain = false;
         this.pumpOnce();
+        // Space may have freed without a cut (a spill segment released, a refill).
+        if (this.waiters.length > 0) this.admitWaiters();
       } while (this.pumpAgain);
     } finally {
       this.pumping = false;
@@ -382,12 +396,21 @@ export class Pipeline<T = unknown> {
         this.waiters.shift();
         continue;
       }
+      // Order: memory holds the oldest items, then the spill, then waiters. A waiter goes to
+      // memory only while nothing is spilled; otherwise it follows the spilled items to disk
+      // (the spill's block fallback admits waiters as soon as the store has room again).
       const spillHasItems = this.spill !== undefined && this.spill.size() > 0;
-      if (spillHasItems || this.q.length >= this.qopts.maxItems || this.qBytes + w.env.bytes > this.qopts.maxBytes) return;
+      const memoryRoom = this.q.length < this.qopts.maxItems && this.qBytes + w.env.bytes <= this.qopts.maxBytes;
+      const toMemory = !spillHasItems && memoryRoom;
+      if (!toMemory && this.qopts.policy !== 'spill') return;
       this.waiters.shift();
+      if (toMemory) this.accept(w.env);
+      else if (!this.spillAppend(w.env)) {
+        this.waiters.unshift(w);
+        return;
+      }
       w.done = true;
       if (w.timer !== null) this.clock.clearTimer(w.timer);
-      this.accept(w.env);
       w.resolve('accepted');
     }
   }
@@ -412,6 +435,8 @@ export class Pipeline<T = unknown> {
       for (const o of this.observers)
         o.onError?.(new Error(`handler accounted for ${c + d + x} of ${batch.length} items`));
     }
+    // Every item of the batch is terminal now: a durable spill store may forget those it held.
+    this.spill?.release?.(batch);
     for (const o of this.observers) {
       if (c > 0) o.onCommitted?.(outcome.committed, now);
       if (d > 0) o.onDeadLettered?.(outcome.deadLettered, now, outcome.error);

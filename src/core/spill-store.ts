@@ -20,4 +20,15 @@ export interface SpillStore<T> {
   firstSeq(): number;
   size(): number;
   bytes(): number;
+  /**
+   * Optional: the pipeline calls it with every batch it completes (committed, dead-lettered
+   * or dropped), so a durable store learns which read-back items it may forget (delete
+   * segments, advance its read pointer). Items the store never held must be ignored.
+   */
+  release?(items: readonly Envelope<T>[]): void;
+  /**
+   * Optional: the highest seq the store holds (a store reopened after a restart holds
+   * items accepted by an earlier pipeline: the new one numbers after them).
+   */
+  lastSeq?(): number;
 }
