@@ -61,15 +61,21 @@ export class TcpReceiver {
       r.server.once('error', reject);
       r.server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());
     });
+    void r.port;
     return r;
   }
 
+  private bound: net.AddressInfo | null = null;
+
+  /** The bound port (still readable after close). */
   get port(): number {
-    return (this.server.address() as net.AddressInfo).port;
+    this.bound ??= this.server.address() as net.AddressInfo;
+    return this.bound.port;
   }
 
   get host(): string {
-    return (this.server.address() as net.AddressInfo).address;
+    this.bound ??= this.server.address() as net.AddressInfo;
+    return this.bound.address;
   }
 
   private accept(socket: net.Socket): void {
