@@ -4,11 +4,15 @@
  */
 import type { Experiment } from './types.js';
 import { batching } from './experiments/batching.js';
+import { windowExperiment } from './experiments/window.js';
 import { nagle } from './experiments/nagle.js';
+import { poison } from './experiments/poison.js';
 
 export const EXPERIMENTS: Experiment[] = [
   batching,
+  windowExperiment,
   nagle,
+  poison,
 ];
 
 export function findExperiment(name: string): Experiment | undefined {

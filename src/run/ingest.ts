@@ -64,16 +64,19 @@ export class Ingest<T = unknown> {
 
   /**
    * Stops fetching, drains, makes acks durable and returns the final ledger. Idempotent.
-   * `beforeDrain` runs once fetching stopped and before the drain (the experiment snapshots
+   * `beforeDrain` runs once fetching was told to stop and before the drain (the experiment snapshots
    * a stalled pipeline there, then aborts its handler).
    */
   stop(beforeDrain?: () => void | Promise<void>): Promise<LedgerSnapshot> {
     if (!this.stopped)
       this.stopped = (async () => {
         this.source.stop();
-        await this.reading.catch(() => {});
         await beforeDrain?.();
-        await this.pipeline.close();
+        // close() also releases a reader blocked on a full queue (its record is refused,
+        // never accepted nor acked: the log redelivers it).
+        const closing = this.pipeline.close();
+        await this.reading.catch(() => {});
+        await closing;
         await this.source.flushAcks();
         return this.pipeline.stats().ledger;
       })();

@@ -93,3 +93,34 @@ export class FlakySink<T = unknown> implements Sink<T> {
     return this.inner.close();
   }
 }
+
+/** Counts the calls really made to a sink (failed ones included); everything else delegates. */
+export class CallCountingSink<T = unknown> implements Sink<T> {
+  readonly name: string;
+  readonly fixedCostKind: FixedCostKind;
+  calls = 0;
+  failedCalls = 0;
+
+  constructor(readonly inner: Sink<T>) {
+    this.name = inner.name;
+    this.fixedCostKind = inner.fixedCostKind;
+  }
+
+  async write(batch: readonly Envelope<T>[]): Promise<void> {
+    this.calls++;
+    try {
+      await this.inner.write(batch);
+    } catch (e) {
+      this.failedCalls++;
+      throw e;
+    }
+  }
+
+  fixedCostOps(): number {
+    return this.inner.fixedCostOps();
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}

@@ -19,7 +19,7 @@
 import { open, readFile, rename, mkdir, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { ErrorCode, SluiceError } from '../core/errors.js';
+import { ErrorCode, SluiceError, isSluiceError } from '../core/errors.js';
 import type { OfferResult } from '../core/pipeline.js';
 import { envelope, type Envelope, type PipelineObserver } from '../core/types.js';
 
@@ -139,6 +139,23 @@ export async function readCommitted(path: string): Promise<{ offset: number; pos
 export interface PutTarget<T> {
   offer(env: Envelope<T>): OfferResult;
   put(env: Envelope<T>): Promise<OfferResult>;
+}
+
+/**
+ * Offers one record, waiting as long as it takes: a source must not skip a record because
+ * the pipeline is slow (SLUICE_QUEUE_FULL after `blockTimeoutMs` → wait again). Any other
+ * error (SLUICE_CLOSED) propagates: the source stops, the record stays unacknowledged.
+ */
+export async function offerPatiently<T>(target: PutTarget<T>, env: Envelope<T>): Promise<OfferResult> {
+  const r = target.offer(env);
+  if (r !== 'full') return r;
+  for (;;) {
+    try {
+      return await target.put(env);
+    } catch (e) {
+      if (!isSluiceError(e, ErrorCode.QueueFull)) throw e;
+    }
+  }
 }
 
 export interface EmbeddedLogSourceOptions<T> {
@@ -271,8 +288,7 @@ export class EmbeddedLogSource<T = unknown> implements OffsetSource<T> {
         this.readPos = endPos;
         let r: OfferResult;
         try {
-          r = target.offer(env);
-          if (r === 'full') r = await target.put(env);
+          r = await offerPatiently(target, env);
         } catch {
           this.st.refused++;
           this.stopping = true;

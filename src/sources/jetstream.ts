@@ -19,7 +19,7 @@ import { AckPolicy, DeliverPolicy, jetstream, type ConsumerMessages, type JetStr
 import { ErrorCode, SluiceError } from '../core/errors.js';
 import type { OfferResult } from '../core/pipeline.js';
 import { envelope, type Envelope, type PipelineObserver } from '../core/types.js';
-import type { LogRecord, OffsetSource, PutTarget, SourceStats } from './embedded-log.js';
+import { offerPatiently, type LogRecord, type OffsetSource, type PutTarget, type SourceStats } from './embedded-log.js';
 import { ensureStream, manager } from './nats.js';
 
 export const ID_HEADER = 'Sluice-Id';
@@ -102,8 +102,7 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
       const env = this.toEnvelope(m);
       let r: OfferResult;
       try {
-        r = target.offer(env);
-        if (r === 'full') r = await target.put(env);
+        r = await offerPatiently(target, env);
       } catch {
         this.st.refused++;
         break;
