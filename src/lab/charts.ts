@@ -87,6 +87,8 @@ export const THEME: Record<string, unknown> = {
     labelOverlap: 'greedy',
   },
   axisY: { titleAngle: -90 },
+  // Bucket labels (batch-size bounds, window names) read horizontally; overlapping ones are thinned.
+  axisXDiscrete: { labelAngle: 0 },
   legend: {
     orient: 'top',
     direction: 'horizontal',
@@ -120,7 +122,10 @@ export function mergeDeep(base: Record<string, unknown>, over: Record<string, un
 /** The spec as rendered: the author's config over the report theme. */
 export function themed(spec: Record<string, unknown>): Record<string, unknown> {
   const config = isObject(spec.config) ? mergeDeep(THEME, spec.config) : THEME;
-  return { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', ...spec, config };
+  // Single-view charts get the report's width even when their x is discrete (a bar per
+  // bucket), so every figure lines up in the column; composed specs size themselves.
+  const single = ('mark' in spec || 'layer' in spec) && !('width' in spec);
+  return { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', ...(single ? { width: CHART_WIDTH } : {}), ...spec, config };
 }
 
 /** Vega-Lite spec → SVG text, without a browser. Throws on an invalid spec. */
@@ -172,7 +177,7 @@ export function logTicks(min: number, max: number): number[] {
   const hi = Math.ceil(Math.log10(Math.max(min, max)));
   const steps = hi - lo <= 3 ? [1, 2, 5] : [1];
   const out: number[] = [];
-  for (let e = lo; e <= hi; e++) for (const s of steps) out.push(Number((s * 10 ** e).toPrecision(12)));
+  for (let e = lo; e <= hi; e++) for (const s of e === hi ? [1] : steps) out.push(Number((s * 10 ** e).toPrecision(12)));
   return out;
 }
 

@@ -233,7 +233,7 @@ td.center, th.center { text-align: center; }
 .charts { display: grid; grid-template-columns: 1fr; gap: 20px; margin: 20px 0; }
 figure.chart { margin: 0; border: 1px solid var(--line); border-radius: 8px; padding: 16px 18px 12px; background: #fff; }
 figure.chart h4 { margin: 0 0 10px; font-size: 16px; }
-figure.chart img { display: block; width: 100%; max-width: 100%; height: auto; }
+figure.chart img { display: block; width: auto; max-width: 100%; height: auto; margin: 0 auto; }
 figure.chart figcaption { color: var(--muted); font-size: 14px; margin-top: 8px; }
 figure.chart figcaption a { font-size: 13px; margin-left: 6px; }
 .chart-failed { color: var(--fail); background: var(--fail-bg); padding: 8px 12px; border-radius: 6px; font-size: 14px; }

@@ -140,12 +140,12 @@ export function windowParagraph(r: ResultEnvelope | undefined): WriteupParagraph
   }
   const replays = arr(r.replays).filter((x) => isNum(p99Of(x.latencyMs)));
   if (replays.length) {
-    const list = replays.map((x) => `${typeof x.trace === 'string' ? x.trace : typeof x.source === 'string' ? x.source : 'replay'} ${fmtNum(p99Of(x.latencyMs)!)} ms`);
+    const list = replays.map((x) => `${fmtNum(p99Of(x.latencyMs)!)} ms (${typeof x.trace === 'string' ? x.trace : typeof x.source === 'string' ? x.source : 'replay'})`);
     const worst = Math.max(...replays.map((x) => p99Of(x.latencyMs)!));
     const lost = replays.reduce((s, x) => s + (isNum(x.dropped) ? x.dropped : 0), 0);
     const lossKnown = replays.every((x) => isNum(x.dropped));
     parts.push(
-      `On bursty replay p99 was ${list.join(', ')}${slo !== undefined ? ` — ${worst <= slo ? 'every replay inside' : 'at least one replay over'} the SLO` : ''}${lossKnown ? `, with ${fmtInt(lost)} items dropped` : ''}.`,
+      `On bursty replay p99 was ${listJoin(list)}${slo !== undefined ? ` — ${worst <= slo ? 'every replay inside' : 'at least one replay over'} the SLO` : ''}${lossKnown ? `, with ${fmtInt(lost)} items dropped` : ''}.`,
     );
   }
   return { topic: 'Why this window', text: parts.join(' ') };

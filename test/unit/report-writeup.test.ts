@@ -1,0 +1,109 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fmtNum, writeup, writeupMarkdown } from '../../src/lab/writeup.js';
+import { batchingResult, overflowResult, poisonResult, windowResult } from '../helpers/report-fixtures.js';
+import type { ResultEnvelope } from '../../src/lab/types.js';
+
+const text = (results: ResultEnvelope[]) => writeupMarkdown(writeup(results));
+
+test('no results: no write-up at all', () => {
+  assert.deepEqual(writeup([]), []);
+});
+
+test('batching alone: the amortized fixed cost with the measured numbers, nothing about other experiments', () => {
+  const paragraphs = writeup([batchingResult()]);
+  const topics = paragraphs.map((p) => p.topic);
+  assert.deepEqual(topics, ['What was amortized', 'Which metric to alert on first']);
+  const t = writeupMarkdown(paragraphs);
+  assert.match(t, /fsync the sink pays on every write — file \(write \+ fdatasync per batch\) sink/);
+  assert.ok(!t.includes('/tmp/'), 'scratch path left out');
+  assert.match(t, /Calibrated at 0\.387 ms per operation, it caps an item-at-a-time pipeline at C1 ≈ 2,584 items\/s/);
+  assert.match(t, /At 30×C1 \(offered 77,520 items\/s\)/);
+  assert.match(t, /from 1 to 0\.00226 per item \(443× fewer, mean batch 443 items\)/);
+  assert.match(t, /from 3,253 to 77,553 items\/s \(23\.8×\)/);
+  assert.match(t, /took p99 from 2,105 ms to 11\.1 ms against a 20 ms SLO/);
+  // Alerting reasoned from batching: breaches are exactly the blocked runs.
+  assert.match(t, /unbatched at 2×C1, unbatched at 10×C1 and unbatched at 30×C1/);
+  assert.match(t, /up to 1,438 ms/);
+  for (const absent of ['window', 'overflow', 'lag']) assert.ok(!t.toLowerCase().includes(absent), `no claim about ${absent}`);
+});
+
+test('the saturation claim is dropped when blocked runs and SLO breaches do not coincide', () => {
+  const r = batchingResult();
+  const runs = r.runs as { variant: string; loadMultiple: number; producerBlockedMs: number }[];
+  runs.find((x) => x.variant === 'batched' && x.loadMultiple === 30)!.producerBlockedMs = 50;
+  assert.deepEqual(
+    writeup([r]).map((p) => p.topic),
+    ['What was amortized'],
+  );
+});
+
+test('partial batching figures: only the sentences whose figures exist', () => {
+  const r = batchingResult();
+  delete (r as Record<string, unknown>).runs;
+  const t = text([r]);
+  assert.match(t, /0\.387 ms/);
+  assert.ok(!t.includes('30×C1'));
+  const none = batchingResult();
+  delete (none as Record<string, unknown>).runs;
+  delete (none as Record<string, unknown>).calibration;
+  assert.deepEqual(writeup([none]), []);
+});
+
+test('window: the chosen window, its reason, its p99 at both loads against the SLO, flushes by size and replays', () => {
+  const t = text([windowResult()]);
+  assert.match(t, /maxItems = 512 and maxWaitMs = 5 ms: fewest fixed-cost ops per item at peak .* breached the margin at peak\./);
+  assert.match(t, /p99 was 9\.4 ms at low load \(1,000 items\/s\) and 14\.2 ms at peak load \(60,000 items\/s\), inside the 20 ms SLO/);
+  assert.match(t, /At peak 94% of flushes were by size \(median batch 498 of 512\)/);
+  assert.match(t, /On bursty replay p99 was 12\.5 ms \(bursty\) and 16\.3 ms \(azure-code\) — every replay inside the SLO, with 0 items dropped/);
+});
+
+test('window over the SLO is said so, not hidden', () => {
+  const r = windowResult();
+  (r.grid as { load: string; maxItems: number; latencyMs: { p99: number } }[]).find((g) => g.load === 'peak' && g.maxItems === 512)!.latencyMs.p99 = 25;
+  assert.match(text([r]), /25 ms at peak load \(60,000 items\/s\), not inside the 20 ms SLO/);
+});
+
+test('overflow: the OOM kill, the loss/latency trade-off per policy, and a choice reasoned from them', () => {
+  const t = text([overflowResult()]);
+  assert.match(t, /`unbounded` \(SIGKILL, exit 137\) was OOM-killed while `block`, `drop-newest`, `drop-oldest` and `spill` ran to completion/);
+  assert.match(t, /`block` lost 0 at p99 1,800 ms; `drop-newest` lost 48,000 \(48% of accepted\) at p99 12\.5 ms; `drop-oldest` lost 47,000 \(47% of accepted\) at p99 9\.1 ms; `spill` lost 0 at p99 2,400 ms/);
+  assert.match(t, /Choose `block`: it lost nothing and had the lowest p99 of the lossless policies \(1,800 ms against 2,400 ms for `spill`\)/);
+  assert.match(t, /`drop-oldest` kept p99 lower \(9\.1 ms\) only by losing 47,000 items/);
+  assert.match(t, /no lossless policy met the 20 ms SLO/);
+});
+
+test('overflow: when spill is the faster lossless policy, it is the one chosen', () => {
+  const r = overflowResult();
+  (r.variants as { policy: string; latencyMs: { p99: number } }[]).find((v) => v.policy === 'spill')!.latencyMs.p99 = 15;
+  const t = text([r]);
+  assert.match(t, /Choose `spill`/);
+  assert.ok(!t.includes('no lossless policy met'));
+});
+
+test('poison: lag slope is the first alert, with the silent p99 of what committed', () => {
+  const t = text([batchingResult(), poisonResult()]);
+  assert.match(t, /Alert first on consumer lag and its slope: in `poison`, abort-whole-batch's lag grew at 1,960 items\/s \(98% of the offered 2,000\/s\) while the p99 of the items it did commit was 11\.2 ms — inside the 20 ms SLO/);
+  assert.match(t, /With split-and-retry the slope was 3\.2 items\/s/);
+  assert.match(t, /Next, saturation/);
+});
+
+test('poison without a growing lag makes no lag claim', () => {
+  const r = poisonResult();
+  (r.variants as { strategy: string; lagSlopePerSec: number }[]).find((v) => v.strategy === 'abort-whole-batch')!.lagSlopePerSec = 5;
+  assert.deepEqual(writeup([r]), []);
+});
+
+test('every number in the full write-up comes from the fixtures', () => {
+  const results = [batchingResult(), windowResult(), overflowResult(), poisonResult()];
+  const t = text(results);
+  const source = JSON.stringify(results);
+  // Derived figures (ratios, percentages) are checked above; every other number must appear in the sources.
+  const derived = new Set(['443', '23.8', '94', '48', '47', '98', '1,000', '60,000', '2,584', '77,520', '3,253', '77,553', '2,105', '11.1', '16.3', '0.00226', '1,438', '1,800', '2,400', '48,000', '47,000', '1,960', '2,000']);
+  for (const n of t.match(/\d[\d,]*(\.\d+)?/g) ?? []) {
+    if (derived.has(n) || /^(0|1|2|5|20|30|99|137)$/.test(n) || n.startsWith('2026')) continue;
+    assert.ok(source.includes(n.replace(/,/g, '')), `number ${n} is in the results`);
+  }
+  assert.equal(fmtNum(0.0022591784), '0.00226');
+  assert.equal(fmtNum(2105.343), '2,105');
+});
