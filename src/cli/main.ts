@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { registerLab } from './commands/lab.js';
+import { registerRun } from './commands/run.js';
 import { registerServe } from './commands/serve.js';
 import { exitWithError } from './errors.js';
 
@@ -17,6 +18,7 @@ program
   .exitOverride();
 
 registerLab(program);
+registerRun(program);
 registerServe(program);
 
 try {
