@@ -327,20 +327,32 @@ export class SplitAndRetryHandler<T = unknown> implements BatchHandler<T> {
     };
 
     await visit(batch, null);
-    if (letters.length > 0) await this.opts.dlq.write(letters); // durable before the outcome is reported
+    const isolated = letters.filter((l) => l.failureClass === 'item').length;
+    let dropReason: string | undefined = dropped.length > 0 ? 'retry-exhausted' : undefined;
+    if (letters.length > 0) {
+      try {
+        await this.opts.dlq.write(letters); // durable before the outcome is reported (and the source acks)
+      } catch (error) {
+        // Not durable, so not dead-lettered: counted as dropped and never acknowledged, so the
+        // source redelivers them (the committed halves stay committed and acked).
+        dropped.push(...letters.map((l) => l.env));
+        letters.length = 0;
+        dropReason = 'dlq-write-failed';
+        lastError = error;
+      }
+    }
     this.st.sinkCalls += calls.n;
     this.st.splitCalls += Math.max(0, calls.n - 1);
     this.st.deadLettered += letters.length;
     this.st.exhaustedDropped += dropped.length;
     if (sawItemError) {
-      const k = letters.filter((l) => l.failureClass === 'item').length;
-      this.st.isolations.push({ batchSize: batch.length, deadLettered: k, sinkCalls: calls.n, bound: isolationBound(batch.length, k, this.itemRetries) });
+      this.st.isolations.push({ batchSize: batch.length, deadLettered: isolated, sinkCalls: calls.n, bound: isolationBound(batch.length, isolated, this.itemRetries) });
     }
     return {
       committed,
       deadLettered: letters.map((l) => l.env),
       dropped,
-      dropReason: dropped.length > 0 ? 'retry-exhausted' : undefined,
+      dropReason,
       error: letters.length + dropped.length > 0 ? lastError : undefined,
     };
   }

@@ -187,3 +187,13 @@ test('abortWholeBatch: retries the whole batch, never splits, stalls until abort
   assert.equal(out.dropReason, 'aborted');
   assert.equal(sink.byId.size, 0);
 });
+
+test('a DLQ write that fails: the letters are dropped (counted, never acked), the good records stay committed', async () => {
+  const sink = new PoisonedSink<number>(new Set(['r4']));
+  const h = splitAndRetry(sink, { dlq: { write: async () => Promise.reject(new Error('disk full')) }, retry: noWait });
+  const out = await h.handle(batchOf(10));
+  assert.equal(out.committed.length, 9);
+  assert.deepEqual(out.dropped.map((e) => e.id), ['r4']);
+  assert.equal(out.dropReason, 'dlq-write-failed');
+  assert.equal(out.deadLettered.length, 0);
+});
