@@ -53,7 +53,7 @@ test('partial batching figures: only the sentences whose figures exist', () => {
 test('window: the chosen window, its reason, its p99 at both loads against the SLO, flushes by size and replays', () => {
   const t = text([windowResult()]);
   assert.match(t, /maxItems = 512 and maxWaitMs = 5 ms: fewest fixed-cost ops per item at peak .* breached the margin at peak\./);
-  assert.match(t, /p99 was 9\.4 ms at low load \(1,000 items\/s\) and 14\.2 ms at peak load \(60,000 items\/s\), inside the 20 ms SLO/);
+  assert.match(t, /In the sweep its p99 was 9\.4 ms at low load \(1,000 items\/s\) and 14\.2 ms at peak load \(60,000 items\/s\), inside the 20 ms SLO/);
   assert.match(t, /At peak 94% of flushes were by size \(median batch 498 of 512\)/);
   assert.match(t, /On bursty replay p99 was 12\.5 ms \(bursty\) and 16\.3 ms \(azure-code\) — every replay inside the SLO, with 0 items dropped/);
 });
@@ -61,7 +61,18 @@ test('window: the chosen window, its reason, its p99 at both loads against the S
 test('window over the SLO is said so, not hidden', () => {
   const r = windowResult();
   (r.grid as { load: string; maxItems: number; latencyMs: { p99: number } }[]).find((g) => g.load === 'peak' && g.maxItems === 512)!.latencyMs.p99 = 25;
-  assert.match(text([r]), /25 ms at peak load \(60,000 items\/s\), not inside the 20 ms SLO/);
+  const t = text([r]);
+  assert.match(t, /25 ms at peak load \(60,000 items\/s\), over the 20 ms SLO at peak load/);
+  assert.ok(!t.includes('inside the 20 ms SLO'));
+});
+
+test('window: a peak closed by the timer is not credited to the size bound', () => {
+  const r = windowResult();
+  const peak = (r.grid as { load: string; maxItems: number; flushReasons: Record<string, number> }[]).find((g) => g.load === 'peak' && g.maxItems === 512)!;
+  peak.flushReasons = { size: 0, bytes: 0, time: 300, drain: 1 };
+  const t = text([r]);
+  assert.match(t, /At peak 0% of flushes were by size .* so the timer, not the size bound, closed most batches there/);
+  assert.ok(!t.includes('the size bound, not the timer'));
 });
 
 test('overflow: the OOM kill, the loss/latency trade-off per policy, and a choice reasoned from them', () => {
