@@ -399,7 +399,7 @@ export const poison: Experiment = {
           encoding: {
             x: { field: 't', type: 'quantitative', title: 'time since start (s)' },
             y: { field: 'lag', type: 'quantitative', title: 'lag (records)' },
-            color: { field: 'strategy', type: 'nominal', title: 'strategy' },
+            color: { field: 'strategy', type: 'nominal', title: 'strategy', legend: { labelLimit: 400 } },
           },
         },
       },
