@@ -155,6 +155,36 @@ export function windowParagraph(r: ResultEnvelope | undefined): WriteupParagraph
   return { topic: 'Why this window', text: parts.join(' ') };
 }
 
+export function adaptiveParagraph(r: ResultEnvelope | undefined): WriteupParagraph | null {
+  if (!r) return null;
+  const aimd = arr(r.aimd).filter((a) => typeof a.regime === 'string' && isNum(p99Of(a.latencyMs)) && isNum(a.fixedCostOpsPerItem));
+  if (aimd.length === 0) return null;
+  const statics = arr(r.statics);
+  const best = isObj(r.bestStatic) && isNum(r.bestStatic.maxItems) && isNum(r.bestStatic.maxWaitMs) ? r.bestStatic : null;
+  const parts: string[] = [];
+  if (best) parts.push(`With hindsight, the best static window over both regimes was maxItems = ${fmtInt(best.maxItems as number)} and maxWaitMs = ${fmtNum(best.maxWaitMs as number)} ms.`);
+  else if (r.bestStatic === null && statics.length) parts.push('No static window of the grid met the SLO in both regimes.');
+  const wins: string[] = [];
+  const clauses = aimd.map((a) => {
+    const regime = a.regime as string;
+    const ap = p99Of(a.latencyMs)!;
+    const aOps = a.fixedCostOpsPerItem as number;
+    const verdict = a.meetsSlo === true ? ', inside the SLO' : a.meetsSlo === false ? ', over the SLO' : '';
+    const st = best ? statics.find((x) => x.regime === regime && x.maxItems === best.maxItems && x.maxWaitMs === best.maxWaitMs) : undefined;
+    const sp = p99Of(st?.latencyMs);
+    const sOps = st && isNum(st.fixedCostOpsPerItem) ? st.fixedCostOpsPerItem : undefined;
+    if (st && sOps !== undefined && sOps > 0 && a.meetsSlo === true && st.meetsSlo === true && aOps !== sOps)
+      wins.push(aOps < sOps ? `AIMD spends ${pct(sOps - aOps, sOps)} fewer at ${regime} load` : `the static spends ${pct(aOps - sOps, aOps)} fewer at ${regime} load`);
+    return (
+      `at ${regime} load p99 ${fmtNum(ap)} ms${verdict} with ${fmtNum(aOps)} fixed-cost ops per item` +
+      (isNum(sp) && sOps !== undefined ? ` (the static: ${fmtNum(sp)} ms, ${fmtNum(sOps)})` : '')
+    );
+  });
+  parts.push(`The AIMD controller, which needs no sweep, ran ${listJoin(clauses)}.`);
+  if (wins.length) parts.push(`Where both meet the SLO, ${listJoin(wins)}.`);
+  return { topic: 'Static or adaptive window', text: parts.join(' ') };
+}
+
 interface PolicyFigures {
   policy: string;
   dropped?: number;
@@ -164,6 +194,8 @@ interface PolicyFigures {
   oom: boolean;
   exitCode?: number;
   exitSignal?: string;
+  /** Ran to completion (the result's `survived`, or no OOM kill when it has none). */
+  survived: boolean;
 }
 
 export function overflowParagraph(r: ResultEnvelope | undefined): WriteupParagraph | null {
@@ -179,11 +211,13 @@ export function overflowParagraph(r: ResultEnvelope | undefined): WriteupParagra
       oom: v.oomKilled === true,
       exitCode: isNum(v.exitCode) ? v.exitCode : undefined,
       exitSignal: typeof v.exitSignal === 'string' ? v.exitSignal : undefined,
+      survived: typeof v.survived === 'boolean' ? v.survived : v.oomKilled !== true,
     }));
   if (vs.length === 0) return null;
   const parts: string[] = [];
   const killed = vs.filter((v) => v.oom);
-  const survivors = vs.filter((v) => !v.oom);
+  const survivors = vs.filter((v) => !v.oom && v.survived);
+  const crashed = vs.filter((v) => !v.oom && !v.survived);
   if (killed.length) {
     const how = (v: PolicyFigures) => [v.exitSignal, v.exitCode !== undefined ? `exit ${v.exitCode}` : undefined].filter(Boolean).join(', ');
     parts.push(
@@ -191,6 +225,7 @@ export function overflowParagraph(r: ResultEnvelope | undefined): WriteupParagra
         (survivors.length ? ` while ${listJoin(survivors.map((v) => `\`${v.policy}\``))} ran to completion.` : '.'),
     );
   }
+  if (crashed.length) parts.push(`${listJoin(crashed.map((v) => `\`${v.policy}\``))} failed without an OOM kill: its figures are left out.`);
   const described = survivors.filter((v) => v.dropped !== undefined);
   if (described.length) {
     const one = (v: PolicyFigures) =>
@@ -267,6 +302,7 @@ export function writeup(results: ResultEnvelope[]): WriteupParagraph[] {
   return [
     amortizedParagraph(find(results, 'batching')),
     windowParagraph(find(results, 'window')),
+    adaptiveParagraph(find(results, 'adaptive')),
     overflowParagraph(find(results, 'overflow')),
     alertParagraph(results),
   ].filter((p): p is WriteupParagraph => p !== null);

@@ -167,3 +167,40 @@ export function poisonResult(): ResultEnvelope {
     [{ name: 'split-and-retry lag slope within ±2% of offered', value: 3.2, op: 'within', threshold: [-40, 40], pass: true }],
   );
 }
+
+export function adaptiveResult(): ResultEnvelope {
+  const s = (maxItems: number, maxWaitMs: number, regime: string, p99: number, ops: number, meetsSlo: boolean) => ({
+    maxItems,
+    maxWaitMs,
+    regime,
+    offeredPerSec: regime === 'low' ? 500 : 40000,
+    latencyMs: lat(p99 / 3, p99),
+    fixedCostOpsPerItem: ops,
+    throughputPerSec: regime === 'low' ? 500 : 40000,
+    meetsSlo,
+    reconciled: true,
+  });
+  const a = (regime: string, p99: number, ops: number, meetsSlo: boolean) => ({
+    regime,
+    offeredPerSec: regime === 'low' ? 500 : 40000,
+    settleMs: 2000,
+    durationMs: 8000,
+    latencyMs: lat(p99 / 3, p99),
+    fixedCostOpsPerItem: ops,
+    throughputPerSec: regime === 'low' ? 500 : 40000,
+    meetsSlo,
+  });
+  return envelope(
+    'adaptive',
+    {
+      regimes: [
+        { name: 'low', offeredPerSec: 500 },
+        { name: 'high', offeredPerSec: 40000 },
+      ],
+      statics: [s(512, 10, 'low', 14, 0.2, true), s(512, 10, 'high', 12, 0.0025, true), s(64, 2, 'low', 5, 0.5, true), s(64, 2, 'high', 300, 0.016, false)],
+      bestStatic: { maxItems: 512, maxWaitMs: 10, worstRatio: 1.1, why: 'meets p99 in both regimes' },
+      aimd: [a('low', 15.5, 0.125, true), a('high', 13, 0.0026, true)],
+    },
+    [{ name: 'AIMD low: p99 after settling (ms)', value: 15.5, op: '<=', threshold: 20, pass: true }],
+  );
+}

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fmtNum, writeup, writeupMarkdown } from '../../src/lab/writeup.js';
-import { batchingResult, overflowResult, poisonResult, windowResult } from '../helpers/report-fixtures.js';
+import { adaptiveResult, batchingResult, overflowResult, poisonResult, windowResult } from '../helpers/report-fixtures.js';
 import type { ResultEnvelope } from '../../src/lab/types.js';
 
 const text = (results: ResultEnvelope[]) => writeupMarkdown(writeup(results));
@@ -105,12 +105,33 @@ test('poison without a growing lag makes no lag claim', () => {
   assert.deepEqual(writeup([r]), []);
 });
 
+test('adaptive: the best static with hindsight against AIMD per regime, and who wins where', () => {
+  const t = text([adaptiveResult()]);
+  assert.match(t, /best static window over both regimes was maxItems = 512 and maxWaitMs = 10 ms/);
+  assert.match(t, /at low load p99 15\.5 ms, inside the SLO with 0\.125 fixed-cost ops per item \(the static: 14 ms, 0\.2\) and at high load p99 13 ms, inside the SLO with 0\.0026 fixed-cost ops per item \(the static: 12 ms, 0\.0025\)/);
+  assert.match(t, /Where both meet the SLO, AIMD spends 37\.5% fewer at low load and the static spends 3\.85% fewer at high load/);
+  const none = adaptiveResult();
+  none.bestStatic = null;
+  assert.match(text([none]), /No static window of the grid met the SLO in both regimes\. The AIMD controller/);
+});
+
+test('overflow: a variant that failed without an OOM kill is not counted as surviving', () => {
+  const r = overflowResult();
+  const v = (r.variants as Record<string, unknown>[]).find((x) => x.policy === 'spill')!;
+  v.survived = false;
+  v.exitCode = 1;
+  const t = text([r]);
+  assert.match(t, /while `block`, `drop-newest` and `drop-oldest` ran to completion/);
+  assert.match(t, /`spill` failed without an OOM kill/);
+  assert.ok(!t.includes('2,400'));
+});
+
 test('every number in the full write-up comes from the fixtures', () => {
-  const results = [batchingResult(), windowResult(), overflowResult(), poisonResult()];
+  const results = [batchingResult(), windowResult(), adaptiveResult(), overflowResult(), poisonResult()];
   const t = text(results);
   const source = JSON.stringify(results);
   // Derived figures (ratios, percentages) are checked above; every other number must appear in the sources.
-  const derived = new Set(['443', '23.8', '94', '48', '47', '98', '1,000', '60,000', '2,584', '77,520', '3,253', '77,553', '2,105', '11.1', '16.3', '0.00226', '1,438', '1,800', '2,400', '48,000', '47,000', '1,960', '2,000']);
+  const derived = new Set(['443', '23.8', '94', '48', '47', '98', '1,000', '60,000', '2,584', '77,520', '3,253', '77,553', '2,105', '11.1', '16.3', '0.00226', '1,438', '1,800', '2,400', '48,000', '47,000', '1,960', '2,000', '37.5', '3.85']);
   for (const n of t.match(/\d[\d,]*(\.\d+)?/g) ?? []) {
     if (derived.has(n) || /^(0|1|2|5|20|30|99|137)$/.test(n) || n.startsWith('2026')) continue;
     assert.ok(source.includes(n.replace(/,/g, '')), `number ${n} is in the results`);
