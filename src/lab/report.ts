@@ -18,7 +18,7 @@ import { formatCheck, round } from './checks.js';
 import { hostInfo } from './host.js';
 import { renderChart, type RenderedChart } from './charts.js';
 import { escapeHtml, inlineMarkdown, markdownToHtml } from './html.js';
-import { writeup, writeupMarkdown, type WriteupParagraph } from './writeup.js';
+import { headlines, writeup, writeupMarkdown, type Headline, type WriteupParagraph } from './writeup.js';
 
 export interface ReportOptions {
   /** Experiments known to this build (default: the registry). */
@@ -111,7 +111,13 @@ export async function buildReport(outDir: string, opts: ReportOptions = {}): Pro
   } catch (err) {
     log(`report: write-up failed: ${describeError(err)}`);
   }
-  const meta: ReportMeta = { generatedAt: (opts.now ?? new Date()).toISOString(), hosts: hostsOf(results), outDir };
+  let heads: Headline[] = [];
+  try {
+    heads = headlines(results);
+  } catch (err) {
+    log(`report: headlines failed: ${describeError(err)}`);
+  }
+  const meta: ReportMeta = { generatedAt: (opts.now ?? new Date()).toISOString(), hosts: hostsOf(results), outDir, headlines: heads };
   const mdPath = join(outDir, 'REPORT.md');
   const htmlPath = join(outDir, 'index.html');
   await writeFile(mdPath, reportMarkdown(sections, paragraphs, meta));
@@ -127,6 +133,8 @@ export interface ReportMeta {
   /** Distinct hosts the results were measured on (the current host when there are none). */
   hosts: HostInfo[];
   outDir: string;
+  /** Headline figures shown under the title (may be empty). */
+  headlines?: Headline[];
 }
 
 function hostsOf(results: ResultEnvelope[]): HostInfo[] {
@@ -169,6 +177,7 @@ export function reportMarkdown(sections: ReportSection[], paragraphs: WriteupPar
   const md: string[] = ['# Sluice lab report', ''];
   md.push(`Generated ${meta.generatedAt.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')} on ${meta.hosts.map(hostLine).join('; ')}.`);
   md.push(`Regenerate with \`${REGENERATE}\` (all experiments; \`sluice lab <name> --quick --out DIR\` for one). Every figure below is read from \`results/*.json\`.`, '');
+  if (meta.headlines?.length) md.push(meta.headlines.map((h) => `**${h.value}** ${h.label}`).join(' · '), '');
   md.push('## Summary', '');
   if (sections.length === 0) md.push('No results yet: run `npm run lab`.', '');
   else {
@@ -219,6 +228,12 @@ pre { background: var(--soft); padding: 12px 16px; border-radius: 6px; overflow-
 pre code { background: none; padding: 0; }
 section.experiment { border-top: 1px solid var(--line); margin-top: 40px; padding-top: 32px; }
 section.summary { margin-top: 28px; }
+.headlines { display: grid; grid-template-columns: repeat(auto-fit, minmax(190px, 1fr)); gap: 14px; margin: 26px 0 8px; }
+.headline { border: 1px solid var(--line); border-left: 4px solid var(--accent); border-radius: 8px; padding: 12px 16px; background: #fbfcfd; }
+.headline.good { border-left-color: var(--pass); }
+.headline.bad { border-left-color: var(--fail); }
+.headline .value { font-size: 26px; font-weight: 700; line-height: 1.2; font-variant-numeric: tabular-nums; letter-spacing: -0.01em; }
+.headline .label { color: var(--muted); font-size: 13.5px; line-height: 1.35; margin-top: 4px; }
 .description { color: #31383f; }
 .table-wrap { overflow-x: auto; margin: 14px 0; }
 table { border-collapse: collapse; font-size: 13.5px; font-variant-numeric: tabular-nums; width: auto; min-width: 50%; }
@@ -315,6 +330,7 @@ export function reportHtml(sections: ReportSection[], paragraphs: WriteupParagra
 <p class="meta">Generated ${escapeHtml(generated)} on ${meta.hosts.map((h) => escapeHtml(hostLine(h))).join('; ')}</p>
 <p class="meta">Regenerate with <code>${REGENERATE}</code> — every figure on this page is read from <code>results/*.json</code>.</p>
 </header>
+${meta.headlines?.length ? `<div class="headlines">\n${meta.headlines.map((h) => `<div class="headline${h.good === false ? ' bad' : h.good === true ? ' good' : ''}"><div class="value">${escapeHtml(h.value)}</div><div class="label">${escapeHtml(h.label)}</div></div>`).join('\n')}\n</div>` : ''}
 <section class="summary">
 <h2>Summary ${sections.length ? badge(passed === total, `${passed}/${total} checks pass`) : ''}</h2>
 ${summary}

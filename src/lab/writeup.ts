@@ -297,6 +297,41 @@ export function alertParagraph(results: ResultEnvelope[]): WriteupParagraph | nu
   return parts.length ? { topic: 'Which metric to alert on first', text: parts.join(' ') } : null;
 }
 
+export interface Headline {
+  /** The figure, formatted: "48.9×", "19.4 ms". */
+  value: string;
+  /** What it is, in a few words. */
+  label: string;
+  /** Whether it meets its target, when it has one (colours the card). */
+  good?: boolean;
+}
+
+/** A handful of headline figures for the top of the report, each only when measured. */
+export function headlines(results: ResultEnvelope[]): Headline[] {
+  const out: Headline[] = [];
+  const b = find(results, 'batching');
+  const runs = arr(b?.runs);
+  const loads = runs.map((x) => x.loadMultiple).filter(isNum);
+  if (b && loads.length) {
+    const top = Math.max(...loads);
+    const ub = runs.find((x) => x.variant === 'unbatched' && x.loadMultiple === top);
+    const bb = runs.find((x) => x.variant === 'batched' && x.loadMultiple === top);
+    if (ub && bb && isNum(ub.throughputPerSec) && isNum(bb.throughputPerSec) && ub.throughputPerSec > 0)
+      out.push({ value: `${fmtNum(bb.throughputPerSec / ub.throughputPerSec)}×`, label: `throughput, batched vs unbatched at ${fmtNum(top)}×C1` });
+    if (ub && bb && isNum(ub.fixedCostOpsPerItem) && isNum(bb.fixedCostOpsPerItem) && bb.fixedCostOpsPerItem > 0) {
+      const kind = typeof bb.fixedCostKind === 'string' ? bb.fixedCostKind : 'fixed-cost op';
+      out.push({ value: `${fmtNum(ub.fixedCostOpsPerItem / bb.fixedCostOpsPerItem)}×`, label: `fewer ${kind}s per item at ${fmtNum(top)}×C1` });
+    }
+    const p = p99Of(bb?.latencyMs);
+    if (isNum(p))
+      out.push({ value: `${fmtNum(p)} ms`, label: `batched p99 at ${fmtNum(top)}×C1${isNum(b.sloMs) ? ` (SLO ${fmtNum(b.sloMs)} ms)` : ''}`, good: isNum(b.sloMs) ? p <= b.sloMs : undefined });
+  }
+  const w = find(results, 'window');
+  if (w && isObj(w.chosen) && isNum(w.chosen.maxItems) && isNum(w.chosen.maxWaitMs))
+    out.push({ value: `${fmtInt(w.chosen.maxItems)} / ${fmtNum(w.chosen.maxWaitMs)} ms`, label: 'chosen window (maxItems / maxWaitMs)' });
+  return out;
+}
+
 /** The write-up's paragraphs, in order; empty when no result carries the figures. */
 export function writeup(results: ResultEnvelope[]): WriteupParagraph[] {
   return [

@@ -142,6 +142,7 @@ test('index.html renders every chart in headless Chromium with no errors', async
     }
     assert.equal(await page.locator('.chart-failed').count(), 1, 'the broken chart is reported in the page');
     assert.equal(await page.locator('section.experiment').count(), 3);
+    assert.equal(await page.locator('.headline').count(), 4, 'headline figures from batching and window');
     assert.match((await page.locator('#exp-window').textContent()) ?? '', /not registered in this build/);
     assert.match((await page.locator('#writeup').textContent()) ?? '', /23\.8×/);
     // The stub's markdown table became an HTML table.

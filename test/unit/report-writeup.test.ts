@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fmtNum, writeup, writeupMarkdown } from '../../src/lab/writeup.js';
+import { fmtNum, headlines, writeup, writeupMarkdown } from '../../src/lab/writeup.js';
 import { adaptiveResult, batchingResult, overflowResult, poisonResult, windowResult } from '../helpers/report-fixtures.js';
 import type { ResultEnvelope } from '../../src/lab/types.js';
 
@@ -138,4 +138,14 @@ test('every number in the full write-up comes from the fixtures', () => {
   }
   assert.equal(fmtNum(0.0022591784), '0.00226');
   assert.equal(fmtNum(2105.343), '2,105');
+});
+
+test('headlines: measured figures only', () => {
+  assert.deepEqual(headlines([]), []);
+  assert.deepEqual(headlines([batchingResult(), windowResult()]), [
+    { value: '23.8×', label: 'throughput, batched vs unbatched at 30×C1' },
+    { value: '443×', label: 'fewer fsyncs per item at 30×C1' },
+    { value: '11.1 ms', label: 'batched p99 at 30×C1 (SLO 20 ms)', good: true },
+    { value: '512 / 5 ms', label: 'chosen window (maxItems / maxWaitMs)' },
+  ]);
 });
