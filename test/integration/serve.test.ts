@@ -1,0 +1,219 @@
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import zlib from 'node:zlib';
+import { startServer, type RunningServer, type ServeOptions } from '../../src/sources/http.js';
+import { FileSink } from '../../src/sinks/file.js';
+import { SlowSink } from '../../src/sinks/memory.js';
+import { mixedLoadCommand, type MixedLoadResult, type MixedLoadSpec } from '../../src/lab/mixed-load.js';
+
+const dirs: string[] = [];
+after(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+
+async function scratch(): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), 'sluice-serve-test-'));
+  dirs.push(d);
+  return d;
+}
+
+const LIMITS = { maxDecompressedBytes: 2 ** 20, maxCompressedBytes: 512 * 1024, maxLineBytes: 64 * 1024, maxItemsPerRequest: 1000, maxDepth: 16 };
+
+async function fileServer(extra: Partial<ServeOptions> = {}): Promise<{ srv: RunningServer; path: string }> {
+  const path = join(await scratch(), 'ingest.ndjson');
+  const sink = await new FileSink<unknown>({ path }).open();
+  const srv = await startServer({ sink, limits: LIMITS, ...extra });
+  return { srv, path };
+}
+
+async function post(srv: RunningServer, body: Buffer | string, headers: Record<string, string> = {}) {
+  const res = await fetch(`${srv.url}/ingest`, { method: 'POST', body, headers: { 'content-type': 'application/x-ndjson', ...headers } });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, json: JSON.parse(text) as Record<string, unknown> };
+}
+
+const lines = (n: number, from = 0) => Array.from({ length: n }, (_, i) => JSON.stringify({ i: from + i, msg: 'hello' })).join('\n') + '\n';
+
+test('good bodies in every coding are accepted, committed and stored byte for byte', async () => {
+  const { srv, path } = await fileServer();
+  const sent: string[] = [];
+  const enc = { identity: (b: Buffer) => b, gzip: zlib.gzipSync, deflate: zlib.deflateSync, br: zlib.brotliCompressSync } as const;
+  let from = 0;
+  for (const [coding, f] of Object.entries(enc)) {
+    const body = lines(50, from);
+    from += 50;
+    sent.push(body);
+    const r = await post(srv, f(Buffer.from(body)), coding === 'identity' ? {} : { 'content-encoding': coding });
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    assert.equal(r.json.accepted, 50);
+    assert.equal(r.json.committed, 50);
+  }
+  // blns strings travel unchanged.
+  const blnsPath = resolve(process.cwd(), '../shared/data/poison/blns/blns.json');
+  if (existsSync(blnsPath)) {
+    const strings = JSON.parse(readFileSync(blnsPath, 'utf8')) as string[];
+    const body = strings.map((s) => JSON.stringify({ s })).join('\n') + '\n';
+    const r = await post(srv, zlib.gzipSync(body), { 'content-encoding': 'gzip' });
+    assert.equal(r.status, 200, JSON.stringify(r.json).slice(0, 500));
+    sent.push(body);
+  }
+  const ledger = await srv.close();
+  assert.ok(ledger.balanced);
+  assert.equal(ledger.inFlight, 0);
+  assert.equal(ledger.committed, ledger.accepted);
+  assert.equal(await readFile(path, 'utf8'), sent.join(''));
+});
+
+test('caps answer 413 with a JSON body naming the cap; codings 415; malformed 400', async () => {
+  const { srv, path } = await fileServer();
+  const tooBig = async (body: Buffer, headers: Record<string, string>, cap: string) => {
+    const r = await post(srv, body, headers);
+    assert.equal(r.status, 413, JSON.stringify(r.json));
+    assert.equal(r.json.cap, cap);
+    assert.equal(typeof r.json.limit, 'number');
+    return r;
+  };
+  // Decompressed cap: 16 MiB of short lines as gzip (~50 KB) against a 1 MiB cap.
+  const bomb = zlib.gzipSync(('{"pad":"' + 'x'.repeat(2000) + '"}\n').repeat(8_000));
+  const r1 = await tooBig(bomb, { 'content-encoding': 'gzip' }, 'decompressed-bytes');
+  assert.ok((r1.json.decompressedBytesRead as number) <= LIMITS.maxDecompressedBytes + 16 * 1024);
+  await tooBig(zlib.brotliCompressSync(Buffer.alloc(8 * 2 ** 20), { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 4 } }), { 'content-encoding': 'br' }, 'line-bytes');
+  await tooBig(Buffer.alloc(600 * 1024, 0x61), {}, 'compressed-bytes');
+  await tooBig(zlib.gzipSync(lines(1001)), { 'content-encoding': 'gzip' }, 'items');
+  for (const [ce, reason] of [['gzip, gzip', 'stacked-encoding'], ['zstd', 'unknown-encoding']] as const) {
+    const r = await post(srv, zlib.gzipSync(lines(1)), { 'content-encoding': ce });
+    assert.equal(r.status, 415);
+    assert.equal(r.json.reason, reason);
+    assert.equal(r.json.error, 'SLUICE_UNSUPPORTED_ENCODING');
+  }
+  const gz = zlib.gzipSync(lines(100));
+  const trunc = await post(srv, gz.subarray(0, gz.length - 10), { 'content-encoding': 'gzip' });
+  assert.equal(trunc.status, 400);
+  assert.equal(trunc.json.reason, 'truncated');
+  const corrupt = await post(srv, Buffer.from('not gzip at all'), { 'content-encoding': 'gzip' });
+  assert.equal(corrupt.status, 400);
+  assert.equal(corrupt.json.reason, 'corrupt');
+  const bad = await post(srv, 'nope\n[1,2]\n');
+  assert.equal(bad.status, 400);
+  assert.equal(bad.json.reason, 'no-valid-items');
+  assert.equal((await post(srv, '\n\n')).json.reason, 'empty');
+  // Nothing from any refused request reached the sink; the server still serves.
+  assert.equal((await post(srv, lines(3))).status, 200);
+
+  const health = await fetch(`${srv.url}/healthz`);
+  assert.equal(health.status, 200);
+  assert.equal(((await health.json()) as { status: string }).status, 'ok');
+  const m = await (await fetch(`${srv.url}/metrics`)).text();
+  for (const reason of ['decompressed-bytes', 'line-bytes', 'compressed-bytes', 'items', 'stacked-encoding', 'unknown-encoding', 'truncated', 'corrupt'])
+    assert.match(m, new RegExp(`sluice_http_requests_rejected_total\\{[^}]*reason="${reason}"[^}]*\\} 1`), reason);
+  assert.match(m, /sluice_http_items_rejected_total\{[^}]*reason="malformed-json"[^}]*\} 1/);
+  assert.match(m, /sluice_http_items_rejected_total\{[^}]*reason="schema"[^}]*\} 1/);
+  assert.match(m, /sluice_http_decompressed_bytes_total\{[^}]*\} [1-9]/);
+  assert.match(m, /sluice_http_compression_ratio_count\{[^}]*\} [1-9]/);
+  assert.match(m, /sluice_items_committed_total\{[^}]*\} 3/);
+  const ledger = await srv.close();
+  assert.ok(ledger.balanced);
+  assert.equal(ledger.accepted, 3);
+  assert.equal((await readFile(path, 'utf8')).trim().split('\n').length, 3);
+});
+
+test('per-line mode keeps the good lines and reports the bad ones; all-or-nothing refuses the request', async () => {
+  const body = ['{"ok":1}', 'not json', '{"ok":2}', '[1]', '{"deep":' + '['.repeat(40) + ']'.repeat(40) + '}', '{"ok":3}'].join('\n') + '\n';
+  const a = await fileServer();
+  const r = await post(a.srv, body);
+  assert.equal(r.status, 207);
+  assert.equal(r.json.accepted, 3);
+  assert.equal(r.json.committed, 3);
+  assert.equal(r.json.rejected, 3);
+  assert.deepEqual(
+    (r.json.errors as { line: number; reason: string }[]).map((e) => [e.line, e.reason]),
+    [
+      [2, 'malformed-json'],
+      [4, 'schema'],
+      [5, 'too-deep'],
+    ],
+  );
+  await a.srv.close();
+  assert.equal((await readFile(a.path, 'utf8')).trim().split('\n').length, 3);
+
+  const b = await fileServer({ mode: 'all-or-nothing' });
+  const r2 = await post(b.srv, body);
+  assert.equal(r2.status, 400);
+  assert.equal(r2.json.reason, 'all-or-nothing');
+  assert.equal(r2.json.accepted, 0);
+  assert.equal((r2.json.errors as unknown[]).length, 3);
+  assert.equal((await post(b.srv, lines(5))).status, 200);
+  const ledger = await b.srv.close();
+  assert.equal(ledger.accepted, 5);
+  assert.equal((await readFile(b.path, 'utf8')).trim().split('\n').length, 5);
+});
+
+test('backpressure: a block timeout answers 429 with Retry-After and says which lines were not accepted', async () => {
+  const sink = new SlowSink({ fixedCostMs: 200 });
+  const srv = await startServer({
+    sink,
+    limits: LIMITS,
+    window: { maxItems: 10, maxWaitMs: 0 },
+    queue: { maxItems: 10, maxBytes: 2 ** 20, policy: 'block', blockTimeoutMs: 30 },
+    retryAfterSeconds: 2,
+  });
+  const r = await post(srv, lines(100));
+  assert.equal(r.status, 429, JSON.stringify(r.json));
+  assert.equal(r.headers.get('retry-after'), '2');
+  assert.equal(r.json.error, 'SLUICE_QUEUE_FULL');
+  const accepted = r.json.accepted as number;
+  assert.ok(accepted >= 10 && accepted < 100, `accepted ${accepted}`);
+  assert.equal(r.json.firstNotAcceptedLine, accepted + 1);
+  assert.equal(r.json.notAccepted, 100 - accepted);
+  assert.equal(r.json.committed, accepted);
+  const ledger = await srv.close();
+  assert.ok(ledger.balanced);
+  assert.equal(ledger.committed, accepted);
+  assert.equal(sink.committedItems(), accepted);
+});
+
+test('load from a second process (autocannon): good requests all succeed while bombs are rejected', async () => {
+  const dir = await scratch();
+  const { srv, path } = await fileServer({ limits: { ...LIMITS, maxConcurrentRequests: 64 } });
+  const good = join(dir, 'good.gz');
+  const bomb = join(dir, 'bomb.gz');
+  await writeFile(good, zlib.gzipSync(lines(100)));
+  await writeFile(bomb, zlib.gzipSync(Buffer.alloc(32 * 2 ** 20)));
+  const spec: MixedLoadSpec = {
+    url: `${srv.url}/ingest`,
+    durationSec: 3,
+    connections: 4,
+    overallRate: 60,
+    requests: [
+      { kind: 'good', bodyFile: good, headers: { 'content-encoding': 'gzip' } },
+      { kind: 'good', bodyFile: good, headers: { 'content-encoding': 'gzip' } },
+      { kind: 'good', bodyFile: good, headers: { 'content-encoding': 'gzip' } },
+      { kind: 'bomb', bodyFile: bomb, headers: { 'content-encoding': 'gzip' } },
+    ],
+  };
+  const { command, args } = mixedLoadCommand();
+  const child = spawn(command, [...args, JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  const code = await new Promise<number | null>((r) => child.on('exit', r));
+  assert.equal(code, 0);
+  const res = JSON.parse(out) as MixedLoadResult;
+  const goodN = Object.values(res.byKind.good ?? {}).reduce((a, b) => a + b, 0);
+  const bombN = Object.values(res.byKind.bomb ?? {}).reduce((a, b) => a + b, 0);
+  assert.ok(goodN >= 30, `only ${goodN} good requests answered: ${JSON.stringify(res)}`);
+  assert.ok(bombN >= 10, `only ${bombN} bombs answered: ${JSON.stringify(res)}`);
+  assert.deepEqual(Object.keys(res.byKind.good), ['200'], JSON.stringify(res.byKind));
+  assert.deepEqual(Object.keys(res.byKind.bomb), ['413'], JSON.stringify(res.byKind));
+  assert.equal(res.errors, 0);
+  const ledger = await srv.close();
+  assert.ok(ledger.balanced);
+  // Requests still in flight when the load stopped were committed without being counted.
+  assert.ok(ledger.committed >= goodN * 100 && ledger.committed <= (goodN + spec.connections) * 100, `committed ${ledger.committed}`);
+  assert.equal(ledger.committed % 100, 0);
+  assert.equal((await readFile(path, 'utf8')).trim().split('\n').length, ledger.committed);
+});
