@@ -1,0 +1,162 @@
+/**
+ * Case 3 — PostgreSQL: Sluice into PostgresSink (its default mode, one connection, one
+ * batch in flight) against what the database itself takes, measured in the same run:
+ * - copy:   one `COPY … FROM STDIN` session streaming the same rows (same factory, same
+ *           table definition, text format) with no batching logic in front: one
+ *           transaction, acknowledged at its commit (the issue's named baseline);
+ * - insert: the sink's own statement (multi-row `INSERT … SELECT FROM unnest(…)`, its
+ *           default mode) fed ready-made 512-row batches back to back, no batcher.
+ * Each contender writes `--rows` rows into a table of its own, dropped at the end.
+ * CPU per item is this process's only: the server's work is not in it.
+ *
+ *   node --expose-gc dist/bench/case3-postgres.js --contender sluice --rows 200000
+ *   node dist/bench/case3-postgres.js --probe        # {"reachable":true|false,…}
+ */
+import { once } from 'node:events';
+import { finished } from 'node:stream/promises';
+import pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { PostgresSink } from '../src/sinks/postgres.js';
+import { RecordFactory, type EventRecord } from '../src/sources/records.js';
+import type { Envelope } from '../src/core/types.js';
+import { LatencyHistogram } from '../src/metrics/histogram.js';
+import { MAX_ITEMS, makeContender } from './lib/contenders.js';
+import { AckSink, closedLoop, emit, main, measure, num, parseArgs, peakRssMb, rssMb, settle } from './lib/harness.js';
+
+const URL = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test';
+const COLUMNS = 'id, ts, source, kind, amount, note, payload';
+
+function sinkFor(table: string): PostgresSink {
+  return new PostgresSink({ connectionString: URL, table, maxConnections: 1, connectTimeoutMs: 2_000 });
+}
+
+/** COPY text format, as the sink's copy mode writes it: \ \t \n \r escaped, \N for NULL. */
+function field(v: unknown): string {
+  if (v === null || v === undefined) return '\\N';
+  const s = typeof v === 'string' ? v : typeof v === 'object' ? JSON.stringify(v) : String(v);
+  return /[\\\t\n\r]/.test(s) ? s.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r')) : s;
+}
+
+function copyRow(v: EventRecord): string {
+  return `${field(v.id)}\t${field(v.ts)}\t${field(v.source)}\t${field(v.kind)}\t${field(v.amount)}\t${field(v.note)}\t${field(v.payload)}\n`;
+}
+
+async function probe(): Promise<void> {
+  const c = new pg.Client({ connectionString: URL, connectionTimeoutMillis: 2_000 });
+  try {
+    await c.connect();
+    const r = await c.query<{ v: string }>("SELECT current_setting('server_version') AS v");
+    process.stdout.write(JSON.stringify({ reachable: true, serverVersion: r.rows[0].v }) + '\n');
+  } catch (e) {
+    process.stdout.write(JSON.stringify({ reachable: false, reason: `${URL.replace(/\/\/[^@]*@/, '//')}: ${(e as Error).message || (e as { code?: string }).code}` }) + '\n');
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+type Writer = (f: RecordFactory, rows: number) => Promise<{ acked: number; latency: LatencyHistogram | null; extra: Record<string, unknown> }>;
+
+const sluiceWriter =
+  (sink: PostgresSink): Writer =>
+  async (f, rows) => {
+    const ack = new AckSink(sink, { latency: false });
+    const c = makeContender<Envelope<EventRecord>>('sluice', ack);
+    await closedLoop(c, ack, { make: (i, stamp) => f.make(i, stamp), totalItems: rows });
+    await c.close();
+    return { acked: ack.acked, latency: c.latency(), extra: { ...c.extra(), mode: sink.mode } };
+  };
+
+const insertWriter =
+  (sink: PostgresSink): Writer =>
+  async (f, rows) => {
+    const latency = new LatencyHistogram();
+    let acked = 0;
+    while (acked < rows) {
+      const stamp = performance.now();
+      const n = Math.min(MAX_ITEMS, rows - acked);
+      const batch = Array.from({ length: n }, (_, k) => f.make(acked + k, stamp));
+      await sink.write(batch);
+      const now = performance.now();
+      for (let k = 0; k < n; k++) latency.recordMs(now - stamp);
+      acked += n;
+    }
+    return { acked, latency, extra: { mode: sink.mode, batchRows: MAX_ITEMS } };
+  };
+
+const copyWriter =
+  (table: string): Writer =>
+  async (f, rows) => {
+    const client = new pg.Client({ connectionString: URL });
+    await client.connect();
+    const stamps: number[] = [];
+    try {
+      const stream = client.query(copyFrom(`COPY "${table}" (${COLUMNS}) FROM STDIN`));
+      // Rows are made and encoded in chunks of 1,000 (as the other producers slice their
+      // work), each chunk written with the stream's own back-pressure.
+      let i = 0;
+      while (i < rows) {
+        const stamp = performance.now();
+        const end = Math.min(i + 1000, rows);
+        let text = '';
+        for (; i < end; i++) text += copyRow(f.make(i, stamp).value);
+        stamps.push(stamp, end);
+        if (!stream.write(text)) await once(stream, 'drain');
+      }
+      stream.end();
+      await finished(stream);
+    } finally {
+      await client.end();
+    }
+    // One transaction: every row is acknowledged by the one commit at the end.
+    const now = performance.now();
+    const latency = new LatencyHistogram();
+    let from = 0;
+    for (let k = 0; k < stamps.length; k += 2) {
+      for (let j = from; j < stamps[k + 1]; j++) latency.recordMs(now - stamps[k]);
+      from = stamps[k + 1];
+    }
+    return { acked: rows, latency, extra: { transactions: 1 } };
+  };
+
+main(async () => {
+  const a = parseArgs();
+  if (a.probe) return probe();
+  const contender = a.contender ?? 'sluice';
+  const rows = num(a, 'rows', 200_000);
+  const warmupRows = num(a, 'warmup-rows', 20_000);
+  const table = `bench_pg_${contender.replace(/[^a-z]/g, '')}_${process.pid}`;
+  const sink = sinkFor(table);
+  try {
+    await sink.open();
+    const writer: Writer =
+      contender === 'sluice' ? sluiceWriter(sink) : contender === 'insert' ? insertWriter(sink) : contender === 'copy' ? copyWriter(table) : (() => {
+        throw new Error(`unknown contender ${contender}: sluice, insert or copy`);
+      })();
+    if (warmupRows > 0) {
+      await writer(new RecordFactory({ idPrefix: 'w' }), warmupRows);
+      await sink.truncate();
+    }
+    settle();
+    const baseRssMb = rssMb();
+    const m = measure();
+    m.start();
+    const r = await writer(new RecordFactory({ idPrefix: 'r' }), rows);
+    const t = m.stop(r.acked);
+    const stored = await sink.countRows();
+    if (stored !== rows) throw new Error(`${contender}: ${stored} rows stored, ${rows} expected`);
+    emit({
+      case: 'postgres',
+      contender,
+      items: r.acked,
+      ...t,
+      peakRssMb: peakRssMb(),
+      baseRssMb,
+      latencyMs: r.latency ? r.latency.summary() : null,
+      lost: rows - r.acked,
+      extra: { ...r.extra, stored },
+    });
+  } finally {
+    await sink.dropTable().catch(() => {});
+    await sink.close();
+  }
+});

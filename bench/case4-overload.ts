@@ -1,0 +1,78 @@
+/**
+ * Case 4 — overload: an open-loop producer (constant arrivals, each item stamped with its
+ * intended time) offers twice what the sink can take, for a fixed period, then the
+ * contender drains. Sluice keeps its bounded `block` queue (10,000 items): the producer
+ * waits, and what it could not send by the deadline is counted (`notSent`), never hidden.
+ * The peers run as they come: unbounded (hand, RxJS, Bottleneck) or dropping past their
+ * queue (OpenTelemetry's default maxQueueSize 2,048).
+ *
+ * The sink is SlowSink: each write costs `--fixed-cost` ms paid by a timer (no CPU), like
+ * a round-trip to a remote database, calibrated in the same run (`--calibrate`); capacity
+ * = 512 / fixedCost. A sink this slow keeps the unbounded peers' backlog to a few hundred
+ * thousand items on a shared machine while still showing how it grows.
+ *
+ *   node dist/bench/case4-overload.js --calibrate --fixed-cost 5
+ *   node --expose-gc dist/bench/case4-overload.js --contender sluice --rate 200000 --duration 4000 --fixed-cost 5
+ */
+import { SlowSink } from '../src/sinks/memory.js';
+import { calibrateSink } from '../src/lab/calibrate.js';
+import { constantArrivals, runOpenLoop, type OfferTarget } from '../src/sources/load.js';
+import { MAX_ITEMS, SLUICE_QUEUE_ITEMS, makeContender } from './lib/contenders.js';
+import { AckSink, emit, main, measure, num, parseArgs, peakRssMb, rssMb, settle } from './lib/harness.js';
+import { BenchItem } from './lib/item.js';
+
+main(async () => {
+  const a = parseArgs();
+  const fixedCostMs = num(a, 'fixed-cost', 5);
+  if (a.calibrate) {
+    const cal = await calibrateSink(new SlowSink<number>({ fixedCostMs }), (i) => new BenchItem(i, 0), num(a, 'samples', 60), 5);
+    const capacityPerSec = Math.round((MAX_ITEMS / cal.fixedCostMs) * 1000);
+    process.stdout.write(JSON.stringify({ fixedCostMs: cal.fixedCostMs, p90Ms: cal.p90Ms, capacityPerSec }) + '\n');
+    return;
+  }
+  const contender = a.contender ?? 'sluice';
+  const rate = num(a, 'rate', 200_000);
+  const durationMs = num(a, 'duration', 4000);
+  const ack = new AckSink(new SlowSink<number>({ fixedCostMs }), { latency: true, enqueueLatency: true });
+  const c = makeContender<BenchItem>(contender, ack, { stampEnqueue: true });
+  const target: OfferTarget<number> = {
+    offer: (env) => (c.offer(env as BenchItem) ? 'accepted' : 'full'),
+    put: (env) => c.wait(env as BenchItem).then(() => 'accepted' as const),
+  };
+  settle();
+  const baseRssMb = rssMb();
+  const m = measure();
+  m.start();
+  const run = await runOpenLoop<number>({
+    schedule: constantArrivals(rate),
+    durationMs,
+    make: (i, t) => new BenchItem(i, t),
+    target,
+  });
+  const producedAt = performance.now();
+  await c.close();
+  const t = m.stop(ack.acked);
+  emit({
+    case: 'overload',
+    contender,
+    items: ack.acked,
+    ...t,
+    peakRssMb: peakRssMb(),
+    baseRssMb,
+    latencyMs: ack.latency!.summary(),
+    lost: run.accepted - ack.acked,
+    extra: {
+      enqueueLatencyMs: ack.enqueueLatency!.summary(),
+      offeredRate: rate,
+      fixedCostMs,
+      offered: run.offered,
+      accepted: run.accepted,
+      notSent: run.notSent,
+      blockedMs: Math.round(run.blockedMs),
+      maxEmitLagMs: Math.round(run.maxEmitLagMs),
+      drainMs: Math.round(performance.now() - producedAt),
+      bound: contender === 'sluice' ? { queueItems: SLUICE_QUEUE_ITEMS, inFlightItems: MAX_ITEMS } : 'none',
+      ...c.extra(),
+    },
+  });
+});

@@ -1,0 +1,410 @@
+#!/usr/bin/env node
+// `npm run bench`: Sluice against the batchers people use and against the sink's limit.
+//
+// Every measurement runs in a fresh child process (`node dist/bench/<case>.js …`) that
+// prints one JSON line. Repetitions alternate the contenders (the order rotates each
+// repetition) so that machine drift hits all alike; the table reports medians, ratios to
+// each case's named baseline, and says plainly where Sluice loses. Results go to
+// bench/results/latest.json with the host and every raw run. See docs/bench.md.
+//
+//   npm run bench                      # full: ~6 min on 2 cores
+//   npm run bench -- --quick           # ~1.5 min: harness check, noisy figures
+//   node bench/run.mjs --cases 1,4 --reps 3 --no-profile
+import { spawn } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import os from 'node:os';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const DIST = join(ROOT, 'dist', 'bench');
+const RESULTS = join(ROOT, 'bench', 'results');
+
+// ------------------------------------------------------------------ options
+
+function parseArgs(argv) {
+  const o = { quick: false, cases: [1, 2, 3, 4], reps: null, profile: true, out: join(RESULTS, 'latest.json') };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--quick') o.quick = true;
+    else if (a === '--no-profile') o.profile = false;
+    else if (a === '--cases') o.cases = argv[++i].split(',').map(Number);
+    else if (a === '--reps') o.reps = Number(argv[++i]);
+    else if (a === '--out') o.out = argv[++i];
+    else if (a === '--help' || a === '-h') {
+      console.log('usage: node bench/run.mjs [--quick] [--cases 1,2,3,4] [--reps N] [--no-profile] [--out file.json]');
+      process.exit(0);
+    } else {
+      console.error(`bench: unknown argument ${a} (try --help)`);
+      process.exit(2);
+    }
+  }
+  if (o.cases.some((c) => ![1, 2, 3, 4].includes(c))) {
+    console.error(`bench: --cases takes numbers among 1,2,3,4, got ${o.cases.join(',')}`);
+    process.exit(2);
+  }
+  return o;
+}
+
+const opts = parseArgs(process.argv.slice(2));
+const Q = opts.quick;
+/** Durations and sizes: full run ≈ 6 min on the 2-core reference machine, quick ≈ 1.5 min. */
+const CFG = {
+  reps: opts.reps ?? (Q ? 2 : 5),
+  overloadReps: opts.reps ?? (Q ? 2 : 3),
+  core: { durationMs: Q ? 700 : 2000, warmupMs: Q ? 200 : 500 },
+  fixedCost: { durationMs: Q ? 700 : 2000, warmupMs: Q ? 200 : 500, samples: Q ? 150 : 300 },
+  postgres: { rows: Q ? 30_000 : 150_000, warmupRows: Q ? 5_000 : 20_000 },
+  overload: { durationMs: Q ? 1500 : 3000, fixedCostMs: 5, overloadFactor: 2 },
+  childTimeoutMs: 180_000,
+};
+const PEERS = ['sluice', 'hand', 'rxjs', 'otel', 'bottleneck'];
+
+// ------------------------------------------------------------------ children
+
+function runChild(script, args, { nodeArgs = [] } = {}) {
+  return new Promise((resolve) => {
+    const file = join(DIST, script);
+    const child = spawn(process.execPath, ['--expose-gc', ...nodeArgs, file, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), CFG.childTimeoutMs);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const line = out.trim().split('\n').filter(Boolean).pop();
+      let json = null;
+      try {
+        json = line ? JSON.parse(line) : null;
+      } catch {
+        json = null;
+      }
+      if (code !== 0 || !json) {
+        const why = signal ? `killed by ${signal}` : `exit ${code}`;
+        resolve({ error: `${script} ${args.join(' ')}: ${why}: ${(err.trim().split('\n').pop() || out.trim()).slice(0, 300)}` });
+      } else resolve(json);
+    });
+  });
+}
+
+const rotate = (xs, k) => xs.map((_, i) => xs[(i + k) % xs.length]);
+const median = (xs) => {
+  const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return null;
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+};
+
+function progress(msg) {
+  if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${msg}`);
+}
+
+/** Runs `contenders` × `reps`, alternating, and returns raw runs by contender. */
+async function alternate(label, script, contenders, reps, argsFor) {
+  const runs = Object.fromEntries(contenders.map((c) => [c, []]));
+  const errors = [];
+  let n = 0;
+  const total = contenders.length * reps;
+  for (let r = 0; r < reps; r++) {
+    for (const c of rotate(contenders, r)) {
+      progress(`${label}: ${c} (run ${++n}/${total})`);
+      const res = await runChild(script, ['--contender', c, ...argsFor(c)]);
+      if (res.error) errors.push(res.error);
+      else runs[c].push({ ...res, rep: r });
+    }
+  }
+  progress('');
+  return { runs, errors };
+}
+
+function summarize(runs, extraFields = {}) {
+  const rows = {};
+  for (const [c, rs] of Object.entries(runs)) {
+    if (rs.length === 0) {
+      rows[c] = null;
+      continue;
+    }
+    const row = {
+      runs: rs.length,
+      itemsPerSec: median(rs.map((r) => r.itemsPerSec)),
+      cpuUsPerItem: median(rs.map((r) => r.cpuUsPerItem)),
+      peakRssMb: median(rs.map((r) => r.peakRssMb)),
+      baseRssMb: median(rs.map((r) => r.baseRssMb)),
+      rssGrowthMb: median(rs.map((r) => r.peakRssMb - r.baseRssMb)),
+      p99Ms: median(rs.map((r) => r.latencyMs?.p99)),
+      p50Ms: median(rs.map((r) => r.latencyMs?.p50)),
+      lost: median(rs.map((r) => r.lost)),
+    };
+    for (const [k, f] of Object.entries(extraFields)) row[k] = median(rs.map(f));
+    rows[c] = row;
+  }
+  return rows;
+}
+
+function check(name, value, op, threshold) {
+  const pass = value !== null && threshold !== null && (op === '>=' ? value >= threshold : value <= threshold);
+  return { name, value: value === null ? null : round(value, 3), op, threshold: threshold === null ? null : round(threshold, 3), pass };
+}
+
+const round = (x, d = 2) => (x === null || x === undefined ? null : Math.round(x * 10 ** d) / 10 ** d);
+
+// ------------------------------------------------------------------ cases
+
+async function case1() {
+  const { runs, errors } = await alternate('case 1 core', 'case1-core.js', [...PEERS, 'hand-bare'], CFG.reps, () => [
+    '--duration', String(CFG.core.durationMs), '--warmup', String(CFG.core.warmupMs),
+  ]);
+  const rows = summarize(runs);
+  const s = rows.sluice;
+  const checks = [];
+  for (const peer of ['rxjs', 'otel', 'bottleneck'])
+    checks.push(check(`core: Sluice items/s ≥ ${peer}`, s?.itemsPerSec ?? null, '>=', rows[peer]?.itemsPerSec ?? null));
+  checks.push(check('core: Sluice CPU/item ≤ 1.5 × hand-written (both record latency per item)', s?.cpuUsPerItem ?? null, '<=', rows.hand ? 1.5 * rows.hand.cpuUsPerItem : null));
+  checks.push(check('core: Sluice CPU/item ≤ 1.5 × bare hand-written (no histogram at all)', s?.cpuUsPerItem ?? null, '<=', rows['hand-bare'] ? 1.5 * rows['hand-bare'].cpuUsPerItem : null));
+  return { title: 'Case 1 — core overhead, no-op sink, 512 items / 5 ms', baseline: 'hand', rows, checks, errors, runs };
+}
+
+async function case2() {
+  const { runs, errors } = await alternate('case 2 fixed-cost', 'case2-fixed-cost.js', [...PEERS, 'limit', 'sink-alone'], CFG.reps, () => [
+    '--duration', String(CFG.fixedCost.durationMs), '--warmup', String(CFG.fixedCost.warmupMs), '--samples', String(CFG.fixedCost.samples),
+  ]);
+  const rows = summarize(runs, { fixedCostMs: (r) => r.extra?.fixedCostMs });
+  const s = rows.sluice;
+  const checks = [
+    check('fixed-cost: Sluice ≥ 80% of maxItems / fixedCost', s?.itemsPerSec ?? null, '>=', rows.limit ? 0.8 * rows.limit.itemsPerSec : null),
+    check('fixed-cost: Sluice ≥ 80% of the sink alone (512-item batches back to back)', s?.itemsPerSec ?? null, '>=', rows['sink-alone'] ? 0.8 * rows['sink-alone'].itemsPerSec : null),
+  ];
+  return { title: 'Case 2 — one-connection fixed-cost sink (FileSink: write + fdatasync per batch, maxInFlight 1)', baseline: 'limit', rows, checks, errors, runs };
+}
+
+async function case3() {
+  const p = await runChild('case3-postgres.js', ['--probe']);
+  if (p.error || !p.reachable) {
+    const why = p.error ?? p.reason;
+    return { title: 'Case 3 — PostgreSQL', skipped: `PostgreSQL unreachable, case 3 skipped (${why})`, rows: {}, checks: [], errors: [], runs: {} };
+  }
+  const { runs, errors } = await alternate('case 3 postgres', 'case3-postgres.js', ['sluice', 'insert', 'copy'], CFG.reps, () => [
+    '--rows', String(CFG.postgres.rows), '--warmup-rows', String(CFG.postgres.warmupRows),
+  ]);
+  const rows = summarize(runs);
+  const mode = runs.sluice?.[0]?.extra?.mode ?? null;
+  const checks = [check('postgres: Sluice ≥ 80% of raw COPY', rows.sluice?.itemsPerSec ?? null, '>=', rows.copy ? 0.8 * rows.copy.itemsPerSec : null)];
+  if (mode === 'insert')
+    checks.push(check('postgres: Sluice ≥ 80% of the sink\'s multi-row INSERT alone', rows.sluice?.itemsPerSec ?? null, '>=', rows.insert ? 0.8 * rows.insert.itemsPerSec : null));
+  return { title: `Case 3 — PostgreSQL ${p.serverVersion ?? ''} (PostgresSink mode ${mode}, one connection)`, baseline: 'copy', rows, checks, errors, runs, server: p.serverVersion, sinkMode: mode };
+}
+
+async function case4() {
+  const cal = await runChild('case4-overload.js', ['--calibrate', '--fixed-cost', String(CFG.overload.fixedCostMs)]);
+  if (cal.error) return { title: 'Case 4 — overload', skipped: `calibration failed: ${cal.error}`, rows: {}, checks: [], errors: [cal.error], runs: {} };
+  const rate = Math.round(cal.capacityPerSec * CFG.overload.overloadFactor);
+  const { runs, errors } = await alternate('case 4 overload', 'case4-overload.js', PEERS, CFG.overloadReps, () => [
+    '--rate', String(rate), '--duration', String(CFG.overload.durationMs), '--fixed-cost', String(CFG.overload.fixedCostMs),
+  ]);
+  const rows = summarize(runs, {
+    enqueueP99Ms: (r) => r.extra?.enqueueLatencyMs?.p99,
+    notSent: (r) => r.extra?.notSent,
+    drainMs: (r) => r.extra?.drainMs,
+  });
+  rows.capacity = { runs: 1, itemsPerSec: cal.capacityPerSec, fixedCostMs: cal.fixedCostMs };
+  // The configured bound: queue.maxBytes (16 MiB default; items here are counted at their
+  // ~60 raw bytes, so the 10,000-item bound binds first and this is generous).
+  const boundMb = 16;
+  const s = rows.sluice;
+  const unbounded = ['hand', 'rxjs', 'bottleneck'].map((c) => rows[c]?.rssGrowthMb).filter((x) => typeof x === 'number');
+  const checks = [
+    check(`overload: Sluice peak RSS − runtime baseline ≤ ${boundMb} MiB (its queue bound)`, s?.rssGrowthMb ?? null, '<=', boundMb),
+    check('overload: unbounded peers\' RSS growth (smallest) ≥ Sluice\'s', unbounded.length ? Math.min(...unbounded) : null, '>=', s?.rssGrowthMb ?? null),
+  ];
+  return {
+    title: `Case 4 — overload: open loop at ${CFG.overload.overloadFactor}× capacity (${rate.toLocaleString('en-US')} items/s) for ${CFG.overload.durationMs} ms into a ${cal.fixedCostMs} ms-per-write sink`,
+    baseline: 'capacity',
+    rows,
+    checks,
+    errors,
+    runs,
+    calibration: cal,
+    offeredRate: rate,
+  };
+}
+
+// ------------------------------------------------------------------ profile
+
+async function profileCase1() {
+  const dir = join(RESULTS, 'profile');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  progress('profile: case 1, Sluice, --cpu-prof');
+  const res = await runChild('case1-core.js', ['--contender', 'sluice', '--duration', String(Q ? 1000 : 3000), '--warmup', '500'], {
+    nodeArgs: ['--cpu-prof', '--cpu-prof-dir', dir],
+  });
+  progress('');
+  const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
+  if (res.error || !file) return { error: res.error ?? 'no .cpuprofile written' };
+  const prof = JSON.parse(readFileSync(join(dir, file), 'utf8'));
+  const byId = new Map(prof.nodes.map((n) => [n.id, n]));
+  // Only samples inside the measured window (start-up, warm-up and the JSON line left out).
+  const [from, to] = res.extra?.windowUs ?? [-Infinity, Infinity];
+  const self = new Map();
+  let t = prof.startTime;
+  for (let i = 0; i < prof.samples.length; i++) {
+    t += prof.timeDeltas[i] ?? 0;
+    if (t < from || t > to) continue;
+    self.set(prof.samples[i], (self.get(prof.samples[i]) ?? 0) + (prof.timeDeltas[i] ?? 0));
+  }
+  const fns = new Map();
+  const owners = new Map();
+  let total = 0;
+  for (const [id, us] of self) {
+    const cf = byId.get(id).callFrame;
+    const url = cf.url.replace(/^file:\/\//, '');
+    const short = url.includes('/node_modules/') ? url.replace(/^.*\/node_modules\//, '') : url.startsWith(ROOT) ? relative(ROOT, url) : url || '(native)';
+    const key = `${cf.functionName || '(anonymous)'} ${short}${url ? `:${cf.lineNumber + 1}` : ''}`;
+    fns.set(key, (fns.get(key) ?? 0) + us);
+    const owner = ownerOf(cf.functionName, url);
+    owners.set(owner, (owners.get(owner) ?? 0) + us);
+    total += us;
+  }
+  const pct = (us) => round((100 * us) / total, 1);
+  return {
+    file: relative(ROOT, join(dir, file)),
+    itemsPerSec: res.itemsPerSec,
+    cpuUsPerItem: res.cpuUsPerItem,
+    top: [...fns].sort((a, b) => b[1] - a[1]).slice(0, 12).map(([fn, us]) => ({ fn, selfPct: pct(us) })),
+    byOwner: [...owners].sort((a, b) => b[1] - a[1]).map(([owner, us]) => ({ owner, selfPct: pct(us) })),
+  };
+}
+
+function ownerOf(fn, url) {
+  if (url.includes('hdr-histogram-js') || url.includes('/src/metrics/')) return 'latency/metrics accounting (HDR record per item)';
+  if (url.includes('/src/core/')) return 'Sluice core (queue, window, ledger)';
+  if (url.includes('/bench/')) return 'bench harness (producer, items, ack sink)';
+  if (fn === 'now' && !url) return 'performance.now() (native clock reads)';
+  if (fn === '(garbage collector)') return 'garbage collector';
+  if (fn === '(idle)' || fn === '(program)') return 'idle / program';
+  return 'Node runtime and start-up';
+}
+
+// ------------------------------------------------------------------ report
+
+const fmtRate = (x) => (x === null || x === undefined ? '—' : x >= 1e6 ? `${(x / 1e6).toFixed(2)}M` : x >= 1e3 ? `${(x / 1e3).toFixed(1)}k` : x.toFixed(0));
+const fmt = (x, d = 2) => (x === null || x === undefined ? '—' : x.toFixed(d));
+
+function table(c) {
+  const lines = [`\n${c.title}`];
+  if (c.skipped) return [...lines, `  ${c.skipped}`].join('\n');
+  const base = c.rows[c.baseline]?.itemsPerSec ?? null;
+  const overload = c.baseline === 'capacity';
+  const head = ['contender', 'items/s', `× ${c.baseline}`, 'CPU µs/item', 'peak RSS MB', 'RSS growth', overload ? 'p99 enq→ack ms' : 'p99 ms', overload ? 'p99 intended→ack' : 'p50 ms', overload ? 'lost/notSent' : 'lost', 'runs'];
+  const body = [];
+  for (const [name, r] of Object.entries(c.rows)) {
+    if (!r) {
+      body.push([name, 'failed', '', '', '', '', '', '', '', '0']);
+      continue;
+    }
+    const reference = ['limit', 'capacity'].includes(name);
+    body.push([
+      label(name),
+      fmtRate(r.itemsPerSec),
+      base ? fmt(r.itemsPerSec / base) : '—',
+      reference ? '—' : fmt(r.cpuUsPerItem, 3),
+      reference ? '—' : fmt(r.peakRssMb, 0),
+      reference ? '—' : `+${fmt(r.rssGrowthMb, 1)}`,
+      reference ? '—' : overload ? fmt(r.enqueueP99Ms, 1) : fmt(r.p99Ms, r.p99Ms >= 100 ? 0 : 2),
+      reference ? '—' : overload ? fmt(r.p99Ms, 0) : fmt(r.p50Ms, r.p50Ms >= 100 ? 0 : 2),
+      reference ? '—' : overload ? `${fmtRate(r.lost)}/${fmtRate(r.notSent)}` : fmtRate(r.lost),
+      String(r.runs),
+    ]);
+  }
+  const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const row = (cells) => '  ' + cells.map((x, i) => (i === 0 ? x.padEnd(w[i]) : x.padStart(w[i]))).join('  ');
+  lines.push(row(head), row(w.map((n) => '─'.repeat(n))), ...body.map(row));
+  for (const k of c.checks) lines.push(`  ${k.pass ? 'PASS ' : 'LOSES'} ${k.name}: ${fmtNum(k.value)} ${k.op} ${fmtNum(k.threshold)}`);
+  for (const e of c.errors) lines.push(`  error: ${e}`);
+  return lines.join('\n');
+}
+
+const fmtNum = (x) => (x === null ? '—' : Math.abs(x) >= 1000 ? Math.round(x).toLocaleString('en-US') : String(x));
+
+function label(name) {
+  return (
+    {
+      sluice: 'Sluice',
+      hand: 'hand-written (20 lines)',
+      'hand-bare': 'hand-written, no histogram',
+      rxjs: 'RxJS bufferTime+concatMap',
+      otel: 'OTel BatchSpanProcessor',
+      bottleneck: 'Bottleneck Batcher',
+      limit: 'limit: maxItems / fixedCost',
+      'sink-alone': 'sink alone, full batches',
+      insert: 'multi-row INSERT alone',
+      copy: 'COPY FROM STDIN (1 session)',
+      capacity: 'sink capacity (calibrated)',
+    }[name] ?? name
+  );
+}
+
+// ------------------------------------------------------------------ main
+
+async function main() {
+  const { hostInfo } = await import(join(ROOT, 'dist', 'src', 'lab', 'host.js'));
+  const pkg = (name) => {
+    try {
+      return JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8')).version;
+    } catch {
+      return null;
+    }
+  };
+  const host = hostInfo();
+  const started = Date.now();
+  const load0 = os.loadavg();
+  console.log(`Sluice bench${Q ? ' (--quick: short runs, for checking the harness; figures are noisy)' : ''}`);
+  console.log(`host: ${host.cpuModel}, ${host.cpus} cores, ${host.totalMemMb} MB, Node ${host.nodeVersion}, ${host.platform}`);
+  console.log(`load average at start: ${load0.map((x) => x.toFixed(2)).join(' ')} (figures from a busy machine are not comparable)`);
+  console.log(`medians of ${CFG.reps} alternating runs per contender (${CFG.overloadReps} for overload), each in a fresh process`);
+
+  const cases = {};
+  const runners = { 1: ['core', case1], 2: ['fixedCost', case2], 3: ['postgres', case3], 4: ['overload', case4] };
+  for (const n of opts.cases) {
+    const [key, fn] = runners[n];
+    cases[key] = await fn();
+    console.log(table(cases[key]));
+  }
+  const profile = opts.profile && opts.cases.includes(1) ? await profileCase1() : null;
+  if (profile && !profile.error) {
+    console.log(`\nProfile of Sluice in case 1 (node --cpu-prof, self time; ${profile.file}):`);
+    for (const o of profile.byOwner) console.log(`  ${String(o.selfPct).padStart(5)}%  ${o.owner}`);
+    console.log('  top functions:');
+    for (const f of profile.top) console.log(`  ${String(f.selfPct).padStart(5)}%  ${f.fn}`);
+  } else if (profile) console.log(`\nprofile failed: ${profile.error}`);
+
+  const checks = Object.values(cases).flatMap((c) => c.checks);
+  const losses = checks.filter((k) => !k.pass);
+  const load1 = os.loadavg();
+  console.log(
+    `\n${checks.length - losses.length}/${checks.length} checks pass${losses.length ? `; Sluice LOSES on: ${losses.map((k) => k.name).join('; ')}` : ''}` +
+      `\nload average at end: ${load1.map((x) => x.toFixed(2)).join(' ')}; elapsed ${((Date.now() - started) / 1000).toFixed(0)} s`,
+  );
+  const result = {
+    bench: 'sluice',
+    createdAt: new Date().toISOString(),
+    quick: Q,
+    host,
+    loadAverage: { start: load0, end: load1 },
+    versions: { rxjs: pkg('rxjs'), '@opentelemetry/sdk-trace-base': pkg('@opentelemetry/sdk-trace-base'), bottleneck: pkg('bottleneck'), pg: pkg('pg') },
+    config: { ...CFG, window: { maxItems: 512, maxWaitMs: 5, maxInFlight: 1 }, sluiceQueue: { policy: 'block', maxItems: 10_000 } },
+    cases,
+    profile,
+    checks,
+    elapsedMs: Date.now() - started,
+  };
+  mkdirSync(dirname(opts.out), { recursive: true });
+  writeFileSync(opts.out, JSON.stringify(result, null, 2) + '\n');
+  console.log(`results: ${relative(process.cwd(), opts.out) || opts.out}`);
+}
+
+main().catch((e) => {
+  console.error(`bench failed: ${e?.stack ?? e}`);
+  process.exit(1);
+});
