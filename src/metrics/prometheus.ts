@@ -89,7 +89,9 @@ export function prometheusFor<T>(pipeline: Pipeline<T>, metrics: PipelineMetrics
       const values = [0.5, 0.9, 0.99, 0.999].map((q) => ({ labels: { quantile: String(q) }, value: h.percentileMs(q * 100) / 1000 }));
       values.push({ labels: {} as { quantile: string }, value: h.sumMs() / 1000, metricName: 'sluice_end_to_end_latency_seconds_sum' } as never);
       values.push({ labels: {} as { quantile: string }, value: h.count, metricName: 'sluice_end_to_end_latency_seconds_count' } as never);
-      return { name: latency.name, help: latency.help, type: client.MetricType.Summary, aggregator: latency.aggregator, values };
+      // `MetricType` is a type-only enum in prom-client's typings (undefined at run time, and
+      // numeric): the exposition needs the string the registry prints after `# TYPE`.
+      return { name: latency.name, help: latency.help, type: 'summary' as unknown as client.MetricType, aggregator: latency.aggregator, values };
     },
     reset: () => {},
   };
