@@ -28,6 +28,21 @@ export function createProgress(opts: ProgressOptions = {}): Progress {
 
 const CLEAR_LINE = '\r\x1b[2K';
 
+/**
+ * ETA from the average pace of every step so far (a sweep has few, long steps: a moving
+ * window of the last few would swing). Recomputed at each redraw, so it counts down
+ * between steps; "…" until the first step is done.
+ */
+export function formatEta(startTimeMs: number, value: number, total: number, nowMs = Date.now()): string {
+  if (value <= 0 || total <= 0) return '…';
+  if (value >= total) return '0s';
+  const remainingS = Math.max(0, ((nowMs - startTimeMs) / 1000) * (total / value) - (nowMs - startTimeMs) / 1000);
+  if (remainingS < 60) return `${Math.ceil(remainingS)}s`;
+  const m = Math.floor(remainingS / 60);
+  const sec = Math.round(remainingS % 60);
+  return m < 60 ? `${m}m${String(sec).padStart(2, '0')}s` : `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
+}
+
 /** One bar per task: the finished task leaves a one-line summary, the next task gets a new bar. */
 export class BarProgress implements Progress {
   private bar: cliProgress.SingleBar | null = null;
@@ -47,16 +62,16 @@ export class BarProgress implements Progress {
     const bar = new cliProgress.SingleBar(
       {
         stream: this.stream as NodeJS.WritableStream,
-        format: `\x1b[1m{label}\x1b[22m {bar} {percentage}% · {value}/{total} · ETA {eta_formatted} · {status}`,
+        format: (options, params, payload: { label: string; status: string }) => {
+          const bar = cliProgress.Format.BarFormat(params.progress, options);
+          const pct = Math.floor(params.progress * 100);
+          return `\x1b[1m${payload.label}\x1b[22m ${bar} ${String(pct).padStart(3)}% · ${params.value}/${params.total} · ETA ${formatEta(params.startTime, params.value, params.total)}${payload.status ? ` · ${payload.status}` : ''}`;
+        },
         barsize: 24,
         barCompleteChar: '█',
         barIncompleteChar: '░',
         hideCursor: false,
         clearOnComplete: true,
-        // Long steps (a whole sweep cell) are few: estimate from every step so far, and
-        // count the ETA down between steps rather than freezing it.
-        etaBuffer: 1000,
-        etaAsynchronousUpdate: true,
         fps: 5,
         gracefulExit: false,
         linewrap: false,

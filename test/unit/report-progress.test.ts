@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
-import { BarProgress, createProgress, isInteractive } from '../../src/lab/progress-tty.js';
+import { BarProgress, createProgress, formatEta, isInteractive } from '../../src/lab/progress-tty.js';
 import { LineProgress } from '../../src/lab/progress.js';
 
 function fakeStream(isTTY: boolean) {
@@ -70,4 +70,13 @@ test('a task never finished does not keep the process alive (timers unref\'d)', 
   p.start('abandoned', 3);
   p.tick();
   // No done(): if the redraw timer were ref'd, this test file would never exit.
+});
+
+test('ETA from the average pace so far, counting down, "…" before the first step', () => {
+  assert.equal(formatEta(0, 0, 10, 5000), '…');
+  assert.equal(formatEta(0, 2, 10, 4000), '16s');
+  assert.equal(formatEta(0, 2, 10, 5000), '20s');
+  assert.equal(formatEta(0, 1, 10, 30_000), '4m30s');
+  assert.equal(formatEta(0, 1, 100, 3_600_000), '99h00m');
+  assert.equal(formatEta(0, 10, 10, 5000), '0s');
 });
