@@ -175,3 +175,33 @@ test('AIMD attaches to a real Pipeline and moves its window (fake clock, memory 
   assert.ok(c.stats().increases >= 1, JSON.stringify(c.decisions()));
   assert.ok(p.window().maxWaitMs > 2);
 });
+
+test('AIMD saturation guard: late full cuts double maxItems instead of halving it; late partial cuts hold', () => {
+  const clock = new FakeClock();
+  const c = new AimdController({ sloMs: 20, clock, minPeriodMs: 500, minSamples: 100 });
+  const t = fakeTarget(64, 5);
+  c.attach(t);
+  // Every cut waited 40 ms (> maxWaitMs 5 + slack 5): the in-flight batch held it. p99 breaches.
+  for (let k = 0; k < 110; k++) {
+    clock.advance(5);
+    const now = clock.now();
+    c.onFlush({ reason: 'size', items: 64, bytes: 0, waitMs: 40 }, now);
+    c.onCommitted(Array.from({ length: 64 }, () => envelope(null, { bytes: 1, intendedAtMs: now - 45 })), now);
+  }
+  const d = c.decisions().filter((x) => x.decision !== 'start');
+  assert.equal(d[0].decision, 'increase');
+  assert.match(d[0].reason, /saturated/);
+  assert.equal(d[0].maxItems, 128);
+  assert.equal(t.window().maxWaitMs, 5);
+  const before = t.window().maxItems;
+  for (let k = 0; k < 110; k++) {
+    clock.advance(5);
+    const now = clock.now();
+    c.onFlush({ reason: 'time', items: 10, bytes: 0, waitMs: 40 }, now);
+    c.onCommitted(Array.from({ length: 10 }, () => envelope(null, { bytes: 1, intendedAtMs: now - 45 })), now);
+  }
+  const last = c.decisions().at(-1)!;
+  assert.equal(last.decision, 'hold');
+  assert.match(last.reason, /no window helps/);
+  assert.equal(t.window().maxItems, before);
+});
