@@ -101,7 +101,7 @@ export const THEME: Record<string, unknown> = {
     symbolSize: 120,
   },
   line: { strokeWidth: 2.2, point: false },
-  point: { size: 55, filled: true, strokeWidth: 0 },
+  point: { size: 55, filled: true, strokeWidth: 0, opacity: 1 },
   bar: { cornerRadiusEnd: 1 },
   rule: { strokeWidth: 1.5 },
   text: { fontSize: 11 },
