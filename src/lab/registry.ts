@@ -6,12 +6,14 @@ import type { Experiment } from './types.js';
 import { batching } from './experiments/batching.js';
 import { windowExperiment } from './experiments/window.js';
 import { nagle } from './experiments/nagle.js';
+import { compression } from './experiments/compression.js';
 import { poison } from './experiments/poison.js';
 
 export const EXPERIMENTS: Experiment[] = [
   batching,
   windowExperiment,
   nagle,
+  compression,
   poison,
 ];
 
