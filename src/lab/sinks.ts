@@ -63,9 +63,14 @@ async function openPostgresLabSink(ctx: ExperimentContext, label: string): Promi
   if (!url) throw invalidOption('--database-url', undefined, 'a postgres:// URL (or DATABASE_URL) with --sink postgres');
   const table = `sluice_lab_${label.replace(/[^A-Za-z0-9_]/g, '_')}`.slice(0, 63);
   const sink = new PostgresSink({ connectionString: url, table });
-  await sink.open();
-  // Start empty: a previous run that was killed may have left its table behind.
-  await sink.truncate();
+  try {
+    await sink.open();
+    // Start empty: a previous run that was killed may have left its table behind.
+    await sink.truncate();
+  } catch (e) {
+    await sink.close();
+    throw e;
+  }
   return {
     sink,
     describe: `postgres (${sink.mode} mode, one commit per batch) ${sink.endpoint} table ${table}`,

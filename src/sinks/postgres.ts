@@ -209,7 +209,9 @@ export class PostgresSink implements Sink<EventRecord> {
       client = await this.pool.connect();
     } catch (cause) {
       const c = cause as PgLikeError;
-      const why = typeof c.code === 'string' ? c.code : typeof c.message === 'string' ? c.message : String(cause);
+      const msg = typeof c.message === 'string' ? c.message : String(cause);
+      // A server-side refusal (3D000 no such database, 28000 no such role) is worth its message.
+      const why = typeof c.code === 'string' ? (/^[0-9A-Z]{5}$/.test(c.code) ? `${msg}, SQLSTATE ${c.code}` : c.code) : msg;
       throw new SluiceError(ErrorCode.SinkUnavailable, `postgres sink: cannot connect to ${this.endpoint} (${why})`, {
         cause,
         retryable: true,
