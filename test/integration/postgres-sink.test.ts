@@ -165,6 +165,41 @@ test('postgres sink: a database that does not exist is SLUICE_SINK_UNAVAILABLE w
   }
 });
 
+test('postgres sink: a pooled connection killed by the server does not crash the process; the next write reconnects', async (t) => {
+  const url = await requirePostgres(t);
+  if (!url) return;
+  const sink = new PostgresSink({ connectionString: url, table: uniqueName('pg_kill'), maxConnections: 1 });
+  const admin = new pg.Client(url);
+  try {
+    await sink.open();
+    await sink.write(batchOf(7000, 3));
+    await admin.connect();
+    const killed = await admin.query(
+      `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%' || $1 || '%'`,
+      [sink.table],
+    );
+    assert.ok(killed.rows.length >= 1, 'the sink\'s idle connection was found and terminated');
+    await new Promise((r) => setTimeout(r, 50));
+    let error: unknown;
+    try {
+      await sink.write(batchOf(7003, 3));
+    } catch (e) {
+      error = e;
+    }
+    // Either the pool noticed the death and reconnected, or the write hit the dead
+    // connection: then the error must be transient (retrying the batch is right).
+    if (error !== undefined) {
+      assert.ok(error instanceof SinkError && error.failureClass === 'transient', String(error));
+      await sink.write(batchOf(7003, 3));
+    }
+    assert.equal(await sink.countRows(), 6);
+  } finally {
+    await admin.end().catch(() => {});
+    await sink.dropTable().catch(() => {});
+    await sink.close();
+  }
+});
+
 test('postgres sink: bad options are SLUICE_INVALID_OPTION naming the option', () => {
   const url = 'postgres://root@127.0.0.1:5432/test';
   const bad: [Record<string, unknown>, RegExp][] = [
