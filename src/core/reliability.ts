@@ -227,6 +227,8 @@ export interface Isolation {
   sinkCalls: number;
   /** 1 + 2k⌈log2 B⌉ + k·itemRetries: the bound bisection guarantees. */
   bound: number;
+  /** Time from the batch's first write to its outcome, DLQ write included (ms, handler clock). */
+  elapsedMs: number;
 }
 
 export interface SplitStats {
@@ -281,6 +283,7 @@ export class SplitAndRetryHandler<T = unknown> implements BatchHandler<T> {
 
   async handle(batch: readonly Envelope<T>[]): Promise<BatchOutcome<T>> {
     this.st.batches++;
+    const startedAtMs = this.clock.now();
     const committed: Envelope<T>[] = [];
     const letters: DeadLetter<T>[] = [];
     const dropped: Envelope<T>[] = [];
@@ -346,7 +349,7 @@ export class SplitAndRetryHandler<T = unknown> implements BatchHandler<T> {
     this.st.deadLettered += letters.length;
     this.st.exhaustedDropped += dropped.length;
     if (sawItemError) {
-      this.st.isolations.push({ batchSize: batch.length, deadLettered: isolated, sinkCalls: calls.n, bound: isolationBound(batch.length, isolated, this.itemRetries) });
+      this.st.isolations.push({ batchSize: batch.length, deadLettered: isolated, sinkCalls: calls.n, bound: isolationBound(batch.length, isolated, this.itemRetries), elapsedMs: this.clock.now() - startedAtMs });
     }
     return {
       committed,

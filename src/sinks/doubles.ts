@@ -5,6 +5,7 @@
  * - FlakySink: fails the next `failures` calls with a transient SinkError, then delegates.
  * - IdempotentMemorySink: keeps one copy per id and counts the duplicates it absorbed.
  */
+import { performance } from 'node:perf_hooks';
 import { SinkError } from '../core/errors.js';
 import type { Envelope, FixedCostKind, Sink } from '../core/types.js';
 
@@ -100,6 +101,8 @@ export class CallCountingSink<T = unknown> implements Sink<T> {
   readonly fixedCostKind: FixedCostKind;
   calls = 0;
   failedCalls = 0;
+  /** Duration of every call (ms), successful and failed, in call order. */
+  readonly callMs: number[] = [];
 
   constructor(readonly inner: Sink<T>) {
     this.name = inner.name;
@@ -108,11 +111,14 @@ export class CallCountingSink<T = unknown> implements Sink<T> {
 
   async write(batch: readonly Envelope<T>[]): Promise<void> {
     this.calls++;
+    const t0 = performance.now();
     try {
       await this.inner.write(batch);
     } catch (e) {
       this.failedCalls++;
       throw e;
+    } finally {
+      this.callMs.push(performance.now() - t0);
     }
   }
 

@@ -64,8 +64,12 @@ export interface PoisonVariant {
   ledgerFinal: LedgerSnapshot;
   /** Calls really made to the sink (counted by a wrapper, failed calls included). */
   sinkCalls: number;
+  /** Latency of those calls (ms): whether "below capacity" held on this machine during the run. */
+  sinkCallMs: { p50: number; p99: number; max: number };
   isolations: Isolation[];
   isolationSinkCallsMax: number;
+  /** Share of the run the handler spent isolating poison (Σ isolation time ÷ duration). */
+  isolationTimeShare: number;
   maxBatchSize: number;
   lagSamples: { tMs: number; lag: number }[];
   lagSlopePerSec: number;
@@ -197,32 +201,47 @@ async function runVariant(
     const sampler = setInterval(() => {
       if (sampling) return;
       sampling = true;
-      const tMs = performance.now() - t0;
+      const asked = performance.now() - t0;
+      // Stamped at the midpoint of the request: under load a JetStream info round-trip can
+      // take tens of ms, and the count describes the moment the server answered.
       be.source
         .lag()
-        .then((lag) => samples.push({ tMs: Math.round(tMs), lag }))
+        .then((lag) => samples.push({ tMs: Math.round((asked + performance.now() - t0) / 2), lag }))
         .catch(() => {})
         .finally(() => (sampling = false));
     }, 250);
     ctx.progress.start(`poison: ${strategy} (${o.source} → ${o.sink})`, o.durationMs);
-    while (true) {
-      const el = performance.now() - t0;
-      if (el >= o.durationMs) break;
-      const due = Math.min(Math.floor((el / 1000) * o.rate), Math.floor((o.durationMs / 1000) * o.rate));
+    // Open loop: each tick appends every record due by now, stamped with its own intended
+    // time; appends are not awaited one by one (a slow PubAck must not slow the producer).
+    // After the deadline the few records due before it but not yet appended are topped up,
+    // so both strategies get exactly the same records.
+    const target = Math.floor((o.durationMs / 1000) * o.rate);
+    const epoch0 = Date.now();
+    const pending = new Set<Promise<void>>();
+    const produceUpTo = (due: number) => {
       const batch: LogRecord[] = [];
-      const now = Date.now();
       for (; produced < due; produced++) {
-        const m = input.make(produced, now);
+        const m = input.make(produced, Math.round(epoch0 + (produced * 1000) / o.rate));
         if (m.poison) {
           poisonIds.push(m.rec.id);
           poisonByKind[m.poison] = (poisonByKind[m.poison] ?? 0) + 1;
         }
         batch.push(m.rec);
       }
-      if (batch.length) await be.append(batch);
+      if (batch.length === 0) return;
+      const p = be.append(batch).finally(() => pending.delete(p));
+      pending.add(p);
+    };
+    while (true) {
+      const el = performance.now() - t0;
+      if (el >= o.durationMs) break;
+      produceUpTo(Math.min(target, Math.floor((el / 1000) * o.rate)));
+      if (pending.size > 64) await Promise.race(pending);
       ctx.progress.tick(0, `${produced} produced, committed ${ingest.stats().ledger.committed}`);
       await new Promise((r) => setTimeout(r, 10));
     }
+    produceUpTo(target);
+    await Promise.all(pending);
     clearInterval(sampler);
     while (sampling) await new Promise((r) => setTimeout(r, 5));
     ctx.progress.done();
@@ -267,8 +286,10 @@ async function runVariant(
       ledgerAtStop,
       ledgerFinal,
       sinkCalls: counted.calls,
+      sinkCallMs: quantiles(counted.callMs),
       isolations,
       isolationSinkCallsMax: isolations.reduce((m, x) => Math.max(m, x.sinkCalls), 0),
+      isolationTimeShare: Math.round((isolations.reduce((a, x) => a + x.elapsedMs, 0) / o.durationMs) * 1000) / 1000,
       maxBatchSize: snap.batchSize.max,
       lagSamples: samples,
       lagSlopePerSec: lagSlopePerSec(samples, o.durationMs / 2),
@@ -283,6 +304,13 @@ async function runVariant(
   } finally {
     await be.cleanup();
   }
+}
+
+function quantiles(xs: number[]): { p50: number; p99: number; max: number } {
+  if (xs.length === 0) return { p50: 0, p99: 0, max: 0 };
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p: number) => Math.round(s[Math.min(s.length - 1, Math.floor(p * s.length))] * 100) / 100;
+  return { p50: q(0.5), p99: q(0.99), max: Math.round(s[s.length - 1] * 100) / 100 };
 }
 
 function sameSet(a: string[], b: string[]): boolean {
@@ -301,8 +329,8 @@ export const poison: Experiment = {
     'with backoff, never split). Consumer lag is sampled every 250 ms; its slope over the second half shows one strategy flat and the other stalled.',
   cliOptions: [
     { flags: '--source <kind>', description: 'source with offsets: embedded | jetstream', defaultValue: 'embedded' },
-    { flags: '--poison-every <n>', description: 'one poison record per n records (default: 1000 quick, 2500 full)' },
-    { flags: '--offered-per-sec <n>', description: 'steady offered rate (default 2000/s)' },
+    { flags: '--poison-every <n>', description: 'one poison record per n records (default: file 1000 quick / 2500 full; postgres 2500)' },
+    { flags: '--offered-per-sec <n>', description: 'steady offered rate (default: file 2000/s, postgres 1000/s)' },
   ],
 
   async run(ctx) {
@@ -310,9 +338,16 @@ export const poison: Experiment = {
     if (ctx.args.source !== undefined && ctx.args.source !== 'embedded' && ctx.args.source !== 'jetstream')
       throw new Error(`--source must be embedded or jetstream, got ${String(ctx.args.source)}`);
     const sink = ctx.sink;
-    const rate = Number(ctx.args.offeredPerSec ?? 2000);
+    // PostgreSQL shares this host with everything else: 1,000/s keeps the offered load below
+    // its capacity even when commits spike to hundreds of ms (measured: sink call p99 ≈ 300 ms
+    // at load average 7 on 2 cores), which is the experiment's premise.
+    const rate = Number(ctx.args.offeredPerSec ?? (sink === 'postgres' ? 1000 : 2000));
     const durationMs = ctx.quick ? 4_000 : 12_000;
-    const every = Number(ctx.args.poisonEvery ?? (ctx.quick ? 1000 : 2500));
+    // PostgreSQL: one poison per 2,500 at 1,000/s (0.4 per second). A failed call there costs a
+    // round-trip of ≈1–10 ms (≈0.1–0.3 ms for the file sink's validation), so isolating one
+    // record in a batch of 512 (≤ 19 calls) takes up to ~0.2 s; denser poison would push the
+    // consumer above its capacity on a loaded host and measure the host, not the strategy.
+    const every = Number(ctx.args.poisonEvery ?? (sink === 'postgres' ? 2500 : ctx.quick ? 1000 : 2500));
     const variants: PoisonVariant[] = [];
     for (const strategy of ['split-and-retry', 'abort-whole-batch'] as const) {
       const v = await runVariant(ctx, strategy, { source, sink, rate, durationMs, every });
@@ -325,7 +360,8 @@ export const poison: Experiment = {
     const sp = variants[0];
     const ab = variants[1];
     const checks: Check[] = [
-      check('same input for both strategies: |Δ records produced| ÷ produced', Math.abs(sp.produced - ab.produced) / Math.max(1, sp.produced), '<=', 0.01),
+      check('same input for both strategies: records produced (split − abort)', sp.produced - ab.produced, '==', 0),
+      check('records produced ÷ offered rate × duration', sp.produced / ((sp.offeredPerSec * sp.durationMs) / 1000), 'within', [0.999, 1]),
       check('poison records injected (split-and-retry run)', sp.poisonInjected, '>=', 2),
       check('split: DLQ holds exactly the injected poison records', sameSet(sp.dlqIds, sp.poisonIds), '==', true),
       check('split: dead-lettered (ledger) = poison injected', sp.ledgerFinal.deadLettered, '==', sp.poisonInjected),
@@ -360,7 +396,7 @@ export const poison: Experiment = {
     return (
       head +
       mdTable(
-        ['strategy', 'produced', 'committed', 'dead-lettered', 'poison', 'in flight', 'unread', 'lag slope /s', 'final lag', 'sink calls', 'isolation calls max', 'max batch', 'p50 ms', 'p99 ms'],
+        ['strategy', 'produced', 'committed', 'dead-lettered', 'poison', 'in flight', 'unread', 'lag slope /s', 'final lag', 'sink calls', 'sink call p50/p99 ms', 'isolation calls max', 'max batch', 'p50 ms', 'p99 ms'],
         vs.map((v) => [
           v.strategy,
           v.produced,
@@ -372,12 +408,15 @@ export const poison: Experiment = {
           v.lagSlopePerSec.toFixed(1),
           v.finalLag,
           v.sinkCalls,
+          `${v.sinkCallMs.p50}/${v.sinkCallMs.p99}`,
           v.isolationSinkCallsMax,
           v.maxBatchSize,
           v.latencyMs.p50,
           v.latencyMs.p99,
         ]),
       ) +
+      `\n\nSplit-and-retry spent ${(100 * vs[0].isolationTimeShare).toFixed(1)}% of the run isolating poison ` +
+      `(sink call p50 ${vs[0].sinkCallMs.p50} ms, p99 ${vs[0].sinkCallMs.p99} ms): the consumer keeps up only while that share plus the normal write time stays below 100%.` +
       '\n\nabort-whole-batch is stopped at the same fixed duration: its "in flight" and "unread" records were never committed nor acknowledged (after the stop they are dropped as `aborted`, still unacknowledged, and remain as lag).'
     );
   },
