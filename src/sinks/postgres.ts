@@ -36,6 +36,17 @@ export const POSTGRES_WRITE_MODES: readonly PostgresWriteMode[] = ['insert', 'co
  */
 export const POSTGRES_DEFAULT_MODE: PostgresWriteMode = 'insert';
 
+/** Every default of PostgresSinkOptions, in one place. */
+export const POSTGRES_DEFAULTS = Object.freeze({
+  mode: POSTGRES_DEFAULT_MODE,
+  /** Enough for the pipeline's `maxInFlight` up to 4; one batch holds one connection. */
+  maxConnections: 4,
+  /** A refused connection fails at once; this bounds one that hangs (firewall, wrong host). */
+  connectTimeoutMs: 3_000,
+  /** Far above any batch's write time (≈0.1 s for 4,096 rows here): only a hang reaches it. */
+  statementTimeoutMs: 30_000,
+});
+
 export interface PostgresSinkOptions {
   /** e.g. `postgres://root@127.0.0.1:5432/test`. */
   connectionString: string;
@@ -161,13 +172,13 @@ export class PostgresSink implements Sink<EventRecord> {
       throw invalidOption('connectionString', opts?.connectionString, 'a postgres:// URL');
     this.qtable = quoteTable(opts.table);
     this.table = opts.table;
-    this.mode = opts.mode ?? POSTGRES_DEFAULT_MODE;
+    this.mode = opts.mode ?? POSTGRES_DEFAULTS.mode;
     if (!POSTGRES_WRITE_MODES.includes(this.mode)) throw invalidOption('mode', opts.mode, `one of ${POSTGRES_WRITE_MODES.join(', ')}`);
-    const maxConnections = opts.maxConnections ?? 4;
+    const maxConnections = opts.maxConnections ?? POSTGRES_DEFAULTS.maxConnections;
     if (!Number.isInteger(maxConnections) || maxConnections < 1) throw invalidOption('maxConnections', opts.maxConnections, 'an integer ≥ 1');
-    this.connectTimeoutMs = opts.connectTimeoutMs ?? 3_000;
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? POSTGRES_DEFAULTS.connectTimeoutMs;
     if (!(this.connectTimeoutMs > 0)) throw invalidOption('connectTimeoutMs', opts.connectTimeoutMs, 'a number > 0');
-    const statementTimeoutMs = opts.statementTimeoutMs ?? 30_000;
+    const statementTimeoutMs = opts.statementTimeoutMs ?? POSTGRES_DEFAULTS.statementTimeoutMs;
     if (!(statementTimeoutMs > 0)) throw invalidOption('statementTimeoutMs', opts.statementTimeoutMs, 'a number > 0');
     this.endpoint = endpointOf(opts.connectionString);
     this.pool = new pg.Pool({
