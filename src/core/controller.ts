@@ -235,6 +235,8 @@ export interface AimdOptions {
    * The slack absorbs event-loop lag. @default 25% of sloMs
    */
   lateSlackMs?: number;
+  /** Double the binding knob while p99 < half of (slo − margin), as TCP's slow start. @default true */
+  slowStart?: boolean;
   clock?: Clock;
   /** Decisions kept in the log. @default 10_000 */
   maxLog?: number;
@@ -248,9 +250,13 @@ export interface AimdOptions {
  * the size (`maxItems`; latency ≈ maxItems / rate + write). Fixed-cost operations per item
  * are set by the same knob (1 / (rate × wait) or 1 / maxItems). So each period the
  * controller reads the flush reasons it saw, finds the *binding* knob, and moves that one:
+ *   - p99 < (slo − margin) / 2: slow start, double the binding knob (a cold start settles in
+ *     a few periods instead of a dozen);
  *   - p99 < slo − margin: add one step to the binding knob (more items per fixed cost);
  *   - slo − margin ≤ p99 ≤ slo: hold (in the band: no sawtooth at steady load);
- *   - p99 > slo: halve the binding knob (both when the period mixed size and time flushes).
+ *   - p99 > slo: halve the binding knob (both when the period mixed size and time flushes),
+ *     unless p99 minus the latency the window adds still breaches: then the window is not
+ *     the cause (a write stall, a pause) and shrinking it would only cost more fixed costs.
  * The non-binding knob is left alone: moving it changes neither latency nor cost, and it
  * keeps the value the other regime learned, which makes switching back immediate.
  *
@@ -271,6 +277,8 @@ export class AimdController<T = unknown> extends BaseController<T> {
   private readonly maxPeriodMs: number;
   private readonly minSamplesToAct: number;
   private readonly lateSlackMs: number;
+  /** Below this p99 (half of slo − margin) growth is multiplicative (slow start). */
+  private readonly slowStartBelowMs: number;
   private lateFull = 0;
   private lateOther = 0;
   private readonly hist = new IntervalHistogram();
@@ -303,6 +311,7 @@ export class AimdController<T = unknown> extends BaseController<T> {
     this.maxPeriodMs = Math.max(opts.maxPeriodMs ?? 3000, this.minPeriodMs);
     this.minSamplesToAct = opts.minSamplesToAct ?? 50;
     this.lateSlackMs = opts.lateSlackMs ?? 0.25 * slo;
+    this.slowStartBelowMs = opts.slowStart === false ? 0 : 0.5 * (slo - this.marginMs);
   }
 
   protected override onAttach(target: WindowTarget): void {
@@ -372,6 +381,13 @@ export class AimdController<T = unknown> extends BaseController<T> {
         decision = 'hold';
         reason = `sink saturated: ${late} of ${cuts} cuts waited for the in-flight batch with partial batches: no window helps`;
       }
+    } else if (p99 > this.sloMs && p99 - this.windowShareMs(bound, w, rate) > this.sloMs) {
+      // The window adds at most its wait (timer-bound) or its fill time (size-bound) to an
+      // item's latency. If p99 minus that still breaches, the tail comes from elsewhere (a
+      // write stall, a GC pause, a busy CPU): shrinking the window would buy nothing and pay
+      // the fixed cost more often.
+      decision = 'hold';
+      reason = `p99 ${fmt(p99)} ms > SLO ${fmt(this.sloMs)} ms, but the window adds ≤ ${fmt(this.windowShareMs(bound, w, rate))} ms of it: not the window's breach`;
     } else if (p99 > this.sloMs) {
       if (bound === 'size' || bound === 'both') items = this.clampItems(Math.floor(items / 2));
       if (bound === 'time' || bound === 'both' || bound === 'none') wait = this.clampWait(wait / 2);
@@ -380,6 +396,16 @@ export class AimdController<T = unknown> extends BaseController<T> {
     } else if (p99 >= this.sloMs - this.marginMs) {
       decision = 'hold';
       reason = `p99 ${fmt(p99)} ms in the band [${fmt(this.sloMs - this.marginMs)}, ${fmt(this.sloMs)}] ms`;
+    } else if (p99 < this.slowStartBelowMs) {
+      // Slow start (as TCP's): far below the target, double the binding knob. The knob adds at
+      // most p99 to the latency, so doubling it adds < half the target: it cannot overshoot.
+      if (bound === 'size' || bound === 'both') items = this.clampItems(items * 2);
+      if (bound === 'time' || bound === 'both') wait = this.clampWait(wait > 0 ? wait * 2 : this.stepMs);
+      decision = items !== w.maxItems || wait !== w.maxWaitMs ? 'increase' : 'hold';
+      reason =
+        bound === 'none'
+          ? `p99 ${fmt(p99)} ms but no flush this period: nothing to move`
+          : `p99 ${fmt(p99)} ms < ${fmt(this.slowStartBelowMs)} ms (half the target): slow start, double ${knobName(bound)}${decision === 'hold' ? ' (already at its upper bound)' : ''}`;
     } else {
       if (bound === 'size' || bound === 'both') items = this.clampItems(items + Math.max(1, Math.round((rate * this.stepMs) / 1000)));
       if (bound === 'time' || bound === 'both') wait = this.clampWait(wait + this.stepMs);
@@ -389,7 +415,11 @@ export class AimdController<T = unknown> extends BaseController<T> {
           ? `p99 ${fmt(p99)} ms but no flush this period: nothing to move`
           : `p99 ${fmt(p99)} ms < ${fmt(this.sloMs - this.marginMs)} ms: +${fmt(this.stepMs)} ms on ${knobName(bound)}${decision === 'hold' ? ' (already at its upper bound)' : ''}`;
     }
-    if (items !== w.maxItems || wait !== w.maxWaitMs) target.setWindow({ maxItems: items, maxWaitMs: wait });
+    // A new period starts *before* the window moves: setWindow pumps the batcher, whose cuts
+    // call back into onFlush, which must count towards the new period, not decide again.
+    this.hist.reset();
+    this.sizeFlushes = this.timeFlushes = this.lateFull = this.lateOther = 0;
+    this.periodStart = now;
     this.push({
       tMs: round3(now - this.t0),
       maxItems: items,
@@ -401,9 +431,13 @@ export class AimdController<T = unknown> extends BaseController<T> {
       decision,
       reason,
     });
-    this.hist.reset();
-    this.sizeFlushes = this.timeFlushes = this.lateFull = this.lateOther = 0;
-    this.periodStart = now;
+    if (items !== w.maxItems || wait !== w.maxWaitMs) target.setWindow({ maxItems: items, maxWaitMs: wait });
+  }
+
+  /** The latency the window itself adds, at most (ms): the wait, or the time to fill maxItems at `rate`. */
+  private windowShareMs(bound: BindingKnob, w: { maxItems: number; maxWaitMs: number }, ratePerSec: number): number {
+    const fillMs = ratePerSec > 0 ? (w.maxItems / ratePerSec) * 1000 : Infinity;
+    return bound === 'size' ? Math.min(fillMs, w.maxWaitMs) : w.maxWaitMs;
   }
 
   private clampItems(n: number): number {

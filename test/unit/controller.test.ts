@@ -58,7 +58,7 @@ test('interval histogram: percentiles within 1% and reset', () => {
 
 test('AIMD grows the binding knob additively while p99 is under SLO − margin', () => {
   const clock = new FakeClock();
-  const c = new AimdController({ sloMs: 20, marginMs: 3, stepMs: 2, clock, minPeriodMs: 500, minSamples: 100 });
+  const c = new AimdController({ sloMs: 20, marginMs: 3, stepMs: 2, clock, minPeriodMs: 500, minSamples: 100, slowStart: false });
   const t = fakeTarget(64, 2);
   c.attach(t);
   // Timer-bound at low latency: the wait grows by 2 ms per period, the size is left alone.
@@ -71,7 +71,7 @@ test('AIMD grows the binding knob additively while p99 is under SLO − margin',
   assert.equal(d[1].maxWaitMs, 6);
   assert.equal(t.window().maxItems, 64);
   // Size-bound: the size grows by the items that arrive in one step (rate × 2 ms).
-  const c2 = new AimdController({ sloMs: 20, marginMs: 3, stepMs: 2, clock, minPeriodMs: 500, minSamples: 100 });
+  const c2 = new AimdController({ sloMs: 20, marginMs: 3, stepMs: 2, clock, minPeriodMs: 500, minSamples: 100, slowStart: false });
   const t2 = fakeTarget(100, 10);
   c2.attach(t2);
   drive(clock, c2, t2, 600, { reason: 'size', perBatch: 100, batchEveryMs: 10, latencyMs: () => 5 }); // 10 000 items/s
@@ -87,7 +87,7 @@ test('AIMD halves the binding knob on a breach and holds in the band', () => {
   const c = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100 });
   const t = fakeTarget(800, 10);
   c.attach(t);
-  drive(clock, c, t, 500, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => 30 });
+  drive(clock, c, t, 500, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => 25 }); // the 10 ms wait is part of the breach
   let last = c.decisions().at(-1)!;
   assert.equal(last.decision, 'decrease');
   assert.equal(t.window().maxItems, 400);
@@ -113,9 +113,10 @@ test('AIMD respects its bounds on both knobs', () => {
   assert.equal(t.window().maxItems, 300);
   drive(clock, c, t, 5000, { reason: 'time', perBatch: 100, batchEveryMs: 5, latencyMs: () => 1 });
   assert.equal(t.window().maxWaitMs, 12);
-  drive(clock, c, t, 5000, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => 100 });
+  // Breaches the window causes: latency = what the window adds + 19 ms (20 items/ms arrive).
+  drive(clock, c, t, 5000, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: (w) => Math.min(w.maxItems / 20, w.maxWaitMs) + 19 });
   assert.equal(t.window().maxItems, 50);
-  drive(clock, c, t, 5000, { reason: 'time', perBatch: 100, batchEveryMs: 5, latencyMs: () => 100 });
+  drive(clock, c, t, 5000, { reason: 'time', perBatch: 100, batchEveryMs: 5, latencyMs: (w) => w.maxWaitMs + 19 });
   assert.equal(t.window().maxWaitMs, 1);
   for (const d of c.decisions()) {
     assert.ok(d.maxItems >= 50 && d.maxItems <= 300);
@@ -204,4 +205,47 @@ test('AIMD saturation guard: late full cuts double maxItems instead of halving i
   assert.equal(last.decision, 'hold');
   assert.match(last.reason, /no window helps/);
   assert.equal(t.window().maxItems, before);
+});
+
+test('AIMD holds on a breach the window cannot have caused (p99 − wait still above the SLO)', () => {
+  const clock = new FakeClock();
+  const c = new AimdController({ sloMs: 20, clock, minPeriodMs: 500, minSamples: 100 });
+  const t = fakeTarget(512, 4);
+  c.attach(t);
+  // Timer-bound with a 4 ms wait, but p99 = 45 ms (a write stall): 45 − 4 > 20.
+  drive(clock, c, t, 500, { reason: 'time', perBatch: 20, batchEveryMs: 5, latencyMs: () => 45 });
+  const last = c.decisions().at(-1)!;
+  assert.equal(last.decision, 'hold');
+  assert.match(last.reason, /not the window/);
+  assert.deepEqual(t.window(), { maxItems: 512, maxWaitMs: 4 });
+});
+
+test('AIMD takes one decision per period even when setWindow re-enters it (cuts during setWindow)', () => {
+  const clock = new FakeClock();
+  const c = new AimdController({ sloMs: 20, clock, minPeriodMs: 500, minSamples: 10 });
+  const w = { maxItems: 64, maxWaitMs: 5 };
+  // A target whose setWindow cuts a batch at once, as Pipeline.setWindow → pump → cut does.
+  const t: WindowTarget = {
+    window: () => ({ ...w }),
+    setWindow(p) {
+      Object.assign(w, p);
+      c.onFlush({ reason: 'time', items: 1, bytes: 0, waitMs: 0 }, clock.now());
+    },
+  };
+  c.attach(t);
+  drive(clock, c, t, 500, { reason: 'time', perBatch: 20, batchEveryMs: 5, latencyMs: () => 22 });
+  const d = c.decisions().filter((x) => x.decision !== 'start');
+  assert.equal(d.length, 1);
+  assert.equal(w.maxWaitMs, 2.5);
+});
+
+test('AIMD slow start: doubles the binding knob while p99 is under half the target, then steps additively', () => {
+  const clock = new FakeClock();
+  const c = new AimdController({ sloMs: 20, marginMs: 3, stepMs: 2, clock, minPeriodMs: 500, minSamples: 100 });
+  const t = fakeTarget(64, 2);
+  c.attach(t);
+  drive(clock, c, t, 2000, { reason: 'time', perBatch: 20, batchEveryMs: 50, latencyMs: (w) => w.maxWaitMs + 1 });
+  const waits = c.decisions().filter((x) => x.decision !== 'start').map((x) => x.maxWaitMs);
+  // 2 → 4 → 8 (p99 3, 5 < 8.5: doubling), then p99 9 ≥ 8.5: +2 → 10.
+  assert.deepEqual(waits.slice(0, 3), [4, 8, 10]);
 });
