@@ -15,6 +15,7 @@
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import client from 'prom-client';
 import type { TSchema } from '@sinclair/typebox';
 import { ErrorCode, SluiceError, invalidOption, isSluiceError } from '../core/errors.js';
@@ -27,6 +28,9 @@ import { prometheusFor, type Exposition } from '../metrics/prometheus.js';
 import { boundedDecode, KNOWN_CODINGS, parseContentEncoding, type Coding } from '../codec/bounded-decode.js';
 import { NdjsonFramer } from '../codec/ndjson.js';
 import { ItemValidator, type ItemRejectReason } from '../codec/validate.js';
+
+/** Items validated between two yields to the event loop (≈1 ms of work for small records). */
+const VALIDATE_SLICE = 1000;
 
 export type IngestMode = 'per-line' | 'all-or-nothing';
 export const INGEST_MODES: readonly IngestMode[] = ['per-line', 'all-or-nothing'];
@@ -46,7 +50,7 @@ export interface ServeLimits {
   maxDepth: number;
   /** Content codings accepted (at most one per request). @default identity, gzip, deflate, br */
   codings: Coding[];
-  /** Decoder output chunk: the decompressed cap overshoots by at most this. @default 16 KiB */
+  /** Decoder output chunk: the decompressed cap overshoots by at most this. @default 64 KiB */
   decoderChunkBytes: number;
   /** Requests decoded at once; more get 503 + Retry-After. @default 16 */
   maxConcurrentRequests: number;
@@ -59,7 +63,7 @@ export const SERVE_LIMIT_DEFAULTS: Readonly<ServeLimits> = Object.freeze({
   maxItemsPerRequest: 100_000,
   maxDepth: 64,
   codings: [...KNOWN_CODINGS],
-  decoderChunkBytes: 16 * 1024,
+  decoderChunkBytes: 64 * 1024,
   maxConcurrentRequests: 16,
 });
 
@@ -283,11 +287,15 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       byReason[reason] = (byReason[reason] ?? 0) + 1;
       if (errors.length < maxErrorsListed) errors.push({ line, reason, message });
     };
+    // Lines are only framed while the body arrives (views into the decoded chunks, at most
+    // maxDecompressedBytes of them); validation waits until the whole body has passed the
+    // request-level caps, so a bomb costs decoding and framing up to a cap, never parsing.
+    const rawLines: Buffer[] = [];
+    const lineNos: number[] = [];
     const framer = new NdjsonFramer(
       (buf, line) => {
-        const r = validator.validate(buf);
-        if (r.ok) staged.push(envelope(r.value, { bytes: buf.length, intendedAtMs: t0, raw: buf, meta: { ticket, line } satisfies ItemMeta }));
-        else reject(line, r.reason, r.message);
+        rawLines.push(buf);
+        lineNos.push(line);
       },
       { maxLineBytes: limits.maxLineBytes, maxItems: limits.maxItemsPerRequest },
     );
@@ -307,6 +315,16 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       decompressedBytes.inc(body.stats.decompressedBytesRead);
       if (body.stats.compressedBytes > 0) ratio.observe(body.stats.decompressedBytesRead / body.stats.compressedBytes);
     }
+    for (let i = 0; i < rawLines.length; i++) {
+      // Yield now and then: a large batch must not hold the event loop from other requests.
+      if (i > 0 && i % VALIDATE_SLICE === 0) await yieldToLoop();
+      const buf = rawLines[i];
+      const line = lineNos[i];
+      const r = validator.validate(buf);
+      if (r.ok) staged.push(envelope(r.value, { bytes: buf.length, intendedAtMs: t0, raw: buf, meta: { ticket, line } satisfies ItemMeta }));
+      else reject(line, r.reason, r.message);
+    }
+    rawLines.length = 0;
     for (const [reason, n] of Object.entries(byReason)) itemsRejected.inc({ reason }, n);
 
     const lines = staged.length + rejectedLines;

@@ -81,7 +81,7 @@ test('caps answer 413 with a JSON body naming the cap; codings 415; malformed 40
   // Decompressed cap: 16 MiB of short lines as gzip (~50 KB) against a 1 MiB cap.
   const bomb = zlib.gzipSync(('{"pad":"' + 'x'.repeat(2000) + '"}\n').repeat(8_000));
   const r1 = await tooBig(bomb, { 'content-encoding': 'gzip' }, 'decompressed-bytes');
-  assert.ok((r1.json.decompressedBytesRead as number) <= LIMITS.maxDecompressedBytes + 16 * 1024);
+  assert.ok((r1.json.decompressedBytesRead as number) <= LIMITS.maxDecompressedBytes + 64 * 1024);
   await tooBig(zlib.brotliCompressSync(Buffer.alloc(8 * 2 ** 20), { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 4 } }), { 'content-encoding': 'br' }, 'line-bytes');
   await tooBig(Buffer.alloc(600 * 1024, 0x61), {}, 'compressed-bytes');
   await tooBig(zlib.gzipSync(lines(1001)), { 'content-encoding': 'gzip' }, 'items');
