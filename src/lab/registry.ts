@@ -8,6 +8,7 @@ import { windowExperiment } from './experiments/window.js';
 import { nagle } from './experiments/nagle.js';
 import { compression } from './experiments/compression.js';
 import { poison } from './experiments/poison.js';
+import { bomb } from './experiments/bomb.js';
 
 export const EXPERIMENTS: Experiment[] = [
   batching,
@@ -15,6 +16,7 @@ export const EXPERIMENTS: Experiment[] = [
   nagle,
   compression,
   poison,
+  bomb,
 ];
 
 export function findExperiment(name: string): Experiment | undefined {
