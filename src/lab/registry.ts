@@ -5,17 +5,21 @@
 import type { Experiment } from './types.js';
 import { batching } from './experiments/batching.js';
 import { windowExperiment } from './experiments/window.js';
+import { adaptive } from './experiments/adaptive.js';
 import { nagle } from './experiments/nagle.js';
 import { compression } from './experiments/compression.js';
 import { poison } from './experiments/poison.js';
+import { overflow } from './experiments/overflow.js';
 import { bomb } from './experiments/bomb.js';
 
 export const EXPERIMENTS: Experiment[] = [
   batching,
   windowExperiment,
+  adaptive,
   nagle,
   compression,
   poison,
+  overflow,
   bomb,
 ];
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, appendFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DiskSpillStore } from '../../src/core/spill.js';
+import { DiskSpillStore, defaultSpillCodec, jsonSpillCodec, rawLineSpillCodec } from '../../src/core/spill.js';
 import { crc32, crc32Table } from '../../src/core/crc32.js';
 import { isSluiceError, ErrorCode } from '../../src/core/errors.js';
 import { envelope, type Envelope } from '../../src/core/types.js';
@@ -206,6 +206,37 @@ test('spill: a corrupted record is detected (SLUICE_CORRUPT), at read-back and o
     assert.throws(() => DiskSpillStore.open<Rec>({ dir, segmentBytes: 400 }), (e: unknown) => isSluiceError(e, ErrorCode.Corrupt));
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('spill: every codec round-trips value, id, raw and offset through the store', () => {
+  for (const [name, codec] of [
+    ['default', defaultSpillCodec<Rec>()],
+    ['json', jsonSpillCodec<Rec>()],
+    ['rawLine', rawLineSpillCodec<Rec>()],
+  ] as const) {
+    const dir = tmp();
+    try {
+      const s = DiskSpillStore.open<Rec>({ dir, codec });
+      for (let n = 1; n <= 20; n++) s.tryAppend(item(n, n * 100), n);
+      if (name !== 'rawLine') {
+        const noRaw = item(21);
+        noRaw.raw = undefined;
+        s.tryAppend(noRaw, 21);
+      }
+      for (let n = 1; n <= 20; n++) {
+        const e = s.shift()!;
+        const want = item(n, n * 100);
+        assert.deepEqual(e.value, want.value, name);
+        assert.deepEqual(e.raw, want.raw, name);
+        assert.equal(e.id, want.id, name);
+        assert.equal(e.offset, want.offset, name);
+      }
+      if (name !== 'rawLine') assert.equal(s.shift()!.raw, undefined);
+      s.destroy();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 });
 
