@@ -5,6 +5,8 @@
  */
 import { Command, CommanderError } from 'commander';
 import { registerLab } from './commands/lab.js';
+import { registerDlq } from './commands/dlq.js';
+import { registerReconcile } from './commands/reconcile.js';
 import { registerRun } from './commands/run.js';
 import { registerServe } from './commands/serve.js';
 import { exitWithError } from './errors.js';
@@ -20,6 +22,8 @@ program
 registerLab(program);
 registerRun(program);
 registerServe(program);
+registerDlq(program);
+registerReconcile(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -9,6 +9,7 @@ import { adaptive } from './experiments/adaptive.js';
 import { nagle } from './experiments/nagle.js';
 import { compression } from './experiments/compression.js';
 import { poison } from './experiments/poison.js';
+import { redriveExperiment } from './experiments/redrive.js';
 import { overflow } from './experiments/overflow.js';
 import { bomb } from './experiments/bomb.js';
 
@@ -19,6 +20,7 @@ export const EXPERIMENTS: Experiment[] = [
   nagle,
   compression,
   poison,
+  redriveExperiment,
   overflow,
   bomb,
 ];

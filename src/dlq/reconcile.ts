@@ -1,0 +1,158 @@
+/**
+ * Reconciliation (issue 6): the ids produced at the source (the embedded log, the JetStream
+ * stream) against the ids in the sink and in the DLQ (and quarantine).
+ *
+ *   produced     distinct ids at the source
+ *   committed    produced ids present in the sink
+ *   deadLettered produced ids pending in the DLQ and not in the sink
+ *   quarantined  produced ids in the quarantine and neither in the sink nor the DLQ
+ *   missing      produced ids in none of them — lost
+ *   duplicated   ids present more than once in the sink (the file sink without its id index
+ *                after a redelivery; PostgreSQL's primary key makes it impossible there)
+ *   unexpected   ids in the sink that the source never produced
+ *   inSinkAndDlq ids both committed and pending in the DLQ (an unfinished re-drive, or a
+ *                record dead-lettered and later delivered again): accounted, listed apart
+ *
+ * A source read is a snapshot: reconcile a quiescent pipeline (lag 0), or what is still in
+ * flight shows as missing.
+ */
+import { readFile } from 'node:fs/promises';
+import pg from 'pg';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { ErrorCode, SluiceError, invalidOption } from '../core/errors.js';
+import { readLog } from '../sources/embedded-log.js';
+import { ID_HEADER } from '../sources/jetstream.js';
+import { connectNats, parseNatsUrl } from '../sources/nats.js';
+import { isNatsUrl, isPgUrl } from './access.js';
+
+export interface ReconcileReport {
+  produced: number;
+  committed: number;
+  deadLettered: number;
+  quarantined: number;
+  missing: number;
+  duplicated: number;
+  unexpected: number;
+  inSinkAndDlq: number;
+  /** Up to 20 of each, for the operator. */
+  missingIds: string[];
+  duplicatedIds: string[];
+  unexpectedIds: string[];
+  ok: boolean;
+}
+
+/** Pure comparison. `sinkIds` keeps multiplicity (one element per stored row/line). */
+export function reconcileIds(produced: Iterable<string>, sinkIds: Iterable<string>, dlqIds: Iterable<string>, quarantineIds: Iterable<string> = []): ReconcileReport {
+  const src = new Set(produced);
+  const counts = new Map<string, number>();
+  for (const id of sinkIds) counts.set(id, (counts.get(id) ?? 0) + 1);
+  const dlq = new Set(dlqIds);
+  const quarantine = new Set(quarantineIds);
+  let committed = 0, deadLettered = 0, quarantined = 0, inSinkAndDlq = 0;
+  const missingIds: string[] = [];
+  for (const id of src) {
+    if (counts.has(id)) {
+      committed++;
+      if (dlq.has(id)) inSinkAndDlq++;
+    } else if (dlq.has(id)) deadLettered++;
+    else if (quarantine.has(id)) quarantined++;
+    else missingIds.push(id);
+  }
+  const duplicatedIds = [...counts].filter(([, n]) => n > 1).map(([id]) => id);
+  const unexpectedIds = [...counts.keys()].filter((id) => !src.has(id));
+  return {
+    produced: src.size,
+    committed,
+    deadLettered,
+    quarantined,
+    missing: missingIds.length,
+    duplicated: duplicatedIds.length,
+    unexpected: unexpectedIds.length,
+    inSinkAndDlq,
+    missingIds: missingIds.slice(0, 20),
+    duplicatedIds: duplicatedIds.slice(0, 20),
+    unexpectedIds: unexpectedIds.slice(0, 20),
+    ok: missingIds.length === 0 && duplicatedIds.length === 0,
+  };
+}
+
+export function formatReconcile(r: ReconcileReport): string {
+  let s =
+    `produced=${r.produced} committed=${r.committed} dead_lettered=${r.deadLettered} quarantined=${r.quarantined} ` +
+    `missing=${r.missing} duplicated=${r.duplicated} unexpected=${r.unexpected} in_sink_and_dlq=${r.inSinkAndDlq} ${r.ok ? 'ok' : 'NOT OK'}`;
+  if (r.missing) s += `\nmissing: ${r.missingIds.join(' ')}${r.missing > r.missingIds.length ? ' …' : ''}`;
+  if (r.duplicated) s += `\nduplicated: ${r.duplicatedIds.join(' ')}${r.duplicated > r.duplicatedIds.length ? ' …' : ''}`;
+  return s;
+}
+
+/** Distinct ids produced at a source: an embedded log path, or `nats://host:port/<stream>`. */
+export async function sourceIds(spec: string, nc?: NatsConnection): Promise<string[]> {
+  if (isNatsUrl(spec)) {
+    const { stream } = parseNatsUrl(spec);
+    if (!stream) throw invalidOption('--source', spec, 'nats://host:port/<stream>');
+    const conn = nc ?? (await connectNats(spec));
+    try {
+      const jsm = await jetstreamManager(conn);
+      let info;
+      try {
+        info = await jsm.streams.info(stream);
+      } catch (cause) {
+        throw new SluiceError(ErrorCode.SourceUnavailable, `stream ${stream}: ${(cause as Error).message}`, { cause });
+      }
+      const out: string[] = [];
+      if (info.state.messages === 0) return out;
+      for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
+        const m = await jsm.streams.getMessage(stream, { seq }).catch(() => null);
+        if (m) out.push(m.header?.get(ID_HEADER) || `js:${seq}`);
+      }
+      return out;
+    } finally {
+      if (!nc) await conn.close();
+    }
+  }
+  if (isPgUrl(spec)) throw invalidOption('--source', spec, 'an embedded log path or nats://host:port/<stream>');
+  return (await readLog(spec)).map((r) => r.id);
+}
+
+/** Ids in a sink, one per stored row/line: a file sink path (NDJSON with `id`) or a postgres:// URL + table. */
+export async function sinkIds(spec: string, table = 'sluice_events'): Promise<string[]> {
+  if (isPgUrl(spec)) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$/.test(table)) throw invalidOption('--table', table, 'letters, digits and _');
+    const client = new pg.Client({ connectionString: spec, connectionTimeoutMillis: 3_000 });
+    try {
+      await client.connect();
+    } catch (cause) {
+      throw new SluiceError(ErrorCode.SinkUnavailable, `cannot connect to the sink: ${(cause as Error).message}`, { cause });
+    }
+    try {
+      const exists = await client.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [table]);
+      if (exists.rows[0].t === null) return [];
+      const q = table.split('.').map((p) => `"${p}"`).join('.');
+      return (await client.query<{ id: string }>(`SELECT id FROM ${q}`)).rows.map((r) => r.id);
+    } finally {
+      await client.end();
+    }
+  }
+  let text: string;
+  try {
+    text = await readFile(spec, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+  const out: string[] = [];
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    if (!lines[i]) continue;
+    let id: unknown;
+    try {
+      id = (JSON.parse(lines[i]) as { id?: unknown }).id;
+    } catch (cause) {
+      throw new SluiceError(ErrorCode.Corrupt, `${spec}:${i + 1}: not a JSON record`, { cause, details: { line: i + 1 } });
+    }
+    if (typeof id !== 'string') throw new SluiceError(ErrorCode.Corrupt, `${spec}:${i + 1}: record without a string id`, { details: { line: i + 1 } });
+    out.push(id);
+  }
+  return out;
+}
