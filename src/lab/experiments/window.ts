@@ -570,11 +570,11 @@ export function windowCharts(r: ResultEnvelope): ChartSpec[] {
     });
   }
   if (replays.length > 0) {
-    const rows = replays.flatMap((x) => x.p99OverTime.map((s) => ({ trace: x.trace, t: s.tMs / 1000, p99: s.p99Ms, rate: s.committedPerSec })));
+    const rows = replays.flatMap((x) => x.p99OverTime.map((s) => ({ trace: x.trace, t: s.tMs / 1000, p99: s.committedPerSec > 0 ? s.p99Ms : null, rate: s.committedPerSec })));
     charts.push({
       id: 'window-replay-p99',
       title: 'p99 over time while replaying bursty traffic through the chosen window',
-      caption: `p99 per 250 ms interval (ms) for each replay; the red rule is the ${slo} ms SLO.`,
+      caption: `p99 per 250 ms interval (ms) for each replay (gaps: nothing committed); the red rule is the ${slo} ms SLO.`,
       spec: {
         $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
         width: 560,
