@@ -334,12 +334,20 @@ export const overflow: Experiment = {
     const v = r.variants as OverflowVariant[];
     const limit = v[0]?.memoryLimitMb ?? 0;
     const series = v.flatMap((x) => x.samples.map((s) => ({ policy: x.policy, tS: s.tMs / 1000, rssMb: s.rssMb, queueItems: s.queueItems, spillMb: s.spillBytes / MiB })));
+    const depth = v.flatMap((x) =>
+      x.samples.flatMap((s) => [
+        { policy: x.policy, tS: s.tMs / 1000, where: 'memory queue', items: s.queueItems },
+        ...(x.policy === 'spill' ? [{ policy: x.policy, tS: s.tMs / 1000, where: 'spilled to disk', items: s.spilledItems }] : []),
+      ]),
+    );
     const color = { field: 'policy', type: 'nominal', title: 'policy', sort: [...OVERFLOW_POLICIES_RUN] };
     return [
       {
         id: 'overflow-rss',
         title: 'Process RSS over time, per overflow policy',
-        caption: `Every bounded policy levels off; the unbounded queue grows until the kernel kills it at the ${limit} MB limit (dashed).`,
+        caption:
+          `Every bounded policy levels off; the unbounded queue grows until the kernel kills it at the ${limit} MB cgroup limit (dashed). ` +
+          'RSS also counts shared file pages (the node binary) charged to other groups, so it can read above the limit.',
         spec: {
           $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
           width: 560,
@@ -360,18 +368,21 @@ export const overflow: Experiment = {
       },
       {
         id: 'overflow-queue',
-        title: 'Queue depth over time, per overflow policy',
-        caption: 'Items in the memory queue (symlog scale): bounded policies stay at their bound; the spill holds the excess on disk instead.',
+        title: 'Queue depth (memory, and disk for the spill) over time, per overflow policy',
+        caption:
+          'Items in the memory queue (solid, symlog scale): bounded policies stay at their bound; the spill policy keeps the excess on disk (dashed) and drains it after the producer stops.',
         spec: {
           $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
           width: 560,
           height: 260,
-          data: { values: series },
+          data: { values: depth },
           mark: 'line',
           encoding: {
             x: { field: 'tS', type: 'quantitative', title: 'time since start (s)' },
-            y: { field: 'queueItems', type: 'quantitative', title: 'items in the memory queue', scale: { type: 'symlog' } },
+            y: { field: 'items', type: 'quantitative', title: 'items held (count)', scale: { type: 'symlog' } },
             color,
+            strokeDash: { field: 'where', type: 'nominal', title: '' },
+            detail: { field: 'where' },
           },
         },
       },
