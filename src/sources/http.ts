@@ -240,16 +240,28 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const json = JSON.stringify(body) + '\n';
     if (res.headersSent || res.destroyed) return;
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json), ...headers });
-    res.end(json);
-    if (!req.complete) {
-      // Answered before the body ended (a cap): discard what still arrives, without
-      // buffering, for at most lingerMs, so the client reads the answer instead of a reset.
-      req.resume();
-      const t = setTimeout(() => req.socket.destroy(), lingerMs);
-      t.unref();
-      req.once('end', () => clearTimeout(t));
-      req.socket.once('close', () => clearTimeout(t));
-    }
+    if (req.complete) return void res.end(json);
+    // Answered before the body ended (a cap). Ending the response now would let Node close
+    // the socket with body bytes unread, and the kernel's reset can reach the client before
+    // it reads the answer (it saw EPIPE instead of 413 in the bomb lab). So: send the whole
+    // answer (content-length makes it complete for the client), discard what still arrives
+    // without buffering, and end once the body ends — or after lingerMs, closing the socket.
+    res.write(json);
+    req.resume();
+    let ended = false;
+    const endResponse = () => {
+      if (ended) return;
+      ended = true;
+      clearTimeout(t);
+      res.end();
+    };
+    const t = setTimeout(() => {
+      endResponse();
+      req.socket.destroy();
+    }, lingerMs);
+    t.unref();
+    req.once('end', endResponse);
+    req.once('close', endResponse);
   }
 
   function refuse(req: IncomingMessage, res: ServerResponse, e: SluiceError, extra: Record<string, unknown> = {}): void {

@@ -217,3 +217,44 @@ test('load from a second process (autocannon): good requests all succeed while b
   assert.equal(ledger.committed % 100, 0);
   assert.equal((await readFile(path, 'utf8')).trim().split('\n').length, ledger.committed);
 });
+
+test('an early 413 reaches a client that is still sending (Connection: close), every time', async () => {
+  const { srv } = await fileServer();
+  const { request } = await import('node:http');
+  const { Readable } = await import('node:stream');
+  // A gzip bomb (the cap is crossed after a few KiB of it) and a long line, both still being sent.
+  const gz = zlib.gzipSync(Buffer.alloc(256 * 2 ** 20), { level: 1 });
+  const chunk = Buffer.alloc(64 * 1024, 0x61);
+  const statuses: (number | string)[] = [];
+  for (let i = 0; i < 20; i++) {
+    let sent = 0;
+    const zipped = i % 2 === 0;
+    const body = new Readable({
+      read() {
+        if (zipped) {
+          this.push(sent < gz.length ? gz.subarray(sent, (sent += 16 * 1024)) : null);
+          return;
+        }
+        sent += chunk.length;
+        this.push(sent > 64 * 2 ** 20 ? null : chunk);
+      },
+    });
+    statuses.push(
+      await new Promise<number | string>((done) => {
+        const req = request(`${srv.url}/ingest`, { method: 'POST', agent: false, headers: zipped ? { 'content-encoding': 'gzip' } : {} }, (res) => {
+          body.unpipe(req);
+          body.destroy();
+          res.resume();
+          res.on('end', () => {
+            req.destroy();
+            done(res.statusCode ?? 0);
+          });
+        });
+        req.on('error', (e) => done((e as NodeJS.ErrnoException).code ?? 'error'));
+        body.pipe(req);
+      }),
+    );
+  }
+  assert.deepEqual(statuses, Array(20).fill(413));
+  await srv.close();
+});
