@@ -135,7 +135,7 @@ export function registerDlq(program: Command): void {
           quarantine,
           cursorPath: o.cursor as string | undefined,
           chunk,
-          onProgress: o.progress ? (ev) => process.stdout.write(`redrive: ${ev}\n`) : undefined,
+          onProgress: o.progress ? (ev) => process.stdout.write(`redrive progress: ${ev}\n`) : undefined,
         });
         const head = r.dryRun ? 'redrive (dry run, nothing written)' : 'redrive';
         process.stdout.write(
