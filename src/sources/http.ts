@@ -212,6 +212,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     name: 'serve',
   });
   metrics.attach(pipeline);
+  // A line the batch window could never hold would fail at offer time: refuse the configuration now.
+  if (limits.maxLineBytes > pipeline.window().maxBytes)
+    throw invalidOption('maxLineBytes', limits.maxLineBytes, `at most the window's maxBytes (${pipeline.window().maxBytes})`);
   const exposition = prometheusFor(pipeline, metrics);
   repairLatencySummary(exposition.registry, metrics);
   const reg = [exposition.registry];
@@ -370,7 +373,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       }
       ticket.outstanding++;
       try {
-        await pipeline.put(env);
+        // offer() first: no promise per item while the queue has room; put() only to wait.
+        if (pipeline.offer(env) === 'full') await pipeline.put(env);
       } catch (e) {
         ticket.outstanding--;
         if (!isSluiceError(e)) throw e;
