@@ -84,6 +84,7 @@ main(async () => {
       // Sluice's own bound (10,000 queued + 512 in flight), so Sluice gets no help from it.
       cap: 16_384,
       otelMaxQueueSize: 16_384 + 1024,
+      slice: a.slice ? num(a, 'slice', 1000) : undefined,
     });
     emit(r);
   } finally {

@@ -41,6 +41,7 @@ main(async () => {
   };
   settle();
   const baseRssMb = rssMb();
+  const baseHeap = process.memoryUsage().heapUsed;
   const m = measure();
   m.start();
   const run = await runOpenLoop<number>({
@@ -49,6 +50,10 @@ main(async () => {
     make: (i, t) => new BenchItem(i, t),
     target,
   });
+  // What the contender really holds when the producer stops: heap after a full GC, over the
+  // baseline (peak RSS also counts garbage V8 has not collected yet). One GC pause, same for all.
+  settle();
+  const heldMb = (process.memoryUsage().heapUsed - baseHeap) / 2 ** 20;
   const producedAt = performance.now();
   await c.close();
   const t = m.stop(ack.acked);
@@ -63,6 +68,7 @@ main(async () => {
     lost: run.accepted - ack.acked,
     extra: {
       enqueueLatencyMs: ack.enqueueLatency!.summary(),
+      heldMb: Math.round(heldMb * 10) / 10,
       offeredRate: rate,
       fixedCostMs,
       offered: run.offered,

@@ -14,7 +14,9 @@
  * Only Sluice pushes back; the peers take everything (OTel drops past `maxQueueSize`).
  *
  * `hand-bare` is the hand-written batcher with no latency histogram behind it (case 1
- * only): what such a batcher costs when nobody measures anything.
+ * only): what such a batcher costs when nobody measures anything. `none` keeps nothing:
+ * each item is made and dropped at once (case 4's runtime baseline: what the process's
+ * RSS does under the same allocation rate with no backlog anywhere).
  */
 import { performance } from 'node:perf_hooks';
 import { Subject, bufferTime, concatMap, filter } from 'rxjs';
@@ -54,12 +56,26 @@ export function makeContender<I extends Envelope<unknown>>(name: string, sink: A
       return otel(sink, o);
     case 'bottleneck':
       return bottleneck(sink, o);
+    case 'none':
+      return none();
     default:
       throw new Error(`unknown contender ${JSON.stringify(name)}: one of ${CONTENDERS.join(', ')}`);
   }
 }
 
 const noop = (): void => {};
+
+function none<I>(): Contender<I> {
+  let offered = 0;
+  return {
+    name: 'none',
+    offer: () => (offered++, true),
+    wait: () => Promise.resolve(),
+    close: () => Promise.resolve(),
+    latency: () => null,
+    extra: () => ({ discarded: offered }),
+  };
+}
 
 function sluice<I extends Envelope<unknown>>(sink: AckSink): Contender<I> {
   const metrics = new PipelineMetrics<unknown>(sink);

@@ -18,6 +18,8 @@ export interface ThroughputOptions {
   sink: () => Promise<Sink<unknown> | null>;
   cap: number;
   otelMaxQueueSize: number;
+  /** Producer slice (items between two yields). @default 1000 */
+  slice?: number;
 }
 
 const make = (i: number, stamp: number) => new BenchItem(i, stamp);
@@ -30,7 +32,7 @@ export async function throughputRun(o: ThroughputOptions): Promise<RunResult> {
   if (o.warmupMs > 0) {
     const wsink = new AckSink(await o.sink(), { latency: recordLatency });
     const w = makeContender(o.contender, wsink, copts);
-    await closedLoop(w, wsink, { make, durationMs: o.warmupMs, cap: o.cap });
+    await closedLoop(w, wsink, { make, durationMs: o.warmupMs, cap: o.cap, slice: o.slice });
     await w.close();
     await wsink.close();
   }
@@ -42,7 +44,7 @@ export async function throughputRun(o: ThroughputOptions): Promise<RunResult> {
   // Monotonic µs, the clock V8's CPU profiles use: lets run.mjs keep only the measured window.
   const startUs = Number(process.hrtime.bigint() / 1000n);
   m.start();
-  const run = await closedLoop(c, ack, { make, durationMs: o.durationMs, cap: o.cap });
+  const run = await closedLoop(c, ack, { make, durationMs: o.durationMs, cap: o.cap, slice: o.slice });
   await c.close();
   const r = m.stop(ack.acked);
   const endUs = Number(process.hrtime.bigint() / 1000n);
