@@ -47,6 +47,8 @@ export interface StaticRun {
   throughputPerSec: number;
   meetsSlo: boolean;
   reconciled: boolean;
+  /** Share of (non-drain) cuts by size. */
+  sizeFlushShare: number;
 }
 
 export interface AimdRegimeRun {
@@ -273,7 +275,9 @@ export const adaptive: Experiment = {
           for (const regime of REGIMES) {
             const r = await runCell(lab, { window: { maxItems, maxWaitMs, maxInFlight: 1 }, queue: queueFor(maxItems), schedule: poissonArrivals(rate[regime], seededRng(seed++)), durationMs: cellMs, make, sloMs: slo, offeredPerSec: rate[regime] });
             const ok = reconciled(r) && r.dropped + r.deadLettered === 0;
-            statics.push({ maxItems, maxWaitMs, regime, offeredPerSec: rate[regime], latencyMs: r.latencyMs, fixedCostOpsPerItem: r.fixedCostOpsPerItem, throughputPerSec: r.throughputPerSec, meetsSlo: ok && r.latencyMs.p99 <= slo, reconciled: ok });
+            const f = r.flushReasons;
+            const cuts = (f.size ?? 0) + (f.bytes ?? 0) + (f.time ?? 0);
+            statics.push({ maxItems, maxWaitMs, regime, offeredPerSec: rate[regime], latencyMs: r.latencyMs, fixedCostOpsPerItem: r.fixedCostOpsPerItem, throughputPerSec: r.throughputPerSec, meetsSlo: ok && r.latencyMs.p99 <= slo, reconciled: ok, sizeFlushShare: cuts > 0 ? ((f.size ?? 0) + (f.bytes ?? 0)) / cuts : 0 });
             ctx.progress.tick(1, `${maxItems}/${maxWaitMs}ms ${regime}: p99 ${r.latencyMs.p99} ms`);
           }
       ctx.progress.done();
@@ -345,13 +349,14 @@ export const adaptive: Experiment = {
             const hi = st(maxItems, maxWaitMs, 'high');
             const p99 = (s: StaticRun) => (s.reconciled ? s.latencyMs.p99 : Infinity);
             return only
-              ? { maxItems, maxWaitMs, opsPerItem: st(maxItems, maxWaitMs, only).fixedCostOpsPerItem, p99ByLoad: { [only]: p99(st(maxItems, maxWaitMs, only)) } }
+              ? { maxItems, maxWaitMs, opsPerItem: st(maxItems, maxWaitMs, only).fixedCostOpsPerItem, p99ByLoad: { [only]: p99(st(maxItems, maxWaitMs, only)) }, sizeBound: st(maxItems, maxWaitMs, only).sizeFlushShare >= 0.8 }
               : { maxItems, maxWaitMs, opsPerItem: Math.max(lo.fixedCostOpsPerItem, hi.fixedCostOpsPerItem), p99ByLoad: { low: p99(lo), high: p99(hi) } };
           }),
         );
       // What the `window` rule would pick when tuned at one regime only (p99 ≤ SLO − margin there).
       const tuned = REGIMES.map((g) => {
-        const c = chooseWindow(cands(g), limitMs, slo);
+        // The `window` rule: ≤ SLO − margin, fewest ops/item, a size-bound window preferred within 10%.
+        const c = chooseWindow(cands(g), limitMs, slo, { tie: 0.1, preferSizeBound: true });
         return { tunedAt: g, window: c.chosen ? { maxItems: c.chosen.maxItems, maxWaitMs: c.chosen.maxWaitMs } : null, reason: c.reason };
       });
       // Best static with hindsight: SLO met in both regimes, best worst-case normalised ops/item.

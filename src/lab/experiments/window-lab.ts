@@ -153,6 +153,8 @@ export interface Candidate {
   opsPerItem: number;
   /** p99 at every load that constrains (ms). */
   p99ByLoad: Record<string, number>;
+  /** Most cuts at the optimised load were by size: the window is sized by the load it serves. */
+  sizeBound?: boolean;
 }
 
 export interface Choice<C extends Candidate> {
@@ -164,35 +166,54 @@ export interface Choice<C extends Candidate> {
   runnerUpLostOn: string;
 }
 
+export interface ChooseOptions {
+  /**
+   * Ops/item within this fraction of the minimum count as equal. @default 0.02 (run-to-run
+   * noise). The `window` experiment passes 0.10 together with `preferSizeBound`, see there.
+   */
+  tie?: number;
+  /** Among equals, prefer windows whose cuts at the optimised load were by size. @default false */
+  preferSizeBound?: boolean;
+}
+
 /**
- * The selection rule: among candidates whose p99 ≤ limit at every load, the one with the
- * fewest fixed-cost ops per item; ops within 2% of each other count as a tie (run-to-run
- * noise is larger than that), broken by the lower worst-case p99.
+ * The selection rule: among candidates whose p99 ≤ limit at every load, the fewest fixed-cost
+ * ops per item. Candidates within `tie` of the minimum count as equal; among them a size-bound
+ * window comes first when asked, then the lower ops/item, then the lower worst-case p99.
  */
-export function chooseWindow<C extends Candidate>(cands: C[], limitMs: number, sloMs: number): Choice<C> {
+export function chooseWindow<C extends Candidate>(cands: C[], limitMs: number, sloMs: number, opts: ChooseOptions = {}): Choice<C> {
+  const tie = opts.tie ?? 0.02;
   const worst = (c: C) => Math.max(...Object.values(c.p99ByLoad));
   const feasible = cands.filter((c) => worst(c) <= limitMs && c.opsPerItem > 0);
   const infeasible = cands.filter((c) => !(worst(c) <= limitMs) && c.opsPerItem > 0);
-  const better = (a: C, b: C) => {
-    const tie = Math.abs(a.opsPerItem - b.opsPerItem) <= 0.02 * Math.min(a.opsPerItem, b.opsPerItem);
-    if (!tie) return a.opsPerItem - b.opsPerItem;
+  const minOps = Math.min(...feasible.map((c) => c.opsPerItem));
+  const tied = (c: C) => c.opsPerItem <= minOps * (1 + tie);
+  const pref = (c: C) => (opts.preferSizeBound && c.sizeBound ? 0 : 1);
+  const near = (a: C, b: C) => Math.abs(a.opsPerItem - b.opsPerItem) <= 0.02 * Math.min(a.opsPerItem, b.opsPerItem);
+  feasible.sort((a, b) => {
+    const ta = tied(a) ? 0 : 1;
+    const tb = tied(b) ? 0 : 1;
+    if (ta !== tb) return ta - tb;
+    if (ta === 0 && pref(a) !== pref(b)) return pref(a) - pref(b);
+    if (!near(a, b)) return a.opsPerItem - b.opsPerItem;
     return worst(a) - worst(b);
-  };
-  feasible.sort(better);
+  });
   const chosen = feasible[0] ?? null;
   const runnerUp = feasible[1] ?? null;
   const cheapestInfeasible = chosen ? (infeasible.filter((c) => c.opsPerItem < chosen.opsPerItem * 0.98).sort((a, b) => a.opsPerItem - b.opsPerItem)[0] ?? null) : null;
   const fmtP = (c: C) => Object.entries(c.p99ByLoad).map(([k, v]) => `${v.toFixed(2)} ms at ${k}`).join(', ');
   const w = (c: C) => `${c.maxItems} items / ${c.maxWaitMs} ms`;
   if (!chosen) return { chosen, runnerUp, cheapestInfeasible, reason: `no window kept p99 ≤ ${limitMs} ms (SLO ${sloMs} ms − margin) at every load`, runnerUpLostOn: '' };
-  let reason = `${w(chosen)}: fewest fixed-cost ops per item (${chosen.opsPerItem.toFixed(5)}) among the ${feasible.length} windows with p99 ≤ ${limitMs} ms (SLO ${sloMs} ms − margin) at every load (p99 ${fmtP(chosen)})`;
+  const cheapest = feasible.reduce((m, c) => (c.opsPerItem < m.opsPerItem ? c : m), chosen);
+  let reason = `${w(chosen)}: ${cheapest === chosen ? 'fewest' : `within ${Math.round(tie * 100)}% of the fewest`} fixed-cost ops per item (${chosen.opsPerItem.toFixed(5)}) among the ${feasible.length} windows with p99 ≤ ${limitMs} ms (SLO ${sloMs} ms − margin) at every load (p99 ${fmtP(chosen)})`;
+  if (cheapest !== chosen)
+    reason += `; preferred to ${w(cheapest)} (${cheapest.opsPerItem.toFixed(5)} ops/item, ${cheapest.sizeBound ? 'size' : 'timer'}-bound) because its batches are cut by size at this load: the window is sized by the measured load, bounds each batch, and a burst above it is flushed sooner instead of filling a larger batch`;
   if (cheapestInfeasible) reason += `; cheaper windows breach the bound, e.g. ${w(cheapestInfeasible)} (${cheapestInfeasible.opsPerItem.toFixed(5)} ops/item) has p99 ${fmtP(cheapestInfeasible)}`;
   let runnerUpLostOn = 'no runner-up: only one window met the bound';
   if (runnerUp) {
-    const tie = Math.abs(runnerUp.opsPerItem - chosen.opsPerItem) <= 0.02 * Math.min(runnerUp.opsPerItem, chosen.opsPerItem);
-    runnerUpLostOn = tie
-      ? `${w(runnerUp)} tied on ops/item (${runnerUp.opsPerItem.toFixed(5)}, within 2%) and lost on worst-case p99: ${worst(runnerUp).toFixed(2)} ms vs ${worst(chosen).toFixed(2)} ms`
-      : `${w(runnerUp)} lost on fixed-cost ops per item: ${runnerUp.opsPerItem.toFixed(5)} vs ${chosen.opsPerItem.toFixed(5)} (+${(100 * (runnerUp.opsPerItem / chosen.opsPerItem - 1)).toFixed(0)}%)`;
+    if (tied(runnerUp) && pref(runnerUp) > pref(chosen)) runnerUpLostOn = `${w(runnerUp)} (${runnerUp.opsPerItem.toFixed(5)} ops/item, p99 ${fmtP(runnerUp)}) is as cheap within ${Math.round(tie * 100)}% but its cuts at this load are by the timer, not by size`;
+    else if (near(runnerUp, chosen)) runnerUpLostOn = `${w(runnerUp)} tied on ops/item (${runnerUp.opsPerItem.toFixed(5)}, within 2%) and lost on worst-case p99: ${worst(runnerUp).toFixed(2)} ms vs ${worst(chosen).toFixed(2)} ms`;
+    else runnerUpLostOn = `${w(runnerUp)} lost on fixed-cost ops per item: ${runnerUp.opsPerItem.toFixed(5)} vs ${chosen.opsPerItem.toFixed(5)} (${runnerUp.opsPerItem > chosen.opsPerItem ? '+' : ''}${(100 * (runnerUp.opsPerItem / chosen.opsPerItem - 1)).toFixed(0)}%)${pref(runnerUp) > pref(chosen) ? ', and it is timer-bound at this load' : ''}`;
   }
   return { chosen, runnerUp, cheapestInfeasible, reason, runnerUpLostOn };
 }

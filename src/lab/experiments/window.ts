@@ -61,6 +61,8 @@ export interface GridCell {
   notSent: number;
   dropped: number;
   reconciled: boolean;
+  /** `grid` cells sweep the axes; a `refine` cell snaps maxItems to what the peak fills (see run()). */
+  stage: 'grid' | 'refine';
 }
 
 export interface ValidationRun {
@@ -103,7 +105,7 @@ export interface Replay {
 
 const SAMPLE_MS = 250;
 
-function cellOf(load: LoadName, maxItems: number, maxWaitMs: number, offered: number, r: CellRun): GridCell {
+function cellOf(load: LoadName, maxItems: number, maxWaitMs: number, offered: number, r: CellRun, stage: GridCell['stage'] = 'grid'): GridCell {
   return {
     maxItems,
     maxWaitMs,
@@ -118,8 +120,14 @@ function cellOf(load: LoadName, maxItems: number, maxWaitMs: number, offered: nu
     notSent: r.notSent,
     dropped: r.dropped + r.deadLettered,
     reconciled: reconciled(r),
+    stage,
   };
 }
+
+/** Within this fraction of the fewest ops/item, a window cut by size at peak is preferred (see run()). */
+const SIZE_PREFERENCE_TIE = 0.1;
+/** A refined window's maxItems: this fraction of the median batch the peak fills in maxWaitMs. */
+const REFINE_FRACTION = 0.9;
 
 function shares(f: Record<string, number>) {
   const total = Object.values(f).reduce((a, b) => a + b, 0) || 1;
@@ -180,22 +188,48 @@ export const windowExperiment: Experiment = {
       ctx.progress.done();
 
       const at = (load: LoadName, i: number, w: number) => grid.find((g) => g.load === load && g.maxItems === i && g.maxWaitMs === w)!;
-      const cands: (Candidate & { cellOk: boolean })[] = [];
-      for (const maxItems of GRID_ITEMS)
-        for (const maxWaitMs of waits) {
-          const lo = at('low', maxItems, maxWaitMs);
-          const pk = at('peak', maxItems, maxWaitMs);
-          const cellOk = lo.reconciled && pk.reconciled && lo.dropped + pk.dropped === 0;
-          cands.push({
-            maxItems,
-            maxWaitMs,
-            opsPerItem: pk.fixedCostOpsPerItem,
-            // A run whose generator could not offer the load (notSent) or that lost items cannot qualify.
-            p99ByLoad: { low: cellOk && lo.notSent === 0 ? lo.latencyMs.p99 : Infinity, peak: cellOk && pk.notSent === 0 ? pk.latencyMs.p99 : Infinity },
-            cellOk,
-          });
+      const candidateOf = (maxItems: number, maxWaitMs: number): Candidate & { cellOk: boolean } => {
+        const lo = at('low', maxItems, maxWaitMs);
+        const pk = at('peak', maxItems, maxWaitMs);
+        const cellOk = lo.reconciled && pk.reconciled && lo.dropped + pk.dropped === 0;
+        return {
+          maxItems,
+          maxWaitMs,
+          opsPerItem: pk.fixedCostOpsPerItem,
+          // A run whose generator could not offer the load (notSent) or that lost items cannot qualify.
+          p99ByLoad: { low: cellOk && lo.notSent === 0 ? lo.latencyMs.p99 : Infinity, peak: cellOk && pk.notSent === 0 ? pk.latencyMs.p99 : Infinity },
+          sizeBound: shares(pk.flushReasons).size >= 0.8,
+          cellOk,
+        };
+      };
+      const cands = GRID_ITEMS.flatMap((maxItems) => waits.map((maxWaitMs) => candidateOf(maxItems, maxWaitMs)));
+
+      // Refinement. At peak, every window whose maxItems exceeds what arrives in maxWaitMs costs
+      // the same (the timer cuts at rate × maxWaitMs items): the cheapest grid cell is often one
+      // of those, timer-bound, with maxItems left open. The corner of that family — maxItems
+      // snapped to 0.9 × the median batch the peak fills (≥ 1 sd below it for Poisson batches
+      // of ≥ 100, so most cuts are by size) — is measured too, at both loads.
+      const stage1 = chooseWindow(cands, limitMs, ctx.sloMs);
+      const refined: (Candidate & { cellOk: boolean })[] = [];
+      if (stage1.chosen && !stage1.chosen.sizeBound) {
+        const base = at('peak', stage1.chosen.maxItems, stage1.chosen.maxWaitMs);
+        const maxItems = Math.max(1, Math.floor(REFINE_FRACTION * base.batchSize.p50));
+        const maxWaitMs = stage1.chosen.maxWaitMs;
+        if (!grid.some((g) => g.maxItems === maxItems && g.maxWaitMs === maxWaitMs)) {
+          ctx.progress.start('window: refine', 2);
+          for (const load of ['low', 'peak'] as const) {
+            const rate = offered[load];
+            const r = await runCell(lab, { window: { maxItems, maxWaitMs, maxInFlight: 1 }, queue: queueFor(maxItems), schedule: poissonArrivals(rate, seededRng(seed++)), durationMs: cellMs, make, sloMs: ctx.sloMs, offeredPerSec: rate });
+            grid.push(cellOf(load, maxItems, maxWaitMs, rate, r, 'refine'));
+            ctx.progress.tick(1, `${maxItems}/${maxWaitMs}ms ${load}: p99 ${r.latencyMs.p99} ms`);
+          }
+          ctx.progress.done();
+          refined.push(candidateOf(maxItems, maxWaitMs));
         }
-      const choice = chooseWindow(cands, limitMs, ctx.sloMs);
+      }
+      // Final choice: the fewest ops/item, except that within 10% of it a window cut by size at
+      // peak is preferred (its maxItems is set by the measured load; see chooseWindow's reason).
+      const choice = chooseWindow([...cands, ...refined], limitMs, ctx.sloMs, { tie: SIZE_PREFERENCE_TIE, preferSizeBound: true });
       ctx.log(`window: chosen ${choice.reason}`);
       ctx.log(`window: runner-up ${choice.runnerUpLostOn}`);
       const chosenWindow = choice.chosen ? { maxItems: choice.chosen.maxItems, maxWaitMs: choice.chosen.maxWaitMs } : { maxItems: 1024, maxWaitMs: Math.min(5, ctx.sloMs / 4) };
@@ -310,6 +344,18 @@ export const windowExperiment: Experiment = {
               return `${mark}${c.latencyMs.p99} / ${c.fixedCostOpsPerItem.toFixed(4)}${mark}`;
             }),
           ]),
+        ),
+      );
+      out.push('');
+    }
+    const refine = grid.filter((g) => g.stage === 'refine');
+    if (refine.length > 0) {
+      out.push('**Refinement** (maxItems snapped to 0.9 × the median batch the peak fills in the cheapest cell\'s maxWaitMs)');
+      out.push('');
+      out.push(
+        mdTable(
+          ['maxItems', 'maxWaitMs', 'load', 'p99 ms', 'ops/item', 'median batch', 'flushes size/bytes/time/drain'],
+          refine.map((g) => [g.maxItems, g.maxWaitMs, g.load, g.latencyMs.p99, g.fixedCostOpsPerItem.toFixed(5), g.batchSize.p50, `${g.flushReasons.size}/${g.flushReasons.bytes}/${g.flushReasons.time}/${g.flushReasons.drain}`]),
         ),
       );
       out.push('');
