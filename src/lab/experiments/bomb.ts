@@ -717,6 +717,7 @@ export const bomb: Experiment = {
 
   charts(r: ResultEnvelope): ChartSpec[] {
     const cases = r.cases as BombCase[];
+    const order = [...new Set(cases.map((c) => c.payload))];
     const values = cases.map((c) => ({
       payload: c.payload,
       variant: c.variant,
@@ -727,27 +728,29 @@ export const bomb: Experiment = {
       {
         id: 'bomb-peak-rss',
         title: 'Peak RSS per payload: capped server vs naive server',
-        caption: `Each bar is one server child under a ${r.limitMb} MB memory limit (${r.memoryLimit}); the naive server dies on every bomb, the capped one stays near its baseline.`,
+        caption:
+          `Each bar is one server child under a ${r.limitMb} MB memory limit (${r.memoryLimit}, dashed). Faded: the child was killed; its bar is the last ` +
+          'peak sampled before the kill (RSS counts shared pages of the node binary that the cgroup does not charge, so it can pass the limit).',
         spec: {
           $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-          width: 520,
-          height: 260,
+          width: 480,
+          height: { step: 16 },
           layer: [
             {
               data: { values },
               mark: { type: 'bar', tooltip: true },
               encoding: {
-                x: { field: 'payload', type: 'nominal', title: 'payload', axis: { labelAngle: -30 } },
-                xOffset: { field: 'variant' },
-                y: { field: 'peakRssMb', type: 'quantitative', title: 'peak RSS (MB)' },
-                color: { field: 'variant', type: 'nominal', title: 'server' },
-                opacity: { condition: { test: "datum.outcome === 'killed'", value: 0.45 }, value: 1 },
+                y: { field: 'payload', type: 'nominal', title: 'payload', sort: order },
+                yOffset: { field: 'variant', sort: ['capped', 'naive'] },
+                x: { field: 'peakRssMb', type: 'quantitative', title: 'peak RSS (MB)' },
+                color: { field: 'variant', type: 'nominal', title: 'server', sort: ['capped', 'naive'] },
+                opacity: { condition: { test: "datum.outcome === 'killed'", value: 0.4 }, value: 1 },
               },
             },
             {
               data: { values: [{ limit: r.limitMb }] },
               mark: { type: 'rule', strokeDash: [4, 4], color: 'firebrick' },
-              encoding: { y: { field: 'limit', type: 'quantitative' } },
+              encoding: { x: { field: 'limit', type: 'quantitative' } },
             },
           ],
         },
