@@ -6,22 +6,24 @@
  *   committed    produced ids present in the sink
  *   deadLettered produced ids pending in the DLQ and not in the sink
  *   quarantined  produced ids in the quarantine and neither in the sink nor the DLQ
- *   missing      produced ids in none of them — lost
+ *   unconsumed   produced ids in none of them but not yet acknowledged at the source (beyond
+ *                the embedded log's committed offset, or the JetStream consumer's ack floor
+ *                when the URL names the consumer): in flight, redelivered on restart
+ *   missing      produced ids in none of them and acknowledged — lost
  *   duplicated   ids present more than once in the sink (the file sink without its id index
  *                after a redelivery; PostgreSQL's primary key makes it impossible there)
  *   unexpected   ids in the sink that the source never produced
  *   inSinkAndDlq ids both committed and pending in the DLQ (an unfinished re-drive, or a
  *                record dead-lettered and later delivered again): accounted, listed apart
  *
- * A source read is a snapshot: reconcile a quiescent pipeline (lag 0), or what is still in
- * flight shows as missing.
+ * A source read is a snapshot: reconcile a quiescent pipeline (lag 0) for a final verdict.
  */
 import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { ErrorCode, SluiceError, invalidOption } from '../core/errors.js';
-import { readLog } from '../sources/embedded-log.js';
+import { readCommitted, readLog } from '../sources/embedded-log.js';
 import { ID_HEADER } from '../sources/jetstream.js';
 import { connectNats, parseNatsUrl } from '../sources/nats.js';
 import { isNatsUrl, isPgUrl } from './access.js';
@@ -31,6 +33,7 @@ export interface ReconcileReport {
   committed: number;
   deadLettered: number;
   quarantined: number;
+  unconsumed: number;
   missing: number;
   duplicated: number;
   unexpected: number;
@@ -43,13 +46,20 @@ export interface ReconcileReport {
 }
 
 /** Pure comparison. `sinkIds` keeps multiplicity (one element per stored row/line). */
-export function reconcileIds(produced: Iterable<string>, sinkIds: Iterable<string>, dlqIds: Iterable<string>, quarantineIds: Iterable<string> = []): ReconcileReport {
+export function reconcileIds(
+  produced: Iterable<string>,
+  sinkIds: Iterable<string>,
+  dlqIds: Iterable<string>,
+  quarantineIds: Iterable<string> = [],
+  unackedIds: Iterable<string> = [],
+): ReconcileReport {
+  const unacked = new Set(unackedIds);
   const src = new Set(produced);
   const counts = new Map<string, number>();
   for (const id of sinkIds) counts.set(id, (counts.get(id) ?? 0) + 1);
   const dlq = new Set(dlqIds);
   const quarantine = new Set(quarantineIds);
-  let committed = 0, deadLettered = 0, quarantined = 0, inSinkAndDlq = 0;
+  let committed = 0, deadLettered = 0, quarantined = 0, inSinkAndDlq = 0, unconsumed = 0;
   const missingIds: string[] = [];
   for (const id of src) {
     if (counts.has(id)) {
@@ -57,6 +67,7 @@ export function reconcileIds(produced: Iterable<string>, sinkIds: Iterable<strin
       if (dlq.has(id)) inSinkAndDlq++;
     } else if (dlq.has(id)) deadLettered++;
     else if (quarantine.has(id)) quarantined++;
+    else if (unacked.has(id)) unconsumed++;
     else missingIds.push(id);
   }
   const duplicatedIds = [...counts].filter(([, n]) => n > 1).map(([id]) => id);
@@ -66,6 +77,7 @@ export function reconcileIds(produced: Iterable<string>, sinkIds: Iterable<strin
     committed,
     deadLettered,
     quarantined,
+    unconsumed,
     missing: missingIds.length,
     duplicated: duplicatedIds.length,
     unexpected: unexpectedIds.length,
@@ -79,11 +91,50 @@ export function reconcileIds(produced: Iterable<string>, sinkIds: Iterable<strin
 
 export function formatReconcile(r: ReconcileReport): string {
   let s =
-    `produced=${r.produced} committed=${r.committed} dead_lettered=${r.deadLettered} quarantined=${r.quarantined} ` +
+    `produced=${r.produced} committed=${r.committed} dead_lettered=${r.deadLettered} quarantined=${r.quarantined} unconsumed=${r.unconsumed} ` +
     `missing=${r.missing} duplicated=${r.duplicated} unexpected=${r.unexpected} in_sink_and_dlq=${r.inSinkAndDlq} ${r.ok ? 'ok' : 'NOT OK'}`;
+  if (r.unconsumed) s += `\n${r.unconsumed} not yet consumed at the source (in flight): reconcile again at lag 0 for a final verdict`;
   if (r.missing) s += `\nmissing: ${r.missingIds.join(' ')}${r.missing > r.missingIds.length ? ' …' : ''}`;
   if (r.duplicated) s += `\nduplicated: ${r.duplicatedIds.join(' ')}${r.duplicated > r.duplicatedIds.length ? ' …' : ''}`;
   return s;
+}
+
+/**
+ * Ids produced at a source and, of those, the ones not yet acknowledged: records at or beyond
+ * the embedded log's committed offset, or (`nats://host:port/<stream>/<consumer>`) beyond the
+ * consumer's ack floor (an upper bound: acks above a hole count as unacknowledged).
+ */
+export async function readSource(spec: string, nc?: NatsConnection): Promise<{ ids: string[]; unacked: string[] }> {
+  if (isNatsUrl(spec)) {
+    const { stream, consumer } = parseNatsUrl(spec);
+    if (!stream) throw invalidOption('--source', spec, 'nats://host:port/<stream>[/<consumer>]');
+    const conn = nc ?? (await connectNats(spec));
+    try {
+      const jsm = await jetstreamManager(conn);
+      let info;
+      try {
+        info = await jsm.streams.info(stream);
+      } catch (cause) {
+        throw new SluiceError(ErrorCode.SourceUnavailable, `stream ${stream}: ${(cause as Error).message}`, { cause });
+      }
+      const all = await streamIds(conn, stream, info.state.first_seq, info.state.last_seq);
+      let floor = Infinity;
+      if (consumer) {
+        try {
+          floor = (await jsm.consumers.info(stream, consumer)).ack_floor.stream_seq;
+        } catch (cause) {
+          throw new SluiceError(ErrorCode.SourceUnavailable, `consumer ${stream}/${consumer}: ${(cause as Error).message}`, { cause });
+        }
+      }
+      return { ids: all.map((x) => x.id), unacked: all.filter((x) => x.seq > floor).map((x) => x.id) };
+    } finally {
+      if (!nc) await conn.close();
+    }
+  }
+  if (isPgUrl(spec)) throw invalidOption('--source', spec, 'an embedded log path or nats://host:port/<stream>');
+  const log = await readLog(spec);
+  const { offset } = await readCommitted(`${spec}.committed`);
+  return { ids: log.map((r) => r.id), unacked: log.filter((r) => r.offset >= offset).map((r) => r.id) };
 }
 
 /** Distinct ids produced at a source: an embedded log path, or `nats://host:port/<stream>`. */
@@ -100,19 +151,35 @@ export async function sourceIds(spec: string, nc?: NatsConnection): Promise<stri
       } catch (cause) {
         throw new SluiceError(ErrorCode.SourceUnavailable, `stream ${stream}: ${(cause as Error).message}`, { cause });
       }
-      const out: string[] = [];
-      if (info.state.messages === 0) return out;
-      for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
-        const m = await jsm.streams.getMessage(stream, { seq }).catch(() => null);
-        if (m) out.push(m.header?.get(ID_HEADER) || `js:${seq}`);
-      }
-      return out;
+      return (await streamIds(conn, stream, info.state.first_seq, info.state.last_seq)).map((x) => x.id);
     } finally {
       if (!nc) await conn.close();
     }
   }
   if (isPgUrl(spec)) throw invalidOption('--source', spec, 'an embedded log path or nats://host:port/<stream>');
   return (await readLog(spec)).map((r) => r.id);
+}
+
+/**
+ * Ids of the stream's messages with sequence in [from, to], in order: an ordered consumer
+ * with `headers_only` (the ids travel in the `Sluice-Id` header; bodies are not fetched).
+ * ≈10× faster than one direct get per message (2,000 messages: 1.3 s by getMessage here).
+ */
+export async function streamIds(nc: NatsConnection, stream: string, from: number, to: number): Promise<{ seq: number; id: string }[]> {
+  const out: { seq: number; id: string }[] = [];
+  if (to < from || to === 0) return out;
+  const c = await jetstream(nc).consumers.get(stream, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: Math.max(1, from), headers_only: true });
+  const iter = await c.consume({ max_messages: 1000 });
+  try {
+    for await (const m of iter) {
+      out.push({ seq: m.seq, id: m.headers?.get(ID_HEADER) || `js:${m.seq}` });
+      // `pending` 0: nothing after this one (the last sequence itself may have been deleted).
+      if (m.seq >= to || m.info.pending === 0) break;
+    }
+  } finally {
+    await iter.close().catch(() => {});
+  }
+  return out;
 }
 
 /** Ids in a sink, one per stored row/line: a file sink path (NDJSON with `id`) or a postgres:// URL + table. */

@@ -42,6 +42,7 @@ import { EmbeddedLogWriter, readLog, type LogRecord } from '../sources/embedded-
 import { ID_HEADER, TS_HEADER } from '../sources/jetstream.js';
 import { connectNats, ensureStream, parseNatsUrl } from '../sources/nats.js';
 import { fingerprint, isNatsUrl, isPgUrl, type ConsumableDlq } from './access.js';
+import { streamIds } from './reconcile.js';
 import type { DeadLetterEntry } from './store.js';
 
 // ------------------------------------------------------------------ main stream
@@ -103,13 +104,7 @@ class JetStreamTarget implements MainStream {
   async idsSince(position: number): Promise<Set<string>> {
     const jsm = await jetstreamManager(this.nc);
     const last = (await jsm.streams.info(this.stream)).state.last_seq;
-    const out = new Set<string>();
-    for (let seq = position + 1; seq <= last; seq++) {
-      const m = await jsm.streams.getMessage(this.stream, { seq }).catch(() => null);
-      const id = m?.header?.get(ID_HEADER);
-      if (id) out.add(id);
-    }
-    return out;
+    return new Set((await streamIds(this.nc, this.stream, position + 1, last)).map((x) => x.id));
   }
   async publish(records: readonly LogRecord[], keys: readonly string[]): Promise<void> {
     const js = jetstream(this.nc);
@@ -177,6 +172,11 @@ export async function loadTransform(path: string): Promise<Transform> {
   return { path: abs, version: String(version), transform: mod.transform as Transform['transform'] };
 }
 
+/** `2` → `v2`; `amount-fix-2` stays as it is. */
+export function versionLabel(version: string): string {
+  return /^\d/.test(version) ? `v${version}` : version;
+}
+
 /** Applies the transform to a record's bytes: JSON in, JSON out, same id. Throws a reason. */
 export async function applyTransform(t: Transform, data: Buffer, id: string): Promise<Buffer> {
   let v: unknown;
@@ -187,9 +187,9 @@ export async function applyTransform(t: Transform, data: Buffer, id: string): Pr
   }
   if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('record is not a JSON object: a transform cannot read it');
   const out = await t.transform(v as Record<string, unknown>);
-  if (out === null || typeof out !== 'object' || Array.isArray(out)) throw new Error(`transform v${t.version} returned ${out === null ? 'null' : typeof out}, not a record`);
+  if (out === null || typeof out !== 'object' || Array.isArray(out)) throw new Error(`transform ${versionLabel(t.version)} returned ${out === null ? 'null' : typeof out}, not a record`);
   const oid = (out as { id?: unknown }).id;
-  if (oid !== undefined && oid !== id) throw new Error(`transform v${t.version} changed the id (${id} → ${String(oid)})`);
+  if (oid !== undefined && oid !== id) throw new Error(`transform ${versionLabel(t.version)} changed the id (${id} → ${String(oid)})`);
   return Buffer.from(JSON.stringify(out));
 }
 
@@ -465,7 +465,7 @@ async function plan(o: RedriveOptions, pending: readonly DeadLetterEntry[]): Pro
         data = await applyTransform(o.transform, original, entry.id);
       } catch (e) {
         item.action = 'fail';
-        item.reason = `transform v${o.transform.version}: ${(e as Error).message}`;
+        item.reason = `transform ${versionLabel(o.transform.version)}: ${(e as Error).message}`;
         item.sinkCode = 'TRANSFORM';
       }
     }
@@ -489,7 +489,7 @@ async function plan(o: RedriveOptions, pending: readonly DeadLetterEntry[]): Pro
 }
 
 function returnedEntry(c: RedriveCursor, it: PlanItem): DeadLetterEntry {
-  const how = c.transform ? ` after transform v${c.transform.version}` : '';
+  const how = c.transform ? ` after transform ${versionLabel(c.transform.version)}` : '';
   return {
     ...it.entry,
     errorClass: 'item',

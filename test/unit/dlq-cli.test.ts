@@ -74,6 +74,7 @@ test('dlq list: absent, empty, corrupt, populated; reconcile exit codes; redrive
     const rcSink = join(dir, 'rc-sink.ndjson');
     await writeFile(rcSink, [record('a', 1), record('a', 1), record('b', 1)].join('\n') + '\n');
     const rcEmptyDlq = join(dir, 'rc-none.jsonl');
+    await writeFile(`${rc.log}.committed`, JSON.stringify({ offset: 3, position: 0 })); // d (offset 3) not yet consumed
 
     const [absent, empty, bad, listed, dryRun, quarantined, recon] = await Promise.all([
       cli(['dlq', 'list', '--dlq', join(dir, 'absent.jsonl')]),
@@ -119,8 +120,8 @@ test('dlq list: absent, empty, corrupt, populated; reconcile exit codes; redrive
     assert.equal(JSON.parse(appended[0].data.toString()).amount, 12.5, 'transformed');
 
     assert.equal(recon.code, 1, 'missing or duplicated → exit 1');
-    assert.match(recon.out, /produced=4 committed=2 dead_lettered=0 quarantined=0 missing=2 duplicated=1 .*NOT OK/);
-    assert.match(recon.out, /missing: c d/);
+    assert.match(recon.out, /produced=4 committed=2 dead_lettered=0 quarantined=0 unconsumed=1 missing=1 duplicated=1 .*NOT OK/);
+    assert.match(recon.out, /missing: c\n/, 'c was acknowledged and is nowhere: lost; d is beyond the committed offset: in flight');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -177,11 +178,11 @@ test('file sink dedupeById: one line per id across batches, within a batch and a
   }
 });
 
-test('reconcileIds: committed, dead-lettered, quarantined, missing, duplicated, unexpected', () => {
-  const r = reconcileIds(['a', 'b', 'c', 'd', 'e', 'a'], ['a', 'b', 'b', 'z'], ['c', 'b'], ['d']);
+test('reconcileIds: committed, dead-lettered, quarantined, unconsumed, missing, duplicated, unexpected', () => {
+  const r = reconcileIds(['a', 'b', 'c', 'd', 'e', 'f', 'a'], ['a', 'b', 'b', 'z'], ['c', 'b'], ['d'], ['f', 'a']);
   assert.deepEqual(
-    [r.produced, r.committed, r.deadLettered, r.quarantined, r.missing, r.duplicated, r.unexpected, r.inSinkAndDlq, r.ok],
-    [5, 2, 1, 1, 1, 1, 1, 1, false],
+    [r.produced, r.committed, r.deadLettered, r.quarantined, r.unconsumed, r.missing, r.duplicated, r.unexpected, r.inSinkAndDlq, r.ok],
+    [6, 2, 1, 1, 1, 1, 1, 1, 1, false],
   );
   assert.deepEqual(r.missingIds, ['e']);
   assert.ok(reconcileIds(['a'], ['a'], []).ok);

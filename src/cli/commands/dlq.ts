@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import { invalidOption } from '../../core/errors.js';
 import { isPgUrl, openConsumableDlq, type DlqSpec } from '../../dlq/access.js';
-import { loadTransform, openMainStream, PostgresRevalidator, redrive, schemaRevalidator, noRevalidator, type Revalidator } from '../../dlq/redrive.js';
+import { versionLabel, loadTransform, openMainStream, PostgresRevalidator, redrive, schemaRevalidator, noRevalidator, type Revalidator } from '../../dlq/redrive.js';
 import type { DeadLetterEntry } from '../../dlq/store.js';
 import { parseIntAtLeast } from '../parse.js';
 
@@ -139,7 +139,7 @@ export function registerDlq(program: Command): void {
         });
         const head = r.dryRun ? 'redrive (dry run, nothing written)' : 'redrive';
         process.stdout.write(
-          `${head}: ${r.dlq}${r.target ? ` → ${r.target}` : ''}${r.transform ? ` transform v${r.transform.version}` : ''}${r.migrated ? ' migrated' : ''}${r.resumed ? ' (resumed an interrupted run)' : ''}: ` +
+          `${head}: ${r.dlq}${r.target ? ` → ${r.target}` : ''}${r.transform ? ` transform ${versionLabel(r.transform.version)}` : ''}${r.migrated ? ' migrated' : ''}${r.resumed ? ' (resumed an interrupted run)' : ''}: ` +
             `pending=${r.pending} pass=${r.pass} fail=${r.fail}` +
             (r.dryRun ? '' : ` published=${r.published} already_published=${r.alreadyPublished} returned_to_dlq=${r.returnedToDlq} quarantined=${r.quarantined} resolved=${r.resolved}`) +
             '\n',

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { invalidOption } from '../../core/errors.js';
 import { openConsumableDlq } from '../../dlq/access.js';
-import { formatReconcile, reconcileIds, sinkIds, sourceIds } from '../../dlq/reconcile.js';
+import { formatReconcile, readSource, reconcileIds, sinkIds } from '../../dlq/reconcile.js';
 import { dlqSpecFrom } from './dlq.js';
 
 type Opts = Record<string, string | boolean | undefined>;
@@ -11,7 +11,7 @@ export function registerReconcile(program: Command): void {
   program
     .command('reconcile')
     .description('compare the ids produced at the source with the sink and the DLQ: produced, committed, dead-lettered, missing, duplicated (exit 1 if any missing or duplicated)')
-    .option('--source <log-or-url>', 'embedded log path or nats://host:port/<stream>')
+    .option('--source <log-or-url>', 'embedded log path or nats://host:port/<stream>[/<consumer>] (the consumer: records beyond its ack floor count as unconsumed, not missing)')
     .option('--sink <path-or-url>', 'file sink path (NDJSON) or postgres:// URL')
     .option('--table <name>', 'PostgreSQL sink table', 'sluice_events')
     .option('--dlq <path-or-url>', 'dead-letter store (default: the one `sluice run` uses for --sink)')
@@ -26,12 +26,12 @@ export function registerReconcile(program: Command): void {
       const q = o.quarantine ? await openConsumableDlq({ dlq: o.quarantine as string, table: o.quarantineTable as string }) : null;
       try {
         const [produced, sink, dlq, quarantine] = await Promise.all([
-          sourceIds(o.source as string),
+          readSource(o.source as string),
           sinkIds(o.sink as string, o.table as string),
           d.pending(),
           q ? q.pending() : Promise.resolve([]),
         ]);
-        const r = reconcileIds(produced, sink, dlq.map((e) => e.id), quarantine.map((e) => e.id));
+        const r = reconcileIds(produced.ids, sink, dlq.map((e) => e.id), quarantine.map((e) => e.id), produced.unacked);
         process.stdout.write((o.json ? JSON.stringify(r) : `reconcile: ${formatReconcile(r)}`) + '\n');
         if (!r.ok) process.exitCode = 1;
       } finally {
