@@ -1,0 +1,50 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { chooseWindow, fanOut, schedulePeakSecond, type Candidate } from '../../src/lab/experiments/window-lab.js';
+import { constantArrivals } from '../../src/sources/load.js';
+
+const c = (maxItems: number, maxWaitMs: number, opsPerItem: number, low: number, peak: number, sizeBound = false): Candidate => ({
+  maxItems,
+  maxWaitMs,
+  opsPerItem,
+  p99ByLoad: { low, peak },
+  sizeBound,
+});
+
+test('window choice: fewest ops/item among windows under the bound at every load; says what the runner-up lost on', () => {
+  const r = chooseWindow([c(1, 0, 1, 5, 900), c(512, 10, 0.002, 12, 14), c(1024, 10, 0.001, 12, 25), c(256, 10, 0.004, 12, 9)], 17, 20);
+  assert.equal(r.chosen?.maxItems, 512);
+  assert.equal(r.runnerUp?.maxItems, 256);
+  assert.match(r.runnerUpLostOn, /ops per item/);
+  assert.equal(r.cheapestInfeasible?.maxItems, 1024);
+  assert.match(r.reason, /1024 items \/ 10 ms .* 25\.00 ms at peak/);
+});
+
+test('window choice: within 2% ops tie, the lower worst-case p99 wins; nothing feasible → null with a reason', () => {
+  const r = chooseWindow([c(512, 10, 0.002, 15, 14), c(512, 15, 0.00199, 16.5, 14)], 17, 20);
+  assert.equal(r.chosen?.maxWaitMs, 10);
+  assert.match(r.runnerUpLostOn, /tied/);
+  const none = chooseWindow([c(512, 10, 0.002, 30, 14)], 17, 20);
+  assert.equal(none.chosen, null);
+  assert.match(none.reason, /no window/);
+  // A NaN/Infinity p99 (lost items, not sent) never qualifies.
+  assert.equal(chooseWindow([c(512, 10, 0.002, Infinity, 14)], 17, 20).chosen, null);
+});
+
+test('window choice: a size-bound window within the tie is preferred to a cheaper timer-bound one, not beyond it', () => {
+  const timer = c(4096, 15, 0.0015, 16, 16, false);
+  const sized = c(600, 15, 0.00165, 16, 14, true);
+  const r = chooseWindow([timer, sized], 17, 20, { tie: 0.1, preferSizeBound: true });
+  assert.equal(r.chosen, sized);
+  assert.match(r.reason, /preferred to 4096 items \/ 15 ms/);
+  assert.match(r.runnerUpLostOn, /by the timer/);
+  const tooDear = c(300, 15, 0.0033, 16, 8, true);
+  assert.equal(chooseWindow([timer, tooDear], 17, 20, { tie: 0.1, preferSizeBound: true }).chosen, timer);
+});
+
+test('fan-out repeats each arrival k times at the same instant; peak second of a schedule', () => {
+  const s = fanOut(constantArrivals(10), 3);
+  const got = Array.from({ length: 7 }, () => s.next());
+  assert.deepEqual(got, [0, 0, 0, 100, 100, 100, 200]);
+  assert.equal(schedulePeakSecond(fanOut(constantArrivals(10), 3), 5000), 30);
+});
