@@ -259,8 +259,15 @@ export class PostgresSink implements Sink<EventRecord> {
   async write(batch: readonly Envelope<EventRecord>[]): Promise<void> {
     if (batch.length === 0) return;
     if (this.closed) throw new SinkError('transient', `postgres sink ${this.table} is closed`, { sinkCode: 'CLOSED', alerting: true });
-    if (!this.opening) await this.open();
-    else await this.opening;
+    try {
+      if (!this.opening) await this.open();
+      else await this.opening;
+    } catch (cause) {
+      // open() says SLUICE_SINK_UNAVAILABLE; a write must say how to handle it: transient
+      // (the database may come back), alerting (someone should know it is gone).
+      const code = (cause as SluiceError).details?.sinkCode;
+      throw new SinkError('transient', (cause as Error).message, { cause, sinkCode: typeof code === 'string' ? code : 'UNAVAILABLE', alerting: true });
+    }
     if (this.mode === 'insert') await this.writeInsert(batch);
     else await this.writeCopy(batch);
   }

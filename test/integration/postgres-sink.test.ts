@@ -144,8 +144,15 @@ for (const mode of POSTGRES_WRITE_MODES)
         assert.match(e.message, /127\.0\.0\.1:1\b/);
         return true;
       });
-      // A write on a sink that never opened reports the same, not a hang.
-      await assert.rejects(sink.write(batchOf(0, 1)), (e: unknown) => e instanceof SluiceError && e.code === ErrorCode.SinkUnavailable);
+      // A write on a sink that never opened says the same, classified (transient, alerting), not a hang.
+      await assert.rejects(sink.write(batchOf(0, 1)), (e: unknown) => {
+        assert.ok(e instanceof SinkError);
+        assert.equal(e.failureClass, 'transient');
+        assert.equal(e.sinkCode, 'ECONNREFUSED');
+        assert.equal(e.alerting, true);
+        assert.match(e.message, /127\.0\.0\.1:1\b/);
+        return true;
+      });
     } finally {
       await sink.close();
     }
