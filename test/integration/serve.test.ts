@@ -258,3 +258,21 @@ test('an early 413 reaches a client that is still sending (Connection: close), e
   assert.deepEqual(statuses, Array(20).fill(413));
   await srv.close();
 });
+
+test('more requests than maxConcurrentRequests get 503 + Retry-After; close() lets the request in progress finish', async () => {
+  const srv = await startServer({ sink: new SlowSink({ fixedCostMs: 300 }), limits: { ...LIMITS, maxConcurrentRequests: 1 }, window: { maxWaitMs: 0 } });
+  const slow = post(srv, lines(10));
+  await new Promise((r) => setTimeout(r, 50));
+  const second = await post(srv, lines(1));
+  assert.equal(second.status, 503);
+  assert.equal(second.json.reason, 'concurrency');
+  assert.equal(second.headers.get('retry-after'), '1');
+  assert.equal((await slow).status, 200);
+  const third = post(srv, lines(5));
+  await new Promise((r) => setTimeout(r, 50));
+  const closing = srv.close();
+  assert.equal((await third).status, 200);
+  const ledger = await closing;
+  assert.equal(ledger.committed, 15);
+  assert.ok(ledger.balanced);
+});
