@@ -54,6 +54,11 @@ export interface OverflowVariant {
   /** The sink's own count of items written (null when the child died before reporting). */
   sinkItems: number | null;
   sinkOrderViolations: number | null;
+  /** Mean time per sink write and between writes in this child (ms), from the sink's own clock. */
+  sinkWriteMsMean: number | null;
+  sinkGapMsMean: number | null;
+  /** window.maxItems ÷ (write + gap): the sink's capacity as it ran here, on this busy host (items/s). */
+  sinkCapacityAsRunPerSec: number | null;
   baselineRssMb: number;
   maxRssMb: number;
   /** Memory the bound allows above the baseline (bounded policies only). */
@@ -180,6 +185,9 @@ async function runVariant(ctx: ExperimentContext, policy: OverflowPolicy, cfg: O
       ledgerBalanced: r?.ledgerBalanced ?? null,
       sinkItems: r?.sinkItems ?? null,
       sinkOrderViolations: r?.sinkOrderViolations ?? null,
+      sinkWriteMsMean: r?.sinkWriteMsMean ?? null,
+      sinkGapMsMean: r?.sinkGapMsMean ?? null,
+      sinkCapacityAsRunPerSec: r ? Math.round((cfg.window.maxItems * 1000) / Math.max(0.001, r.sinkWriteMsMean + r.sinkGapMsMean)) : null,
       baselineRssMb: baseline,
       maxRssMb: Math.max(maxSampleRss, r?.maxRssMb ?? 0),
       memoryBoundMb: bounded
@@ -309,7 +317,7 @@ export const overflow: Experiment = {
     return (
       head +
       mdTable(
-        ['policy', 'offered/s', 'accepted', 'committed', 'at sink', 'dropped', 'spilled', 'baseline RSS MB', 'max RSS MB', 'bound MB', 'p99 ms (committed)', 'producer blocked ms', 'outcome'],
+        ['policy', 'offered/s', 'accepted', 'committed', 'at sink', 'dropped', 'spilled', 'baseline RSS MB', 'max RSS MB', 'bound MB', 'p99 ms (committed)', 'producer blocked ms', 'sink items/s as run', 'outcome'],
         v.map((x) => [
           x.policy,
           x.achievedOfferedPerSec,
@@ -323,6 +331,7 @@ export const overflow: Experiment = {
           x.memoryBoundMb === null ? '—' : Math.round(x.baselineRssMb + x.memoryBoundMb),
           x.latencyMs ? x.latencyMs.p99 : '—',
           x.producerBlockedMs,
+          x.sinkCapacityAsRunPerSec ?? '—',
           x.survived
             ? 'survived'
             : x.oomKilled
@@ -438,8 +447,11 @@ export function overflowChecks(v: OverflowVariant[], o: { capacityPerSec: number
   for (const p of ['drop-newest', 'drop-oldest'] as const) {
     const x = by(p);
     if (!x) continue;
-    // Expected: the excess of the load the generator really offered over the measured capacity.
-    const expected = 1 - o.capacityPerSec / Math.max(1, x.achievedOfferedPerSec);
+    // Expected: the excess of the load the generator really offered over the sink's capacity
+    // as it ran in that child (its own write timings: a 10 ms timer ran 10.4–13 ms late on this
+    // shared host, which moves the excess by up to 0.08 when computed from the parent's C).
+    const cap = x.sinkCapacityAsRunPerSec ?? o.capacityPerSec;
+    const expected = 1 - cap / Math.max(1, x.achievedOfferedPerSec);
     checks.push(
       check(`${p}: |dropped fraction − expected excess fraction ${expected.toFixed(3)}|`, Math.abs(x.dropped / Math.max(1, x.accepted) - expected), '<=', 0.1),
     );
