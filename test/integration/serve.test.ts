@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import zlib from 'node:zlib';
 import { startServer, type RunningServer, type ServeOptions } from '../../src/sources/http.js';
 import { FileSink } from '../../src/sinks/file.js';
+import { openDecoderCount } from '../../src/codec/bounded-decode.js';
 import { SlowSink } from '../../src/sinks/memory.js';
 import { mixedLoadCommand, type MixedLoadResult, type MixedLoadSpec } from '../../src/lab/mixed-load.js';
 
@@ -102,6 +103,8 @@ test('caps answer 413 with a JSON body naming the cap; codings 415; malformed 40
   assert.equal(bad.status, 400);
   assert.equal(bad.json.reason, 'no-valid-items');
   assert.equal((await post(srv, '\n\n')).json.reason, 'empty');
+  // No decoder left open by the bombs, the truncated or the corrupt bodies (same process).
+  assert.equal(openDecoderCount(), 0);
   // Nothing from any refused request reached the sink; the server still serves.
   assert.equal((await post(srv, lines(3))).status, 200);
 
