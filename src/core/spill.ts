@@ -527,14 +527,16 @@ export class DiskSpillStore<T> implements SpillStore<T> {
 
   private maybeDelete(seg: Segment): void {
     if (seg.released < seg.records || seg.readDone < seg.records) return;
+    // After close() the files stay as they are: the next open() recovers from the pointer.
+    if (this.closed) return;
     if (seg === this.wSeg) {
       this.flushWrites();
-      closeSync(this.wFd);
+      if (this.wFd >= 0) closeSync(this.wFd);
       this.wFd = -1;
       this.wSeg = null;
     }
     if (seg === this.rSeg) {
-      closeSync(this.rFd);
+      if (this.rFd >= 0) closeSync(this.rFd);
       this.rFd = -1;
       this.rSeg = null;
       this.chunkLen = 0;

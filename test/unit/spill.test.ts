@@ -240,6 +240,23 @@ test('spill: every codec round-trips value, id, raw and offset through the store
   }
 });
 
+test('spill: releases that arrive after close() leave the files for the next open()', () => {
+  const dir = tmp();
+  try {
+    const s = DiskSpillStore.open<Rec>({ dir, segmentBytes: 300 });
+    for (let n = 1; n <= 6; n++) s.tryAppend(item(n), n);
+    const got = [s.shift()!, s.shift()!, s.shift()!];
+    s.close();
+    s.release(got); // a batch completing after shutdown: no throw, nothing deleted
+    assert.throws(() => s.tryAppend(item(7), 7), (e: unknown) => isSluiceError(e, ErrorCode.Closed));
+    const r = DiskSpillStore.open<Rec>({ dir, segmentBytes: 300 });
+    assert.equal(r.size(), 6, 'at-least-once: the unreleased pointer brings all six back');
+    r.destroy();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('spill: options are validated with the bad value in the message', () => {
   assert.throws(() => DiskSpillStore.open<Rec>({ dir: '' }), /dir/);
   assert.throws(() => DiskSpillStore.open<Rec>({ dir: join(tmpdir(), 'x'), spillMaxBytes: 0 }), /spillMaxBytes=0/);

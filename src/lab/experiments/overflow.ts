@@ -20,6 +20,7 @@ import { createMemoryLimit, type LimitMechanism } from '../memlimit.js';
 import type { ChartSpec, Check, Experiment, ExperimentContext, ResultEnvelope } from '../types.js';
 import type { OverflowPolicy } from '../../core/options.js';
 import { envelope } from '../../core/types.js';
+import { invalidOption } from '../../core/errors.js';
 import type { LatencySummary } from '../../metrics/histogram.js';
 import { SlowSink } from '../../sinks/memory.js';
 import type { OverflowChildConfig, OverflowChildResult, OverflowSample } from './overflow-child.js';
@@ -225,7 +226,8 @@ export const overflow: Experiment = {
 
   async run(ctx) {
     const memoryLimitMb = Number(ctx.args.overflowMemoryMb ?? 256);
-    if (!(memoryLimitMb >= 128)) throw new Error(`--overflow-memory-mb must be ≥ 128, got ${ctx.args.overflowMemoryMb}`);
+    if (!(memoryLimitMb >= 128) || !Number.isInteger(memoryLimitMb))
+      throw invalidOption('--overflow-memory-mb', ctx.args.overflowMemoryMb, 'an integer ≥ 128 (MB): the runtime alone takes ≈ 60–90 MB');
     const setup: Setup = {
       // 10 ms per write and 16-item windows: C ≈ 1.5k items/s, which one producer process
       // exceeds 2.5 times over while making 24 KiB records even on a busy 2-core machine
