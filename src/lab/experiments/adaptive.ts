@@ -49,6 +49,9 @@ export interface StaticRun {
   reconciled: boolean;
   /** Share of (non-drain) cuts by size. */
   sizeFlushShare: number;
+  medianBatch: number;
+  /** `grid`, or `refine`: a regime-tuned window with maxItems snapped to what the regime fills (as `window` does). */
+  stage: 'grid' | 'refine';
 }
 
 export interface AimdRegimeRun {
@@ -268,20 +271,25 @@ export const adaptive: Experiment = {
 
       // 1. Every static window of the grid, in both regimes.
       const statics: StaticRun[] = [];
-      ctx.progress.start('adaptive: statics', GRID_ITEMS.length * waits.length * 2);
       let seed = 300;
+      const runStatic = async (maxItems: number, maxWaitMs: number, regime: RegimeName, stage: StaticRun['stage']): Promise<StaticRun> => {
+        const r = await runCell(lab, { window: { maxItems, maxWaitMs, maxInFlight: 1 }, queue: queueFor(maxItems), schedule: poissonArrivals(rate[regime], seededRng(seed++)), durationMs: cellMs, make, sloMs: slo, offeredPerSec: rate[regime] });
+        const ok = reconciled(r) && r.dropped + r.deadLettered === 0;
+        const f = r.flushReasons;
+        const cuts = (f.size ?? 0) + (f.bytes ?? 0) + (f.time ?? 0);
+        return { maxItems, maxWaitMs, regime, offeredPerSec: rate[regime], latencyMs: r.latencyMs, fixedCostOpsPerItem: r.fixedCostOpsPerItem, throughputPerSec: r.throughputPerSec, meetsSlo: ok && r.latencyMs.p99 <= slo, reconciled: ok, sizeFlushShare: cuts > 0 ? ((f.size ?? 0) + (f.bytes ?? 0)) / cuts : 0, medianBatch: r.batchSize.p50, stage };
+      };
+      ctx.progress.start('adaptive: statics', GRID_ITEMS.length * waits.length * 2);
       for (const maxItems of GRID_ITEMS)
         for (const maxWaitMs of waits)
           for (const regime of REGIMES) {
-            const r = await runCell(lab, { window: { maxItems, maxWaitMs, maxInFlight: 1 }, queue: queueFor(maxItems), schedule: poissonArrivals(rate[regime], seededRng(seed++)), durationMs: cellMs, make, sloMs: slo, offeredPerSec: rate[regime] });
-            const ok = reconciled(r) && r.dropped + r.deadLettered === 0;
-            const f = r.flushReasons;
-            const cuts = (f.size ?? 0) + (f.bytes ?? 0) + (f.time ?? 0);
-            statics.push({ maxItems, maxWaitMs, regime, offeredPerSec: rate[regime], latencyMs: r.latencyMs, fixedCostOpsPerItem: r.fixedCostOpsPerItem, throughputPerSec: r.throughputPerSec, meetsSlo: ok && r.latencyMs.p99 <= slo, reconciled: ok, sizeFlushShare: cuts > 0 ? ((f.size ?? 0) + (f.bytes ?? 0)) / cuts : 0 });
-            ctx.progress.tick(1, `${maxItems}/${maxWaitMs}ms ${regime}: p99 ${r.latencyMs.p99} ms`);
+            const x = await runStatic(maxItems, maxWaitMs, regime, 'grid');
+            statics.push(x);
+            ctx.progress.tick(1, `${maxItems}/${maxWaitMs}ms ${regime}: p99 ${x.latencyMs.p99} ms`);
           }
       ctx.progress.done();
-      const st = (i: number, w: number, g: RegimeName) => statics.find((s) => s.maxItems === i && s.maxWaitMs === w && s.regime === g)!;
+      const refineRuns: StaticRun[] = [];
+      const st = (i: number, w: number, g: RegimeName) => statics.find((s) => s.maxItems === i && s.maxWaitMs === w && s.regime === g) ?? refineRuns.find((s) => s.maxItems === i && s.maxWaitMs === w && s.regime === g)!;
 
       // 2. AIMD in each regime, from the same middling start.
       const aimd: AimdRegimeRun[] = [];
@@ -354,11 +362,24 @@ export const adaptive: Experiment = {
           }),
         );
       // What the `window` rule would pick when tuned at one regime only (p99 ≤ SLO − margin there).
-      const tuned = REGIMES.map((g) => {
-        // The `window` rule: ≤ SLO − margin, fewest ops/item, a size-bound window preferred within 10%.
-        const c = chooseWindow(cands(g), limitMs, slo, { tie: 0.1, preferSizeBound: true });
-        return { tunedAt: g, window: c.chosen ? { maxItems: c.chosen.maxItems, maxWaitMs: c.chosen.maxWaitMs } : null, reason: c.reason };
-      });
+      // The `window` rule applied to one regime: ≤ SLO − margin there, fewest ops/item; if the
+      // cheapest is timer-bound, its maxItems snapped to 0.9 × the median batch the regime fills
+      // is measured in both regimes, and a size-bound window is preferred within 10%.
+      const tuned: { tunedAt: RegimeName; window: { maxItems: number; maxWaitMs: number } | null; reason: string }[] = [];
+      for (const g of REGIMES) {
+        const first = chooseWindow(cands(g), limitMs, slo);
+        const extra: Candidate[] = [];
+        if (first.chosen && !first.chosen.sizeBound) {
+          const maxItems = Math.max(1, Math.floor(0.9 * st(first.chosen.maxItems, first.chosen.maxWaitMs, g).medianBatch));
+          const maxWaitMs = first.chosen.maxWaitMs;
+          if (!statics.some((x) => x.maxItems === maxItems && x.maxWaitMs === maxWaitMs) && !refineRuns.some((x) => x.maxItems === maxItems && x.maxWaitMs === maxWaitMs))
+            for (const regime of REGIMES) refineRuns.push(await runStatic(maxItems, maxWaitMs, regime, 'refine'));
+          const x = st(maxItems, maxWaitMs, g);
+          extra.push({ maxItems, maxWaitMs, opsPerItem: x.fixedCostOpsPerItem, p99ByLoad: { [g]: x.reconciled ? x.latencyMs.p99 : Infinity }, sizeBound: x.sizeFlushShare >= 0.8 });
+        }
+        const c = chooseWindow([...cands(g), ...extra], limitMs, slo, { tie: 0.1, preferSizeBound: true });
+        tuned.push({ tunedAt: g, window: c.chosen ? { maxItems: c.chosen.maxItems, maxWaitMs: c.chosen.maxWaitMs } : null, reason: c.reason });
+      }
       // Best static with hindsight: SLO met in both regimes, best worst-case normalised ops/item.
       const bestOps: Record<RegimeName, number> = { low: Infinity, high: Infinity };
       for (const s of statics) if (s.meetsSlo && s.fixedCostOpsPerItem > 0) bestOps[s.regime] = Math.min(bestOps[s.regime], s.fixedCostOpsPerItem);
@@ -427,7 +448,7 @@ export const adaptive: Experiment = {
         }
       for (const a of aimd) checks.push(check(`AIMD ${a.regime}: window band after settling (max/min of maxItems, maxWaitMs)`, Math.max(a.bandItems, a.bandWaitMs), '<=', 2));
       for (const p of phases) checks.push(check(`AIMD switching, ${p.regime} phase at ${p.startMs / 1000} s: window band after settling`, Math.max(p.bandItems, p.bandWaitMs), '<=', 2));
-      checks.push(check('ledger balances and committed == stored in sink, every run', statics.every((s) => s.reconciled) && aimd.every((a) => a.reconciled) && reconciled(sw.run), '==', true));
+      checks.push(check('ledger balances and committed == stored in sink, every run', [...statics, ...refineRuns].every((s) => s.reconciled) && aimd.every((a) => a.reconciled) && reconciled(sw.run), '==', true));
       checks.push(check(`experiment wall time (s, ${ctx.quick ? 'quick' : 'full'})`, elapsedS, '<', ctx.quick ? 150 : 600));
 
       return {
@@ -440,6 +461,7 @@ export const adaptive: Experiment = {
         regimes,
         cellDurationMs: cellMs,
         statics,
+        refineRuns,
         tunedStatics: tuned,
         bestStatic,
         aimd: aimd.map(({ trace: _t, ...rest }) => rest),
