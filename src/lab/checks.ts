@@ -33,7 +33,7 @@ export function allPass(checks: Check[]): boolean {
 
 export function formatCheck(c: Check): string {
   const v = typeof c.value === 'number' ? round(c.value) : c.value;
-  const t = Array.isArray(c.threshold) ? `[${c.threshold.map(round).join(', ')}]` : typeof c.threshold === 'number' ? round(c.threshold) : c.threshold;
+  const t = Array.isArray(c.threshold) ? `[${c.threshold.map((x) => round(x)).join(', ')}]` : typeof c.threshold === 'number' ? round(c.threshold) : c.threshold;
   return `${c.pass ? 'PASS' : 'FAIL'}  ${c.name}: ${v} ${c.op} ${t}`;
 }
 
