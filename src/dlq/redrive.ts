@@ -533,16 +533,17 @@ export async function redrive(o: RedriveOptions): Promise<RedriveReport> {
       report.resumed = true;
       progress(`resume ${c.phase} ${c.items.length}`);
     } else {
+      // Read first: a corrupt or empty DLQ stops the run before the migration changes anything.
+      const pending = await o.dlq.pending();
+      if (pending.length === 0) {
+        progress('nothing pending');
+        return report;
+      }
       if (o.migrationSql) {
         if (!(o.revalidator instanceof PostgresRevalidator)) throw invalidOption('--migrate', 'sql', 'a PostgreSQL sink (--sink postgres://…) to migrate');
         await o.revalidator.migrate(o.migrationSql);
         report.migrated = true;
         progress('migrated');
-      }
-      const pending = await o.dlq.pending();
-      if (pending.length === 0) {
-        progress('nothing pending');
-        return report;
       }
       const items = await plan(o, pending);
       target = await o.openTarget(pending);

@@ -76,7 +76,9 @@ test('dlq list: absent, empty, corrupt, populated; reconcile exit codes; redrive
     const rcEmptyDlq = join(dir, 'rc-none.jsonl');
     await writeFile(`${rc.log}.committed`, JSON.stringify({ offset: 3, position: 0 })); // d (offset 3) not yet consumed
 
-    const [absent, empty, bad, listed, dryRun, quarantined, recon] = await Promise.all([
+    const corrupt2 = join(await mkdtemp(join(dir, 'c2-')), 'dlq.jsonl');
+    await writeFile(corrupt2, corrupt);
+    const [absent, empty, bad, listed, dryRun, quarantined, recon, badRedrive, shown] = await Promise.all([
       cli(['dlq', 'list', '--dlq', join(dir, 'absent.jsonl')]),
       cli(['dlq', 'list', '--dlq', join(dir, 'empty.jsonl')]),
       cli(['dlq', 'list', '--dlq', join(dir, 'corrupt.jsonl')]),
@@ -84,7 +86,18 @@ test('dlq list: absent, empty, corrupt, populated; reconcile exit codes; redrive
       cli(['dlq', 'redrive', '--dlq', dry.dlq, '--transform', dry.fix, '--dry-run']),
       cli(['dlq', 'redrive', '--dlq', q.dlq, '--transform', q.fix, '--on-fail', 'quarantine', '--quarantine', qStore]),
       cli(['reconcile', '--source', rc.log, '--sink', rcSink, '--dlq', rcEmptyDlq]),
+      cli(['dlq', 'redrive', '--dlq', corrupt2, '--to', join(dir, 'never.log')]),
+      cli(['dlq', 'show', '--dlq', rc.dlq, '--code', 'VALIDATION', '--id', 'c']),
     ]);
+
+    assert.equal(badRedrive.code, 1);
+    assert.match(badRedrive.err, /^sluice: .*dlq\.jsonl:2: not valid JSON \[SLUICE_CORRUPT\]\n$/);
+    assert.deepEqual(await readdir(join(corrupt2, '..')), ['dlq.jsonl'], 're-drive of a corrupt DLQ: no cursor, no lock, no log left behind');
+    assert.equal(await readFile(corrupt2, 'utf8'), corrupt);
+
+    assert.equal(shown.code, 0, shown.err);
+    assert.match(shown.out, /^c  SLUICE_SINK_ITEM\/VALIDATION  attempts=3  at=2026-01-01T00:00:01\.000Z  from=embedded:.*log\.ndjson@0  amount: expected a number\n    \{"id":"c",.*"amount":"€3\.00"/);
+    assert.match(shown.out, /\n1 of 1 matching entries shown\n$/);
 
     assert.equal(absent.code, 0, absent.err);
     assert.match(absent.out, /^dlq file:.*absent\.jsonl: absent \(nothing was dead-lettered there\)\n$/);
