@@ -29,7 +29,7 @@
  * left by a dead process (kill -9) is taken over.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
@@ -40,7 +40,7 @@ import { ErrorCode, SluiceError, invalidOption } from '../core/errors.js';
 import { parseEventRecordBytes } from '../codec/event-schema.js';
 import { EmbeddedLogWriter, readLog, type LogRecord } from '../sources/embedded-log.js';
 import { ID_HEADER, TS_HEADER } from '../sources/jetstream.js';
-import { connectNats, ensureStream, parseNatsUrl } from '../sources/nats.js';
+import { connectNats, parseNatsUrl } from '../sources/nats.js';
 import { fingerprint, isNatsUrl, isPgUrl, type ConsumableDlq } from './access.js';
 import { streamIds } from './reconcile.js';
 import type { DeadLetterEntry } from './store.js';
@@ -68,6 +68,13 @@ class EmbeddedTarget implements MainStream {
     this.describe = `embedded:${path}`;
   }
   static async open(path: string): Promise<EmbeddedTarget> {
+    // Never create a log: a relative path from another directory (or a typo) would publish into
+    // a file no pipeline reads, and the DLQ entries would then be resolved — lost.
+    try {
+      await stat(path);
+    } catch (cause) {
+      throw new SluiceError(ErrorCode.SourceUnavailable, `main stream ${path} does not exist (${(cause as NodeJS.ErrnoException).code}): name the pipeline's log with --to`, { cause });
+    }
     // Opening cuts a torn last line left by a writer killed mid-append.
     return new EmbeddedTarget(path, await EmbeddedLogWriter.open(path));
   }
@@ -98,8 +105,12 @@ class JetStreamTarget implements MainStream {
   }
   async position(): Promise<number> {
     const jsm = await jetstreamManager(this.nc);
-    await ensureStream(jsm, this.stream, [this.subject]);
-    return (await jsm.streams.info(this.stream)).state.last_seq;
+    try {
+      // Never create it: a stream nobody consumes would swallow the records.
+      return (await jsm.streams.info(this.stream)).state.last_seq;
+    } catch (cause) {
+      throw new SluiceError(ErrorCode.SourceUnavailable, `main stream ${this.stream} does not exist: name the pipeline's stream with --to`, { cause });
+    }
   }
   async idsSince(position: number): Promise<Set<string>> {
     const jsm = await jetstreamManager(this.nc);

@@ -78,7 +78,9 @@ test('dlq list: absent, empty, corrupt, populated; reconcile exit codes; redrive
 
     const corrupt2 = join(await mkdtemp(join(dir, 'c2-')), 'dlq.jsonl');
     await writeFile(corrupt2, corrupt);
-    const [absent, empty, bad, listed, dryRun, quarantined, recon, badRedrive, shown] = await Promise.all([
+    const nl = await fixture(await mkdtemp(join(dir, 'nl-')));
+    const nlBefore = await readFile(nl.dlq);
+    const [absent, empty, bad, listed, dryRun, quarantined, recon, badRedrive, shown, noLog] = await Promise.all([
       cli(['dlq', 'list', '--dlq', join(dir, 'absent.jsonl')]),
       cli(['dlq', 'list', '--dlq', join(dir, 'empty.jsonl')]),
       cli(['dlq', 'list', '--dlq', join(dir, 'corrupt.jsonl')]),
@@ -88,11 +90,17 @@ test('dlq list: absent, empty, corrupt, populated; reconcile exit codes; redrive
       cli(['reconcile', '--source', rc.log, '--sink', rcSink, '--dlq', rcEmptyDlq]),
       cli(['dlq', 'redrive', '--dlq', corrupt2, '--to', join(dir, 'never.log')]),
       cli(['dlq', 'show', '--dlq', rc.dlq, '--code', 'VALIDATION', '--id', 'c']),
+      cli(['dlq', 'redrive', '--dlq', nl.dlq, '--to', join(nl.dlq, '..', 'missing.log')]),
     ]);
 
     assert.equal(badRedrive.code, 1);
     assert.match(badRedrive.err, /^sluice: .*dlq\.jsonl:2: not valid JSON \[SLUICE_CORRUPT\]\n$/);
     assert.deepEqual(await readdir(join(corrupt2, '..')), ['dlq.jsonl'], 're-drive of a corrupt DLQ: no cursor, no lock, no log left behind');
+
+    assert.equal(noLog.code, 1);
+    assert.match(noLog.err, /^sluice: main stream .*missing\.log does not exist \(ENOENT\): name the pipeline's log with --to \[SLUICE_SOURCE_UNAVAILABLE\]\n$/);
+    assert.deepEqual(await readFile(nl.dlq), nlBefore, 'nothing resolved');
+    assert.deepEqual((await readdir(join(nl.dlq, '..'))).sort(), ['dlq.jsonl', 'fix.mjs', 'log.ndjson'], 'no log created, no cursor left');
     assert.equal(await readFile(corrupt2, 'utf8'), corrupt);
 
     assert.equal(shown.code, 0, shown.err);
