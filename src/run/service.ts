@@ -60,7 +60,9 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
       const pg = await new PostgresSink({ connectionString: cfg.sink, table: cfg.table, maxConnections: Math.max(1, cfg.window.maxInFlight ?? 1) }).open();
       sink = pg as unknown as Sink<unknown>;
     } else {
-      sink = await new FileSink<unknown>({ path: cfg.sink, validate: cfg.validate ? validateEventEnvelope : undefined }).open();
+      // Idempotent by id: a redelivery after a crash between commit and ack, or a re-drive,
+      // leaves one line per id (docs/dlq.md).
+      sink = await new FileSink<unknown>({ path: cfg.sink, validate: cfg.validate ? validateEventEnvelope : undefined, dedupeById: true }).open();
     }
     closers.push(() => sink.close());
 
@@ -106,7 +108,6 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
     let metricsUrl: string | null = null;
     if (cfg.metricsPort !== undefined) {
       const expo = prometheusFor(ingest.pipeline, ingest.metrics);
-      repairLatencySummary(expo.registry, ingest);
       new client.Gauge({
         name: 'sluice_source_lag',
         help: 'Records in the source not yet acknowledged (log: records − committed offset; JetStream: num_pending + num_ack_pending).',
@@ -158,33 +159,3 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
   }
 }
 
-/**
- * prometheusFor's latency summary reads `client.MetricType.Summary`, which prom-client 15.1.3
- * declares in its types but does not export at run time: every scrape failed with a
- * TypeError. Until src/metrics/prometheus.ts is fixed (src/sources/http.ts carries the same
- * repair), replace that one metric with the same values and the plain type string.
- */
-function repairLatencySummary(registry: client.Registry, ingest: Ingest<unknown>): void {
-  const name = 'sluice_end_to_end_latency_seconds';
-  if (!registry.getSingleMetric(name)) return;
-  registry.removeSingleMetric(name);
-  const help = "From each item's intended arrival time to its batch commit.";
-  const metric = {
-    name,
-    help,
-    type: 'summary',
-    aggregator: 'sum',
-    get: async () => {
-      const h = ingest.metrics.latency;
-      const values: { labels: Record<string, string>; value: number; metricName?: string }[] = [0.5, 0.9, 0.99, 0.999].map((q) => ({
-        labels: { quantile: String(q) },
-        value: h.percentileMs(q * 100) / 1000,
-      }));
-      values.push({ labels: {}, value: h.sumMs() / 1000, metricName: `${name}_sum` });
-      values.push({ labels: {}, value: h.count, metricName: `${name}_count` });
-      return { name, help, type: 'summary', aggregator: 'sum', values };
-    },
-    reset: () => {},
-  };
-  registry.registerMetric(metric as unknown as client.Metric);
-}

@@ -216,7 +216,6 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   if (limits.maxLineBytes > pipeline.window().maxBytes)
     throw invalidOption('maxLineBytes', limits.maxLineBytes, `at most the window's maxBytes (${pipeline.window().maxBytes})`);
   const exposition = prometheusFor(pipeline, metrics);
-  repairLatencySummary(exposition.registry, metrics);
   const reg = [exposition.registry];
   const requestsRejected = new client.Counter({ name: 'sluice_http_requests_rejected_total', help: 'Requests refused as a whole, by reason.', labelNames: ['reason'], registers: reg });
   const itemsRejected = new client.Counter({ name: 'sluice_http_items_rejected_total', help: 'Items (lines) refused, by reason.', labelNames: ['reason'], registers: reg });
@@ -489,33 +488,3 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   return { url, port: addr.port, pipeline, metrics, exposition, close };
 }
 
-/**
- * prometheusFor's latency summary reads `client.MetricType.Summary`, which prom-client
- * 15.1.3 declares in its types but does not export at run time, so every scrape failed with
- * a TypeError. Until src/metrics/prometheus.ts is fixed, the serve registry replaces that
- * one metric with the same values and the type as the plain string prom-client writes.
- */
-function repairLatencySummary(registry: client.Registry, metrics: PipelineMetrics<unknown>): void {
-  const name = 'sluice_end_to_end_latency_seconds';
-  if (!registry.getSingleMetric(name)) return;
-  registry.removeSingleMetric(name);
-  const help = "From each item's intended arrival time to its batch commit.";
-  const metric = {
-    name,
-    help,
-    type: 'summary',
-    aggregator: 'sum',
-    get: async () => {
-      const h = metrics.latency;
-      const values: { labels: Record<string, string>; value: number; metricName?: string }[] = [0.5, 0.9, 0.99, 0.999].map((q) => ({
-        labels: { quantile: String(q) },
-        value: h.percentileMs(q * 100) / 1000,
-      }));
-      values.push({ labels: {}, value: h.sumMs() / 1000, metricName: `${name}_sum` });
-      values.push({ labels: {}, value: h.count, metricName: `${name}_count` });
-      return { name, help, type: 'summary', aggregator: 'sum', values };
-    },
-    reset: () => {},
-  };
-  registry.registerMetric(metric as unknown as client.Metric);
-}
