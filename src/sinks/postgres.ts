@@ -1,10 +1,10 @@
 /**
  * The PostgreSQL sink: one transaction and one commit per batch, into a table the sink
  * creates if missing. The fixed cost is the commit (a WAL flush on the server plus the
- * round-trips around it): ≈210 µs per single-row transaction on this project's reference
- * machine, so an unbatched pipeline tops out near 4.7k items/s.
+ * round-trips around it): a single-row batch through this sink measured ≈0.5 ms here (the
+ * lab's calibration, quiet machine), so an unbatched pipeline tops out near 2k items/s.
  *
- * Two write modes, both idempotent on `id` (`ON CONFLICT (id) DO NOTHING`), so a batch
+ * Two write paths, both idempotent on `id` (`ON CONFLICT (id) DO NOTHING`), so a batch
  * redelivered after a lost acknowledgement neither fails nor duplicates:
  * - `insert`: one `INSERT … SELECT … FROM unnest($1::text[], …)` statement in autocommit
  *   (one statement = one round-trip = one commit). Arrays, not a VALUES list, so a batch of
@@ -12,7 +12,8 @@
  * - `copy`: `BEGIN`; `COPY` into a per-connection temporary staging table
  *   (pg-copy-streams); `INSERT … SELECT … ON CONFLICT DO NOTHING; COMMIT`. COPY cannot skip
  *   conflicts itself, hence the staging table.
- * Which one is faster was measured (bench/postgres-modes.ts, docs/sinks.md) and is the default.
+ * - `auto` (default): `insert` below `copyMinRows` rows, `copy` from it — the faster path at
+ *   each size, as measured (bench/postgres-modes.ts, docs/sinks.md).
  *
  * Constraints are real (the poison-isolation issue relies on them): a bad record makes
  * PostgreSQL reject the whole statement, and `write()` throws an item-level SinkError
@@ -26,19 +27,24 @@ import type { Envelope, FixedCostKind, Sink } from '../core/types.js';
 import { ErrorCode, SinkError, SluiceError, invalidOption } from '../core/errors.js';
 import type { EventRecord } from '../sources/records.js';
 
-export type PostgresWriteMode = 'insert' | 'copy';
-export const POSTGRES_WRITE_MODES: readonly PostgresWriteMode[] = ['insert', 'copy'];
+export type PostgresWriteMode = 'insert' | 'copy' | 'auto';
+export const POSTGRES_WRITE_MODES: readonly PostgresWriteMode[] = ['insert', 'copy', 'auto'];
 
 /**
- * `insert` measured faster than `copy` at every batch size on this machine
- * (bench/postgres-modes.ts; figures in docs/sinks.md): COPY's two extra round-trips
- * (BEGIN, the COPY itself) and the staging table cost more than it saves on parsing.
+ * Neither mode is faster at every size (bench/postgres-modes.ts; figures in docs/sinks.md):
+ * `insert` wins for small batches (≈3× at 1 row, ≈1.4× at 100: COPY pays two extra
+ * round-trips, BEGIN and the COPY itself, and the staging table), `copy` from about 500 rows
+ * (≈1.1–1.25× at 1,000, ≈1.5–1.75× at 4,096: its text format parses faster than array
+ * literals). `auto` takes `insert` below `copyMinRows` and `copy` from it: the faster path at
+ * every size, so it is the default.
  */
-export const POSTGRES_DEFAULT_MODE: PostgresWriteMode = 'insert';
+export const POSTGRES_DEFAULT_MODE: PostgresWriteMode = 'auto';
 
 /** Every default of PostgresSinkOptions, in one place. */
 export const POSTGRES_DEFAULTS = Object.freeze({
   mode: POSTGRES_DEFAULT_MODE,
+  /** `auto`: batches of at least this many rows go through COPY (measured crossover ≈500 rows). */
+  copyMinRows: 512,
   /** Enough for the pipeline's `maxInFlight` up to 4; one batch holds one connection. */
   maxConnections: 4,
   /** A refused connection fails at once; this bounds one that hangs (firewall, wrong host). */
@@ -52,8 +58,10 @@ export interface PostgresSinkOptions {
   connectionString: string;
   /** Target table, `name` or `schema.name` (letters, digits, `_`). Created if missing. */
   table: string;
-  /** How a batch is written. @default POSTGRES_DEFAULT_MODE ('insert') */
+  /** How a batch is written. @default POSTGRES_DEFAULT_MODE ('auto') */
   mode?: PostgresWriteMode;
+  /** `auto` mode: batches of at least this many rows are written with COPY, smaller ones with INSERT. @default 512 */
+  copyMinRows?: number;
   /** Connections in the pool; one batch uses one connection. Size it to `maxInFlight`. @default 4 */
   maxConnections?: number;
   /** How long `open()` (and a pool checkout) waits for a connection before giving up. @default 3_000 */
@@ -159,6 +167,8 @@ export class PostgresSink implements Sink<EventRecord> {
   private readonly insertSql: string;
   private readonly insertName: string;
   private readonly connectTimeoutMs: number;
+  private readonly copyMinRows: number;
+  private readonly paths = { insert: 0, copy: 0 };
   /** Connections that already hold this sink's temporary staging table (copy mode). */
   private readonly staged = new WeakSet<pg.PoolClient>();
   private opening: Promise<void> | null = null;
@@ -174,6 +184,8 @@ export class PostgresSink implements Sink<EventRecord> {
     this.table = opts.table;
     this.mode = opts.mode ?? POSTGRES_DEFAULTS.mode;
     if (!POSTGRES_WRITE_MODES.includes(this.mode)) throw invalidOption('mode', opts.mode, `one of ${POSTGRES_WRITE_MODES.join(', ')}`);
+    this.copyMinRows = opts.copyMinRows ?? POSTGRES_DEFAULTS.copyMinRows;
+    if (!Number.isInteger(this.copyMinRows) || this.copyMinRows < 1) throw invalidOption('copyMinRows', opts.copyMinRows, 'an integer ≥ 1');
     const maxConnections = opts.maxConnections ?? POSTGRES_DEFAULTS.maxConnections;
     if (!Number.isInteger(maxConnections) || maxConnections < 1) throw invalidOption('maxConnections', opts.maxConnections, 'an integer ≥ 1');
     this.connectTimeoutMs = opts.connectTimeoutMs ?? POSTGRES_DEFAULTS.connectTimeoutMs;
@@ -268,7 +280,9 @@ export class PostgresSink implements Sink<EventRecord> {
       const code = (cause as SluiceError).details?.sinkCode;
       throw new SinkError('transient', (cause as Error).message, { cause, sinkCode: typeof code === 'string' ? code : 'UNAVAILABLE', alerting: true });
     }
-    if (this.mode === 'insert') await this.writeInsert(batch);
+    const path = this.mode === 'auto' ? (batch.length >= this.copyMinRows ? 'copy' : 'insert') : this.mode;
+    this.paths[path]++;
+    if (path === 'insert') await this.writeInsert(batch);
     else await this.writeCopy(batch);
   }
 
@@ -347,6 +361,11 @@ export class PostgresSink implements Sink<EventRecord> {
 
   fixedCostOps(): number {
     return this.commits;
+  }
+
+  /** Batches sent through each path (attempts; `auto` mode picks per batch). */
+  writesByPath(): { insert: number; copy: number } {
+    return { ...this.paths };
   }
 
   /** Transactions rolled back after a failed batch (copy mode; autocommit failures roll back server-side). */

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
-import { PostgresSink, classifyPgError, POSTGRES_WRITE_MODES } from '../../src/sinks/postgres.js';
+import { PostgresSink, classifyPgError, POSTGRES_WRITE_MODES, POSTGRES_DEFAULTS } from '../../src/sinks/postgres.js';
 import { ErrorCode, SinkError, SluiceError } from '../../src/core/errors.js';
 import { RecordFactory, type EventRecord } from '../../src/sources/records.js';
 import { envelope, type Envelope } from '../../src/core/types.js';
@@ -9,6 +9,8 @@ import { Pipeline } from '../../src/core/pipeline.js';
 import { requirePostgres, uniqueName } from '../helpers/services.js';
 
 const factory = new RecordFactory({ seed: 11 });
+/** The two write paths; `auto` only chooses between them (its own test below). */
+const PATHS = ['insert', 'copy'] as const;
 
 function batchOf(from: number, n: number): Envelope<EventRecord>[] {
   return Array.from({ length: n }, (_, i) => factory.make(from + i, 0));
@@ -48,7 +50,7 @@ async function assertRejectsWith(p: Promise<unknown>, failureClass: 'item' | 'tr
   return caught;
 }
 
-for (const mode of POSTGRES_WRITE_MODES) {
+for (const mode of PATHS) {
   test(`postgres sink (${mode}): rows land, one commit per batch, values round-trip`, async (t) => {
     await withSink(t, mode, async (sink, url) => {
       const a = batchOf(0, 50);
@@ -133,7 +135,7 @@ for (const mode of POSTGRES_WRITE_MODES) {
   });
 }
 
-for (const mode of POSTGRES_WRITE_MODES)
+for (const mode of PATHS)
   test(`postgres sink (${mode}): an unreachable database is one SLUICE_SINK_UNAVAILABLE naming host and port, quickly`, async () => {
     const sink = new PostgresSink({ connectionString: 'postgres://root@127.0.0.1:1/test', table: uniqueName('pg_down'), mode, connectTimeoutMs: 2000 });
     const t0 = Date.now();
@@ -168,6 +170,37 @@ test('postgres sink: a database that does not exist is SLUICE_SINK_UNAVAILABLE w
   try {
     await assert.rejects(sink.open(), (e: unknown) => e instanceof SluiceError && e.code === ErrorCode.SinkUnavailable && /3D000/.test(e.message));
   } finally {
+    await sink.close();
+  }
+});
+
+test('postgres sink: the default mode is auto, and every mode is listed', () => {
+  assert.equal(POSTGRES_DEFAULTS.mode, 'auto');
+  assert.deepEqual([...POSTGRES_WRITE_MODES].sort(), ['auto', 'copy', 'insert']);
+  assert.equal(new PostgresSink({ connectionString: 'postgres://x@127.0.0.1/db', table: 't' }).mode, 'auto');
+});
+
+test('postgres sink (auto): small batches go through INSERT, batches of copyMinRows or more through COPY', async (t) => {
+  const url = await requirePostgres(t);
+  if (!url) return;
+  const sink = new PostgresSink({ connectionString: url, table: uniqueName('pg_auto'), mode: 'auto', copyMinRows: 8 });
+  try {
+    await sink.open();
+    await sink.write(batchOf(8000, 7));
+    assert.deepEqual(sink.writesByPath(), { insert: 1, copy: 0 });
+    await sink.write(batchOf(8007, 8));
+    assert.deepEqual(sink.writesByPath(), { insert: 1, copy: 1 });
+    await sink.write(batchOf(8000, 20)); // overlaps both: idempotent through COPY too
+    assert.deepEqual(sink.writesByPath(), { insert: 1, copy: 2 });
+    assert.equal(await sink.countRows(), 20);
+    assert.equal(sink.fixedCostOps(), 3);
+    // The same item-level classification on both paths.
+    await assertRejectsWith(sink.write([tampered(8100, { amount: -1 })]), 'item', '23514');
+    await assertRejectsWith(sink.write([...batchOf(8101, 8), tampered(8109, { amount: -1 })]), 'item', '23514');
+    await assertRejectsWith(sink.write([...batchOf(8110, 8), tampered(8118, { source: null })]), 'item', '23502');
+    assert.equal(await sink.countRows(), 20);
+  } finally {
+    await sink.dropTable().catch(() => {});
     await sink.close();
   }
 });
@@ -214,6 +247,7 @@ test('postgres sink: bad options are SLUICE_INVALID_OPTION naming the option', (
     [{ connectionString: 'mysql://x', table: 't' }, /connectionString/],
     [{ connectionString: url, table: 't', mode: 'upsert' }, /mode/],
     [{ connectionString: url, table: 't', maxConnections: 0 }, /maxConnections/],
+    [{ connectionString: url, table: 't', copyMinRows: 0 }, /copyMinRows/],
   ];
   for (const [opts, re] of bad)
     assert.throws(
