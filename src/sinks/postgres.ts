@@ -334,7 +334,9 @@ export class PostgresSink implements Sink<EventRecord> {
         const v = batch[i].value;
         text +=
           copyField(v.id ?? batch[i].id) + '\t' + copyField(v.ts) + '\t' + copyField(v.source) + '\t' + copyField(v.kind) + '\t' +
-          copyField(v.amount) + '\t' + copyField(v.note) + '\t' + copyField(v.payload) + '\n';
+          copyField(v.amount) + '\t' + copyField(v.note) + '\t' +
+          // Always JSON-encoded, as the INSERT path does: a string payload is a JSON string on both paths.
+          copyField(v.payload === undefined || v.payload === null ? null : JSON.stringify(v.payload)) + '\n';
       }
       this.statements++;
       await streamPipeline(Readable.from([Buffer.from(text)]), client.query(copyFrom(`COPY sluice_staging (${COLUMNS.join(', ')}) FROM STDIN`)));

@@ -205,6 +205,39 @@ test('postgres sink (auto): small batches go through INSERT, batches of copyMinR
   }
 });
 
+test('postgres sink: both paths store the same values, odd ones included', async (t) => {
+  const url = await requirePostgres(t);
+  if (!url) return;
+  const odd = (i: number) => [
+    tampered(i, { payload: 'just a string' as never, note: 'tab\there\nnewline \\ backslash "quote" é ✓' }),
+    tampered(i + 1, { payload: { nested: { a: [1, 2, null] }, s: 'x\ty' }, note: null as never }),
+    tampered(i + 2, { note: undefined as never, amount: 0 }),
+  ];
+  const stored: unknown[][] = [];
+  for (const mode of PATHS) {
+    const sink = new PostgresSink({ connectionString: url, table: uniqueName(`pg_same_${mode}`), mode });
+    try {
+      await sink.open();
+      await sink.write(odd(9000));
+      const c = new pg.Client(url);
+      await c.connect();
+      try {
+        const r = await c.query(`SELECT id, ts::text, source, kind, amount::text, note, payload FROM "${sink.table}" ORDER BY id`);
+        stored.push(r.rows);
+      } finally {
+        await c.end();
+      }
+    } finally {
+      await sink.dropTable().catch(() => {});
+      await sink.close();
+    }
+  }
+  assert.equal((stored[0] as { payload: unknown }[])[0].payload, 'just a string');
+  assert.equal((stored[0] as { note: unknown }[])[0].note, 'tab\there\nnewline \\ backslash "quote" é ✓');
+  assert.equal((stored[0] as { note: unknown }[])[1].note, null);
+  assert.deepEqual(stored[1], stored[0]);
+});
+
 test('postgres sink: a pooled connection killed by the server does not crash the process; the next write reconnects', async (t) => {
   const url = await requirePostgres(t);
   if (!url) return;
