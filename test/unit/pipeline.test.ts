@@ -320,7 +320,7 @@ test('block: blocked producers are admitted in FIFO order, and newcomers queue b
   const waits = [a, b, c].map((e) => p.put(e).then(() => order.push(e.value)));
   await settle();
   assert.equal(p.stats().blockedProducers, 3);
-  // Space for one would now appear if c's bytes were smaller, but FIFO: a newcomer cannot jump the line.
+  // FIFO: while producers wait, a newcomer cannot jump the line, even through offer().
   const d = item(clock);
   assert.equal(p.offer(d), 'full');
   sink.release();
