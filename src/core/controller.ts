@@ -252,7 +252,8 @@ export interface AimdOptions {
  * controller reads the flush reasons it saw, finds the *binding* knob, and moves that one:
  *   - p99 < (slo − margin) / 2: slow start, double the binding knob (a cold start settles in
  *     a few periods instead of a dozen);
- *   - p99 < slo − margin: add one step to the binding knob (more items per fixed cost);
+ *   - p99 < slo − margin: add one step to the binding knob (more items per fixed cost); the
+ *     step is capped at the headroom left (slo − margin − p99), so growth slows into the band;
  *   - slo − margin ≤ p99 ≤ slo: hold (in the band: no sawtooth at steady load);
  *   - p99 > slo: halve the binding knob (both when the period mixed size and time flushes),
  *     unless p99 minus the latency the window adds still breaches: then the window is not
@@ -407,13 +408,16 @@ export class AimdController<T = unknown> extends BaseController<T> {
           ? `p99 ${fmt(p99)} ms but no flush this period: nothing to move`
           : `p99 ${fmt(p99)} ms < ${fmt(this.slowStartBelowMs)} ms (half the target): slow start, double ${knobName(bound)}${decision === 'hold' ? ' (already at its upper bound)' : ''}`;
     } else {
-      if (bound === 'size' || bound === 'both') items = this.clampItems(items + Math.max(1, Math.round((rate * this.stepMs) / 1000)));
-      if (bound === 'time' || bound === 'both') wait = this.clampWait(wait + this.stepMs);
+      // The step shrinks to the headroom left below the band: growth decelerates into the
+      // band instead of overshooting it (an overshoot is a breach, and a breach a halving).
+      const step = Math.max(this.stepMs / 8, Math.min(this.stepMs, this.sloMs - this.marginMs - p99));
+      if (bound === 'size' || bound === 'both') items = this.clampItems(items + Math.max(1, Math.round((rate * step) / 1000)));
+      if (bound === 'time' || bound === 'both') wait = this.clampWait(wait + step);
       decision = items !== w.maxItems || wait !== w.maxWaitMs ? 'increase' : 'hold';
       reason =
         bound === 'none'
           ? `p99 ${fmt(p99)} ms but no flush this period: nothing to move`
-          : `p99 ${fmt(p99)} ms < ${fmt(this.sloMs - this.marginMs)} ms: +${fmt(this.stepMs)} ms on ${knobName(bound)}${decision === 'hold' ? ' (already at its upper bound)' : ''}`;
+          : `p99 ${fmt(p99)} ms < ${fmt(this.sloMs - this.marginMs)} ms: +${fmt(Math.max(this.stepMs / 8, Math.min(this.stepMs, this.sloMs - this.marginMs - p99)))} ms on ${knobName(bound)}${decision === 'hold' ? ' (already at its upper bound)' : ''}`;
     }
     // A new period starts *before* the window moves: setWindow pumps the batcher, whose cuts
     // call back into onFlush, which must count towards the new period, not decide again.
