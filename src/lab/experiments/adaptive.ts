@@ -588,7 +588,7 @@ export function adaptiveCharts(r: ResultEnvelope): ChartSpec[] {
                 x: { field: 'p99', type: 'quantitative', scale: { type: 'log' }, title: 'p99 (ms, log)' },
                 y: { field: 'ops', type: 'quantitative', scale: { type: 'log' }, title: 'fixed-cost ops per item (log)' },
                 color: { field: 'who', type: 'nominal', title: null, scale: { domain: ['static', 'aimd'], range: ['#9d755d', '#4c78a8'] } },
-                size: { field: 'who', type: 'nominal', legend: null, scale: { domain: ['static', 'aimd'], range: [30, 160] } },
+                size: { condition: { test: "datum.who === 'aimd'", value: 160 }, value: 30 },
                 tooltip: [{ field: 'window' }, { field: 'p99' }, { field: 'ops' }],
               },
             },
