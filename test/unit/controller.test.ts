@@ -249,3 +249,20 @@ test('AIMD slow start: doubles the binding knob while p99 is under half the targ
   // 2 → 4 → 8 (p99 3, 5 < 8.5: doubling), then p99 9 ≥ 8.5: +2 → 10.
   assert.deepEqual(waits.slice(0, 3), [4, 8, 10]);
 });
+
+test('controller metrics: window, last p99 and decisions by kind in the Prometheus exposition', async () => {
+  const { default: client } = await import('prom-client');
+  const { registerControllerMetrics } = await import('../../src/metrics/controller-prometheus.js');
+  const clock = new FakeClock();
+  const c = new AimdController({ sloMs: 20, clock, minPeriodMs: 500, minSamples: 100, slowStart: false });
+  const t = fakeTarget(64, 2);
+  c.attach(t);
+  drive(clock, c, t, 1000, { reason: 'time', perBatch: 20, batchEveryMs: 5, latencyMs: (w) => w.maxWaitMs + 1 });
+  const registry = new client.Registry();
+  registerControllerMetrics(registry, c);
+  const text = await registry.metrics();
+  assert.match(text, /sluice_window_max_items\{controller="aimd"\} 64/);
+  assert.match(text, new RegExp(`sluice_window_max_wait_ms\\{controller="aimd"\\} ${t.window().maxWaitMs}`));
+  assert.match(text, /sluice_controller_decisions_total\{controller="aimd",decision="increase"\} 2/);
+  assert.match(text, /sluice_controller_period_p99_ms\{controller="aimd"\} [0-9.]+/);
+});

@@ -1,0 +1,35 @@
+/**
+ * Window-controller metrics for Prometheus: the window the controller set, the p99 it last
+ * acted on and its decisions by kind. Read from `controller.stats()` at scrape time, like the
+ * pipeline's own metrics (src/metrics/prometheus.ts), so control never touches prom-client.
+ * Register them on the pipeline's registry: `registerControllerMetrics(exposition.registry, aimd)`.
+ */
+import client from 'prom-client';
+import type { WindowController } from '../core/controller.js';
+
+export function registerControllerMetrics(registry: client.Registry, controller: Pick<WindowController, 'stats' | 'kind'>): void {
+  const gauge = (name: string, help: string, read: (g: client.Gauge) => void, labelNames: string[] = []) =>
+    new client.Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      collect() {
+        read(this);
+      },
+    });
+  gauge('sluice_window_max_items', 'Window size bound currently set (items).', (g) => g.set({ controller: controller.kind }, controller.stats().window.maxItems), ['controller']);
+  gauge('sluice_window_max_wait_ms', 'Window deadline currently set (ms).', (g) => g.set({ controller: controller.kind }, controller.stats().window.maxWaitMs), ['controller']);
+  gauge('sluice_controller_period_p99_ms', 'End-to-end p99 of the last control period (ms).', (g) => g.set({ controller: controller.kind }, controller.stats().lastP99Ms), ['controller']);
+  gauge(
+    'sluice_controller_decisions_total',
+    'Control decisions taken, by decision (increase, decrease, hold).',
+    (g) => {
+      const s = controller.stats();
+      g.set({ controller: controller.kind, decision: 'increase' }, s.increases);
+      g.set({ controller: controller.kind, decision: 'decrease' }, s.decreases);
+      g.set({ controller: controller.kind, decision: 'hold' }, s.holds);
+    },
+    ['controller', 'decision'],
+  );
+}
