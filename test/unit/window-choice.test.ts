@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chooseWindow, fanOut, schedulePeakSecond, type Candidate } from '../../src/lab/experiments/window-lab.js';
+import { chooseWindow, fanOut, schedulePeakSecond, snappedMaxItems, type Candidate } from '../../src/lab/experiments/window-lab.js';
 import { constantArrivals } from '../../src/sources/load.js';
 
 const c = (maxItems: number, maxWaitMs: number, opsPerItem: number, low: number, peak: number, sizeBound = false): Candidate => ({
@@ -47,4 +47,12 @@ test('fan-out repeats each arrival k times at the same instant; peak second of a
   const got = Array.from({ length: 7 }, () => s.next());
   assert.deepEqual(got, [0, 0, 0, 100, 100, 100, 200]);
   assert.equal(schedulePeakSecond(fanOut(constantArrivals(10), 3), 5000), 30);
+});
+
+test('snapped maxItems sits 1.5 Poisson sd below the median batch, never below 1', () => {
+  assert.equal(snappedMaxItems(800), 757);
+  assert.equal(snappedMaxItems(100), 85);
+  assert.equal(snappedMaxItems(1), 1);
+  // Its ops penalty at B = 800 is inside the 10% preference band.
+  assert.ok(800 / snappedMaxItems(800) - 1 < 0.1);
 });

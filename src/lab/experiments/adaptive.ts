@@ -21,7 +21,7 @@ import { seededRng, type Rng } from '../../core/random.js';
 import { LatencyHistogram, type LatencySummary } from '../../metrics/histogram.js';
 import { poissonArrivals, type ArrivalSchedule } from '../../sources/load.js';
 import type { EventRecord } from '../../sources/records.js';
-import { GRID_ITEMS, MARGIN_FRACTION, chooseWindow, gridWaits, measureLoads, queueFor, reconciled, runCell, syntheticMake, type Candidate, type CellRun, type Loads } from './window-lab.js';
+import { GRID_ITEMS, MARGIN_FRACTION, chooseWindow, snappedMaxItems, gridWaits, measureLoads, queueFor, reconciled, runCell, syntheticMake, type Candidate, type CellRun, type Loads } from './window-lab.js';
 
 type RegimeName = 'low' | 'high';
 const REGIMES: RegimeName[] = ['low', 'high'];
@@ -363,14 +363,14 @@ export const adaptive: Experiment = {
         );
       // What the `window` rule would pick when tuned at one regime only (p99 ≤ SLO − margin there).
       // The `window` rule applied to one regime: ≤ SLO − margin there, fewest ops/item; if the
-      // cheapest is timer-bound, its maxItems snapped to 0.9 × the median batch the regime fills
+      // cheapest is timer-bound, its maxItems snapped below the median batch the regime fills
       // is measured in both regimes, and a size-bound window is preferred within 10%.
       const tuned: { tunedAt: RegimeName; window: { maxItems: number; maxWaitMs: number } | null; reason: string }[] = [];
       for (const g of REGIMES) {
         const first = chooseWindow(cands(g), limitMs, slo);
         const extra: Candidate[] = [];
         if (first.chosen && !first.chosen.sizeBound) {
-          const maxItems = Math.max(1, Math.floor(0.9 * st(first.chosen.maxItems, first.chosen.maxWaitMs, g).medianBatch));
+          const maxItems = snappedMaxItems(st(first.chosen.maxItems, first.chosen.maxWaitMs, g).medianBatch);
           const maxWaitMs = first.chosen.maxWaitMs;
           if (!statics.some((x) => x.maxItems === maxItems && x.maxWaitMs === maxWaitMs) && !refineRuns.some((x) => x.maxItems === maxItems && x.maxWaitMs === maxWaitMs))
             for (const regime of REGIMES) refineRuns.push(await runStatic(maxItems, maxWaitMs, regime, 'refine'));

@@ -39,6 +39,7 @@ import {
   reconciled,
   runCell,
   schedulePeakSecond,
+  snappedMaxItems,
   syntheticMake,
   type Candidate,
   type CellRun,
@@ -134,8 +135,7 @@ function offeredLoad(g: GridCell): boolean {
 
 /** Within this fraction of the fewest ops/item, a window cut by size at peak is preferred (see run()). */
 const SIZE_PREFERENCE_TIE = 0.1;
-/** A refined window's maxItems: this fraction of the median batch the peak fills in maxWaitMs. */
-const REFINE_FRACTION = 0.9;
+
 
 function shares(f: Record<string, number>) {
   const total = Object.values(f).reduce((a, b) => a + b, 0) || 1;
@@ -216,13 +216,13 @@ export const windowExperiment: Experiment = {
       // Refinement. At peak, every window whose maxItems exceeds what arrives in maxWaitMs costs
       // the same (the timer cuts at rate × maxWaitMs items): the cheapest grid cell is often one
       // of those, timer-bound, with maxItems left open. The corner of that family — maxItems
-      // snapped to 0.9 × the median batch the peak fills (≥ 1 sd below it for Poisson batches
-      // of ≥ 100, so most cuts are by size) — is measured too, at both loads.
+      // snapped 1.5 sd below the median batch the peak fills (see snappedMaxItems: most cuts
+      // by size, a few % more ops) — is measured too, at both loads.
       const stage1 = chooseWindow(cands, limitMs, ctx.sloMs);
       const refined: (Candidate & { cellOk: boolean })[] = [];
       if (stage1.chosen && !stage1.chosen.sizeBound) {
         const base = at('peak', stage1.chosen.maxItems, stage1.chosen.maxWaitMs);
-        const maxItems = Math.max(1, Math.floor(REFINE_FRACTION * base.batchSize.p50));
+        const maxItems = snappedMaxItems(base.batchSize.p50);
         const maxWaitMs = stage1.chosen.maxWaitMs;
         if (!grid.some((g) => g.maxItems === maxItems && g.maxWaitMs === maxWaitMs)) {
           ctx.progress.start('window: refine', 2);
@@ -359,7 +359,7 @@ export const windowExperiment: Experiment = {
     }
     const refine = grid.filter((g) => g.stage === 'refine');
     if (refine.length > 0) {
-      out.push('**Refinement** (maxItems snapped to 0.9 × the median batch the peak fills in the cheapest cell\'s maxWaitMs)');
+      out.push('**Refinement** (maxItems snapped to B − 1.5√B, B = the median batch the peak fills in the cheapest cell\'s maxWaitMs)');
       out.push('');
       out.push(
         mdTable(
