@@ -266,3 +266,23 @@ test('controller metrics: window, last p99 and decisions by kind in the Promethe
   assert.match(text, /sluice_controller_decisions_total\{controller="aimd",decision="increase"\} 2/);
   assert.match(text, /sluice_controller_period_p99_ms\{controller="aimd"\} [0-9.]+/);
 });
+
+test('AIMD never halves maxItems below what keeps the sink at most half busy (2 × rate × write time)', () => {
+  const clock = new FakeClock();
+  const c = new AimdController({ sloMs: 20, clock, minPeriodMs: 500, minSamples: 100 });
+  const t = fakeTarget(200, 50);
+  c.attach(t);
+  // 200-item batches every 10 ms (20 000 items/s), each taking 4 ms to write; p99 22 ms, size-bound.
+  for (let k = 0; k < 52; k++) {
+    clock.advance(6);
+    c.onFlush({ reason: 'size', items: 200, bytes: 0, waitMs: 0 }, clock.now());
+    clock.advance(4);
+    const now = clock.now();
+    c.onCommitted(Array.from({ length: 200 }, () => envelope(null, { bytes: 1, intendedAtMs: now - 22 })), now);
+  }
+  const d = c.decisions().find((x) => x.decision !== 'start')!;
+  assert.equal(d.decision, 'decrease');
+  // floor = 2 × 20 000/s × 4 ms = 160 > 200 / 2.
+  assert.ok(d.maxItems >= 158 && d.maxItems <= 162, `maxItems ${d.maxItems}`);
+  assert.match(d.reason, /half busy/);
+});
