@@ -369,7 +369,7 @@ export const adaptive: Experiment = {
       for (const g of REGIMES) {
         const first = chooseWindow(cands(g), limitMs, slo);
         const extra: Candidate[] = [];
-        if (first.chosen && !first.chosen.sizeBound) {
+        if (first.chosen && !first.chosen.sizeBound && first.chosen.maxWaitMs > 0) {
           const maxItems = snappedMaxItems(st(first.chosen.maxItems, first.chosen.maxWaitMs, g).medianBatch);
           const maxWaitMs = first.chosen.maxWaitMs;
           if (!statics.some((x) => x.maxItems === maxItems && x.maxWaitMs === maxWaitMs) && !refineRuns.some((x) => x.maxItems === maxItems && x.maxWaitMs === maxWaitMs))

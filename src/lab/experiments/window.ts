@@ -220,7 +220,9 @@ export const windowExperiment: Experiment = {
       // by size, a few % more ops) — is measured too, at both loads.
       const stage1 = chooseWindow(cands, limitMs, ctx.sloMs);
       const refined: (Candidate & { cellOk: boolean })[] = [];
-      if (stage1.chosen && !stage1.chosen.sizeBound) {
+      // Not for maxWaitMs = 0: there the in-flight write, not a timer, cuts the batch (natural
+      // batching), and a smaller maxItems only means more writes than the sink can take.
+      if (stage1.chosen && !stage1.chosen.sizeBound && stage1.chosen.maxWaitMs > 0) {
         const base = at('peak', stage1.chosen.maxItems, stage1.chosen.maxWaitMs);
         const maxItems = snappedMaxItems(base.batchSize.p50);
         const maxWaitMs = stage1.chosen.maxWaitMs;
