@@ -19,6 +19,8 @@ import { performance } from 'node:perf_hooks';
 import { batchingCharts } from './batching-charts.js';
 
 export const LADDER = [0.5, 2, 10, 30] as const;
+/** Highest load multiple at which the batched p99 is checked against the SLO. */
+export const SLO_CHECKED_UP_TO = 10;
 
 export interface BatchingRun extends RunFigures {
   variant: 'unbatched' | 'batched';
@@ -91,7 +93,10 @@ export const batching: Experiment = {
       const checks = [
         check(`batched throughput ÷ unbatched at ${top}×C1`, b.throughputPerSec / Math.max(1, ub.throughputPerSec), '>=', 20),
         check(`batched fixed-cost ops per item at ${top}×C1`, b.fixedCostOpsPerItem, '<=', 0.01),
-        ...LADDER.filter((m) => m <= top).map((m) => check(`batched p99 ≤ SLO at ${m}×C1 (ms)`, at('batched', m).latencyMs.p99, '<=', ctx.sloMs)),
+        // The issue's bound: the SLO holds at every load up to 10×C1. Above that (30×C1 on
+        // PostgreSQL here) the offered rate can exceed what the sink takes at all; its p99 is
+        // reported in the table, not judged.
+        ...LADDER.filter((m) => m <= SLO_CHECKED_UP_TO).map((m) => check(`batched p99 ≤ SLO at ${m}×C1 (ms)`, at('batched', m).latencyMs.p99, '<=', ctx.sloMs)),
         check('ledger balances in every run', runs.every((r) => r.ledgerBalanced && r.inFlight === 0), '==', true),
         check('committed equals records stored in the sink, every run', runs.every((r) => r.committed === r.storedInSink), '==', true),
         check('nothing dropped or dead-lettered', runs.reduce((s, r) => s + r.dropped + r.deadLettered, 0), '==', 0),
