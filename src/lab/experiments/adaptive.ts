@@ -488,7 +488,7 @@ export const adaptive: Experiment = {
     out.push('');
     out.push(`**Objective:** ${r.objective}.`);
     out.push('');
-    out.push(`Regimes: low ${loads.lowPerSec}/s (0.2 × C1, C1 = ${loads.calibration.unbatchedCapacityPerSec}/s), high ${loads.peakPerSec}/s (${loads.peakFraction ?? 0.6} × the measured batched capacity ${loads.measuredCapacityPerSec}/s). AIMD starts at ${AIMD_START.maxItems} items / ${AIMD_START.maxWaitMs} ms; its figures count after ${SETTLE_PERIODS} control periods.`);
+    out.push(`Regimes: low ${loads.lowPerSec}/s (0.2 × C1, C1 = ${loads.calibration.unbatchedCapacityPerSec}/s), high ${loads.peakPerSec}/s (${loads.peakFraction ?? 0.35} × the measured batched capacity ${loads.measuredCapacityPerSec}/s). AIMD starts at ${AIMD_START.maxItems} items / ${AIMD_START.maxWaitMs} ms; its figures count after ${SETTLE_PERIODS} control periods.`);
     out.push('');
     const bestRow = (g: RegimeName) => (best ? statics.find((s) => s.maxItems === best.maxItems && s.maxWaitMs === best.maxWaitMs && s.regime === g) : undefined);
     out.push(

@@ -3,7 +3,7 @@
  * against bursty and real traffic.
  *
  * 1. Calibrate the sink's fixed cost (C1), the cost of a full batch, and the saturated
- *    throughput of the batched pipeline; low load = 0.2 × C1, peak = 0.5 × that capacity (see PEAK_FRACTION_OF_CAPACITY).
+ *    throughput of the batched pipeline; low load = 0.2 × C1, peak = 0.35 × that capacity (see PEAK_FRACTION_OF_CAPACITY).
  * 2. Sweep the grid (maxItems × maxWaitMs) at both loads, same records, same durations.
  * 3. Choose the cell with the fewest fixed-cost ops per item at peak whose p99 ≤ SLO − margin
  *    at both loads; say why it won and what the runner-up lost on.
@@ -342,7 +342,7 @@ export const windowExperiment: Experiment = {
     out.push(
       `Fixed cost ${loads.calibration.fixedCostMs} ms → C1 = ${loads.calibration.unbatchedCapacityPerSec}/s. A full batch of ${loads.fullBatchItems} takes ${loads.fullBatchMs} ms ` +
         `(sink alone: ${loads.sinkBatchedCapacityPerSec}/s); the saturated batched pipeline committed ${loads.measuredCapacityPerSec}/s. ` +
-        `Low load ${loads.lowPerSec}/s (0.2 × C1), peak load ${loads.peakPerSec}/s (${loads.peakFraction ?? 0.6} × capacity). Each grid cell ran ${r.cellDurationMs} ms.`,
+        `Low load ${loads.lowPerSec}/s (0.2 × C1), peak load ${loads.peakPerSec}/s (${loads.peakFraction ?? 0.35} × capacity). Each grid cell ran ${r.cellDurationMs} ms.`,
     );
     out.push('');
     for (const load of ['low', 'peak'] as const) {
