@@ -3,7 +3,7 @@
  * against bursty and real traffic.
  *
  * 1. Calibrate the sink's fixed cost (C1), the cost of a full batch, and the saturated
- *    throughput of the batched pipeline; low load = 0.2 × C1, peak = 0.35 × that capacity (see PEAK_FRACTION_OF_CAPACITY).
+ *    throughput of the batched pipeline; low load = 0.2 × C1, peak = 0.9 × the capacity at the SLO found by a paced ramp (see measureLoads).
  * 2. Sweep the grid (maxItems × maxWaitMs) at both loads, same records, same durations.
  * 3. Choose the cell with the fewest fixed-cost ops per item at peak whose p99 ≤ SLO − margin
  *    at both loads; say why it won and what the runner-up lost on.
@@ -149,7 +149,7 @@ export const windowExperiment: Experiment = {
   title: 'Window: tuned to the p99 SLO from measured data, held against bursty and real traffic',
   description:
     'Calibrates the sink and the batched capacity, sweeps a grid of windows (maxItems × maxWaitMs) at a low load (0.2 × C1) ' +
-    'and a peak load (half the measured batched capacity), picks the window with the fewest fixed-cost operations per item at peak ' +
+    'and a peak load (0.9 × the capacity at the SLO, found by a paced ramp), picks the window with the fewest fixed-cost operations per item at peak ' +
     'whose p99 stays under SLO − margin at both loads, and replays bursty traffic (synthetic on/off, Azure LLM `code`, Zeek `ssl`) ' +
     'through it, sped up so the peak second reaches the peak load.',
   cliOptions: [
@@ -342,7 +342,7 @@ export const windowExperiment: Experiment = {
     out.push(
       `Fixed cost ${loads.calibration.fixedCostMs} ms → C1 = ${loads.calibration.unbatchedCapacityPerSec}/s. A full batch of ${loads.fullBatchItems} takes ${loads.fullBatchMs} ms ` +
         `(sink alone: ${loads.sinkBatchedCapacityPerSec}/s); the saturated batched pipeline committed ${loads.measuredCapacityPerSec}/s. ` +
-        `Low load ${loads.lowPerSec}/s (0.2 × C1), peak load ${loads.peakPerSec}/s (${loads.peakFraction ?? 0.35} × capacity). Each grid cell ran ${r.cellDurationMs} ms.`,
+        `Low load ${loads.lowPerSec}/s (0.2 × C1), peak load ${loads.peakPerSec}/s (0.9 × the capacity at the SLO, ${loads.sloCapacityPerSec ?? '?'}/s, found by a paced ramp; ${loads.peakFraction} × the flat-out probe). Each grid cell ran ${r.cellDurationMs} ms.`,
     );
     out.push('');
     for (const load of ['low', 'peak'] as const) {
