@@ -6,18 +6,14 @@
  */
 import client from 'prom-client';
 import type { WindowController } from '../core/controller.js';
+import { collectedGauge } from './prometheus.js';
 
 export function registerControllerMetrics(registry: client.Registry, controller: Pick<WindowController, 'stats' | 'kind'>): void {
-  const gauge = (name: string, help: string, read: (g: client.Gauge) => void, labelNames: string[] = []) =>
-    new client.Gauge({
-      name,
-      help,
-      labelNames,
-      registers: [registry],
-      collect() {
-        read(this);
-      },
-    });
+  // On the pipeline's own registry (`prometheusFor`), the window gauges already exist, read
+  // from the pipeline the controller sets; registering them twice would throw.
+  const gauge = (name: string, help: string, read: (g: client.Gauge) => void, labelNames: string[] = []) => {
+    if (!registry.getSingleMetric(name)) collectedGauge(registry, name, help, read, labelNames);
+  };
   gauge('sluice_window_max_items', 'Window size bound currently set (items).', (g) => g.set({ controller: controller.kind }, controller.stats().window.maxItems), ['controller']);
   gauge('sluice_window_max_wait_ms', 'Window deadline currently set (ms).', (g) => g.set({ controller: controller.kind }, controller.stats().window.maxWaitMs), ['controller']);
   gauge('sluice_controller_period_p99_ms', 'End-to-end p99 of the last control period (ms).', (g) => g.set({ controller: controller.kind }, controller.stats().lastP99Ms), ['controller']);

@@ -14,20 +14,31 @@ export interface Exposition {
   contentType: string;
 }
 
+/** A gauge whose value is read at scrape time by `read` (no work on the hot path). */
+export function collectedGauge(
+  registry: client.Registry,
+  name: string,
+  help: string,
+  read: (g: client.Gauge) => void,
+  labelNames: string[] = [],
+): client.Gauge {
+  return new client.Gauge({
+    name,
+    help,
+    labelNames,
+    registers: [registry],
+    collect() {
+      read(this);
+    },
+  });
+}
+
 export function prometheusFor<T>(pipeline: Pipeline<T>, metrics: PipelineMetrics<T>, labels: Record<string, string> = {}): Exposition {
   const registry = new client.Registry();
   registry.setDefaultLabels({ pipeline: pipeline.name, ...labels });
 
   const gauge = (name: string, help: string, read: (g: client.Gauge) => void, labelNames: string[] = []) =>
-    new client.Gauge({
-      name,
-      help,
-      labelNames,
-      registers: [registry],
-      collect() {
-        read(this);
-      },
-    });
+    collectedGauge(registry, name, help, read, labelNames);
 
   gauge('sluice_items_accepted_total', 'Items accepted into the pipeline.', (g) => g.set(pipeline.stats().ledger.accepted));
   gauge('sluice_items_committed_total', 'Items whose batch the sink committed.', (g) => g.set(metrics.committed));

@@ -286,3 +286,23 @@ test('AIMD never halves maxItems below what keeps the sink at most half busy (2 
   assert.ok(d.maxItems >= 158 && d.maxItems <= 162, `maxItems ${d.maxItems}`);
   assert.match(d.reason, /half busy/);
 });
+
+test('controller metrics register on the pipeline exposition (the documented use) without a duplicate window gauge', async () => {
+  const { registerControllerMetrics } = await import('../../src/metrics/controller-prometheus.js');
+  const { prometheusFor } = await import('../../src/metrics/prometheus.js');
+  const { Pipeline } = await import('../../src/core/pipeline.js');
+  const { PipelineMetrics } = await import('../../src/metrics/metrics.js');
+  const { MemorySink } = await import('../../src/sinks/memory.js');
+  const clock = new FakeClock();
+  const sink = new MemorySink<null>();
+  const metrics = new PipelineMetrics<null>(sink);
+  const c = new AimdController<null>({ sloMs: 20, clock, minPeriodMs: 500, minSamples: 100 });
+  const p = new Pipeline<null>({ sink, clock, window: { maxItems: 64, maxWaitMs: 2 }, observers: [metrics, c], name: 'pc' });
+  c.attach(p);
+  const expo = prometheusFor(p, metrics);
+  registerControllerMetrics(expo.registry, c);
+  const text = await expo.text();
+  assert.match(text, /sluice_window_max_items\{pipeline="pc"\} 64/);
+  assert.match(text, /sluice_controller_period_p99_ms\{controller="aimd",pipeline="pc"\} [0-9.]+/);
+  await p.close();
+});
