@@ -137,27 +137,9 @@ export async function readSource(spec: string, nc?: NatsConnection): Promise<{ i
   return { ids: log.map((r) => r.id), unacked: log.filter((r) => r.offset >= offset).map((r) => r.id) };
 }
 
-/** Distinct ids produced at a source: an embedded log path, or `nats://host:port/<stream>`. */
+/** Ids produced at a source: an embedded log path, or `nats://host:port/<stream>`. */
 export async function sourceIds(spec: string, nc?: NatsConnection): Promise<string[]> {
-  if (isNatsUrl(spec)) {
-    const { stream } = parseNatsUrl(spec);
-    if (!stream) throw invalidOption('--source', spec, 'nats://host:port/<stream>');
-    const conn = nc ?? (await connectNats(spec));
-    try {
-      const jsm = await jetstreamManager(conn);
-      let info;
-      try {
-        info = await jsm.streams.info(stream);
-      } catch (cause) {
-        throw new SluiceError(ErrorCode.SourceUnavailable, `stream ${stream}: ${(cause as Error).message}`, { cause });
-      }
-      return (await streamIds(conn, stream, info.state.first_seq, info.state.last_seq)).map((x) => x.id);
-    } finally {
-      if (!nc) await conn.close();
-    }
-  }
-  if (isPgUrl(spec)) throw invalidOption('--source', spec, 'an embedded log path or nats://host:port/<stream>');
-  return (await readLog(spec)).map((r) => r.id);
+  return (await readSource(spec, nc)).ids;
 }
 
 /**
