@@ -29,19 +29,12 @@ export const MARGIN_FRACTION = 0.15;
 /** Low load: well under C1. */
 export const LOW_FRACTION_OF_C1 = 0.2;
 /**
- * Peak load: this fraction of the batched pipeline's measured capacity (largest window,
- * saturated). The probe runs the producer flat out (catching up, no timers), which is cheaper
- * per item than the paced open loop the experiments offer; at 0.6 × the probe the paced runs
- * were CPU-bound, not window-bound (AIMD trace at 225k/s with a 375k/s probe: p99 200–450 ms,
- * of which the window added ≤ 5–10 ms). Half the probe is near the paced capacity without
- * being past it. At 100% the queue grows without bound and no window meets any SLO.
- * At 0.5 × the probe (≈100k items/s here) the paced runs still met 20 ms only now and then:
- * with generator, pipeline and fdatasync sharing one event loop, GC pauses (up to 10 ms) and
- * event-loop lag (up to 27 ms, measured with a GC observer) put p99 at 13–48 ms from run to
- * run. 0.35 × the probe is the highest fraction at which the batched pipeline holds its SLO
- * run after run on this 2-core machine: the "capacity" that matters is capacity at the SLO.
+ * Peak load is found, not assumed: "near the batched pipeline's capacity" means capacity at
+ * the SLO. A fixed fraction of the flat-out probe did not hold here: the probe runs the
+ * producer unpaced and moved 237k–544k items/s between runs, and at 0.5 × it the paced runs
+ * showed p99 of 13–48 ms (GC pauses up to 10 ms and event-loop lag up to 27 ms, measured with
+ * a GC observer), so `measureLoads` ramps a paced load up in these steps instead.
  */
-export const PEAK_FRACTION_OF_CAPACITY = 0.35;
 /** Steps of the paced ramp that finds the capacity at the SLO, as fractions of the flat-out probe. */
 export const RAMP_FRACTIONS = [0.08, 0.12, 0.16, 0.2, 0.25, 0.3, 0.35, 0.42, 0.5] as const;
 /** Peak load = this fraction of the capacity at the SLO: near it, not on its edge. */
