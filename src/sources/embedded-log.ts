@@ -202,6 +202,14 @@ export interface OffsetSource<T> {
   close(): Promise<void>;
 }
 
+/** The ack contract of every offset source: ack on commit and on durable dead-lettering, nothing else. */
+export function ackingObserver<T>(source: { ack(items: readonly Envelope<T>[]): void }): PipelineObserver<T> {
+  return {
+    onCommitted: (batch) => source.ack(batch),
+    onDeadLettered: (items) => source.ack(items),
+  };
+}
+
 export class EmbeddedLogSource<T = unknown> implements OffsetSource<T> {
   readonly name: string;
   readonly committedPath: string;
@@ -323,10 +331,7 @@ export class EmbeddedLogSource<T = unknown> implements OffsetSource<T> {
   }
 
   observer(): PipelineObserver<T> {
-    return {
-      onCommitted: (batch) => this.ack(batch),
-      onDeadLettered: (items) => this.ack(items),
-    };
+    return ackingObserver(this);
   }
 
   /** Acknowledges records (after commit or durable dead-lettering); advances the committed offset contiguously. */

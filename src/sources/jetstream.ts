@@ -19,7 +19,7 @@ import { AckPolicy, DeliverPolicy, jetstream, type ConsumerMessages, type JetStr
 import { ErrorCode, SluiceError } from '../core/errors.js';
 import type { OfferResult } from '../core/pipeline.js';
 import { envelope, type Envelope, type PipelineObserver } from '../core/types.js';
-import { offerPatiently, type LogRecord, type OffsetSource, type PutTarget, type SourceStats } from './embedded-log.js';
+import { ackingObserver, offerPatiently, type LogRecord, type OffsetSource, type PutTarget, type SourceStats } from './embedded-log.js';
 import { ensureStream, manager } from './nats.js';
 
 export const ID_HEADER = 'Sluice-Id';
@@ -132,10 +132,7 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
   }
 
   observer(): PipelineObserver<T> {
-    return {
-      onCommitted: (batch) => this.ack(batch),
-      onDeadLettered: (items) => this.ack(items),
-    };
+    return ackingObserver(this);
   }
 
   ack(items: readonly Envelope<T>[]): void {
