@@ -52,6 +52,15 @@ class GateSink implements Sink<number> {
 /** Lets promise callbacks (write completions, put() resolutions) run. */
 const settle = () => new Promise<void>((r) => setImmediate(r));
 
+/** Lets every pending write of a GateSink commit, one at a time, until `closing` (a close()) resolves. */
+async function releaseAll(sink: GateSink, closing: Promise<void>): Promise<void> {
+  while (sink.inFlight() > 0) {
+    sink.release();
+    await settle();
+  }
+  await closing;
+}
+
 let nextValue = 0;
 function item(clock: FakeClock, bytes = 10, value = nextValue++): Envelope<number> {
   return envelope(value, { bytes, intendedAtMs: clock.now(), id: String(value) });
@@ -340,11 +349,7 @@ test('block: close() rejects blocked producers with SLUICE_CLOSED and still drai
   await settle();
   const closing = p.close();
   await assert.rejects(waiting, (e: unknown) => e instanceof SluiceError && e.code === ErrorCode.Closed);
-  while (sink.inFlight() > 0) {
-    sink.release();
-    await settle();
-  }
-  await closing;
+  await releaseAll(sink, closing);
   const l = p.stats().ledger;
   assert.equal(l.committed, 6);
   assert.equal(l.rejected, 1);
@@ -362,11 +367,7 @@ test('drop-newest: exactly full accepts; one over is dropped, counted by reason,
   assert.equal(dropped[0], extra.value);
   assertBalanced(p);
   const closing = p.close();
-  while (sink.inFlight() > 0) {
-    sink.release();
-    await settle();
-  }
-  await closing;
+  await releaseAll(sink, closing);
   assert.deepEqual(sink.committed, values);
   assertBalanced(p);
 });
@@ -381,11 +382,7 @@ test('drop-oldest: one over evicts the oldest queued item (not the batch being w
   assert.equal(p.stats().queueItems, 4);
   assertBalanced(p);
   const closing = p.close();
-  while (sink.inFlight() > 0) {
-    sink.release();
-    await settle();
-  }
-  await closing;
+  await releaseAll(sink, closing);
   assert.deepEqual(sink.committed, [values[0], values[1], values[3], values[4], values[5], extra.value]);
   const l = p.stats().ledger;
   assert.equal(l.accepted, 7);
@@ -398,11 +395,7 @@ test('unbounded: never refuses, whatever the queue bounds say', async () => {
   for (let i = 0; i < 1000; i++) assert.equal(p.offer(item(clock)), 'accepted');
   assert.equal(p.stats().queueItems, 998);
   const closing = p.close();
-  while (sink.inFlight() > 0) {
-    sink.release();
-    await settle();
-  }
-  await closing;
+  await releaseAll(sink, closing);
   assert.equal(p.stats().ledger.committed, 1000);
   assertBalanced(p);
 });
