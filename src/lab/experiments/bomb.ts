@@ -13,6 +13,7 @@
  * counter), and whether a legitimate request right after the bomb succeeds. A load phase
  * then measures good-request latency (autocannon, second process) with and without bombs.
  */
+import { createInterface } from 'node:readline';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -300,24 +301,17 @@ async function startChild(spec: BombChildSpec, limit: Limit): Promise<Child> {
   proc.stderr!.on('data', (d) => (stderr = (stderr + d).slice(-2000)));
   const exited = new Promise<{ code: number | null; signal: string | null }>((r) => proc.on('exit', (code, signal) => r({ code, signal })));
   const ready = await new Promise<{ url: string; pid: number }>((resolve, reject) => {
-    let buf = '';
     const t = setTimeout(() => reject(new Error(`bomb child did not start in 30 s: ${stderr}`)), 30_000);
-    proc.stdout!.on('data', (d) => {
-      buf += d;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) !== -1) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        stdout.push(line);
-        try {
-          const m = JSON.parse(line) as { ready?: boolean; url: string; pid: number };
-          if (m.ready) {
-            clearTimeout(t);
-            resolve(m);
-          }
-        } catch {
-          /* not ours */
+    createInterface({ input: proc.stdout! }).on('line', (line) => {
+      stdout.push(line);
+      try {
+        const m = JSON.parse(line) as { ready?: boolean; url: string; pid: number };
+        if (m.ready) {
+          clearTimeout(t);
+          resolve(m);
         }
+      } catch {
+        /* not ours */
       }
     });
     void exited.then((e) => reject(new Error(`bomb child exited (${e.code ?? e.signal}) before ready: ${stderr}`)));

@@ -10,6 +10,7 @@
  *    committed) and its final figures; the unbounded child is expected to be OOM-killed, and
  *    the kernel's `oom_kill` count says whether it was.
  */
+import { createInterface } from 'node:readline';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -121,28 +122,21 @@ async function runVariant(ctx: ExperimentContext, policy: OverflowPolicy, cfg: O
   let stderr = '';
   try {
     const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let buf = '';
-    child.stdout.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        let m: { type?: string; [k: string]: unknown };
-        try {
-          m = JSON.parse(line);
-        } catch {
-          continue;
-        }
-        if (m.type === 'ready') baseline = m.rssMb as number;
-        else if (m.type === 'sample') {
-          const { type: _t, ...s } = m;
-          samples.push(s as unknown as OverflowSample);
-          if (samples.length % 10 === 0) ctx.progress.tick(0, `${policy} t=${(s as unknown as OverflowSample).tMs} ms rss ${(s as unknown as OverflowSample).rssMb} MB`);
-        } else if (m.type === 'result') {
-          const { type: _t, ...r } = m;
-          result = r as unknown as OverflowChildResult;
-        }
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      let m: { type?: string; [k: string]: unknown };
+      try {
+        m = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (m.type === 'ready') baseline = m.rssMb as number;
+      else if (m.type === 'sample') {
+        const { type: _t, ...s } = m;
+        samples.push(s as unknown as OverflowSample);
+        if (samples.length % 10 === 0) ctx.progress.tick(0, `${policy} t=${(s as unknown as OverflowSample).tMs} ms rss ${(s as unknown as OverflowSample).rssMb} MB`);
+      } else if (m.type === 'result') {
+        const { type: _t, ...r } = m;
+        result = r as unknown as OverflowChildResult;
       }
     });
     child.stderr.on('data', (d: Buffer) => {
