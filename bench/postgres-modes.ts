@@ -1,13 +1,14 @@
 /**
- * PostgresSink: `insert` (one INSERT … SELECT FROM unnest, autocommit) against `copy`
- * (BEGIN; COPY into a staging table; INSERT … ON CONFLICT; COMMIT), in the same process run,
+ * PostgresSink's write paths against each other: `insert` (one INSERT … SELECT FROM unnest,
+ * autocommit), `copy` (BEGIN; COPY into a staging table; INSERT … ON CONFLICT; COMMIT) and
+ * `json` (one INSERT … SELECT FROM json_populate_recordset, autocommit), in the same process run,
  * on the same records, interleaved batch by batch so that noise from a shared machine hits
  * both modes alike. Not part of `npm test`.
  *
- *   npx tsx bench/postgres-modes.ts [--url postgres://…] [--sizes 1,10,100,1000,4096] [--ms 3000]
+ *   npx tsx bench/postgres-modes.ts [--url postgres://…] [--sizes 1,10,100,1000,4096] [--ms 3000] [--modes insert,copy,json]
  *
  * Prints the host, then per batch size the median and p90 wall time of one batch write and
- * the cost per item, and the ratio copy/insert (> 1: insert is faster).
+ * the cost per item, and each mode's median over the fastest one's.
  */
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -21,7 +22,7 @@ function arg(name: string, dflt: string): string {
 const url = arg('url', process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test');
 const sizes = arg('sizes', '1,10,100,1000,4096').split(',').map(Number);
 const budgetMs = Number(arg('ms', '3000'));
-const modes: PostgresWriteMode[] = ['insert', 'copy'];
+const modes: PostgresWriteMode[] = (arg('modes', 'insert,copy,json').split(',') as PostgresWriteMode[]);
 
 const q = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))];
 
@@ -62,7 +63,8 @@ async function main(): Promise<void> {
           `| ${size} | ${mode} | ${xs.length} | ${q(xs, 0.5).toFixed(3)} | ${q(xs, 0.9).toFixed(3)} | ${((q(xs, 0.5) / size) * 1000).toFixed(2)} | ${Math.round(size / (q(xs, 0.5) / 1000))} |`,
         );
       }
-      rows.push(`| ${size} | copy ÷ insert (median) | | ${(med.get('copy')! / med.get('insert')!).toFixed(2)}× | | | |`);
+      const fastest = modes.reduce((a, b) => (med.get(b)! < med.get(a)! ? b : a));
+      rows.push(`| ${size} | fastest: ${fastest}; each ÷ fastest (median) | | ${modes.map((m) => `${m} ${(med.get(m)! / med.get(fastest)!).toFixed(2)}×`).join(', ')} | | | |`);
       for (const mode of modes) await sinks.get(mode)!.truncate();
     }
   } finally {

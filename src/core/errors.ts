@@ -103,7 +103,7 @@ export class SinkError extends SluiceError {
 export function invalidOption(name: string, value: unknown, expected: string): SluiceError {
   return new SluiceError(
     ErrorCode.InvalidOption,
-    `invalid option ${name}=${JSON.stringify(value)}: expected ${expected}`,
+    value === undefined ? `missing option ${name}: expected ${expected}` : `invalid option ${name}=${JSON.stringify(value)}: expected ${expected}`,
     { details: { option: name, value, expected } },
   );
 }

@@ -75,7 +75,12 @@ async function openPostgresLabSink(ctx: ExperimentContext, label: string): Promi
     sink,
     describe: `postgres (${sink.mode} mode, one commit per batch) ${sink.endpoint} table ${table}`,
     countStored: () => sink.countRows(),
-    reset: () => sink.truncate(),
+    reset: async () => {
+      await sink.truncate();
+      // Each run starts from a checkpoint: the previous run's dirty pages are flushed now,
+      // not by a spread checkpoint competing with this run's commits for the disk.
+      await sink.checkpoint();
+    },
     close: async () => {
       try {
         await sink.dropTable();

@@ -12,8 +12,12 @@
  * - `copy`: `BEGIN`; `COPY` into a per-connection temporary staging table
  *   (pg-copy-streams); `INSERT … SELECT … ON CONFLICT DO NOTHING; COMMIT`. COPY cannot skip
  *   conflicts itself, hence the staging table.
- * - `auto` (default): `insert` below `copyMinRows` rows, `copy` from it — the faster path at
- *   each size, as measured (bench/postgres-modes.ts, docs/sinks.md).
+ * - `json`: one `INSERT … SELECT … FROM json_populate_recordset(NULL::table, $1::json)` in
+ *   autocommit, `$1` being the batch as one JSON array made of each item's `raw` bytes (the
+ *   record as the producer serialized it, as the file sink writes it) or its JSON. The
+ *   server parses each record once; Node only joins strings.
+ * - `auto`: `insert` below `copyMinRows` rows, `copy` from it.
+ * `json` is the default (see POSTGRES_DEFAULT_MODE).
  *
  * Constraints are real (the poison-isolation issue relies on them): a bad record makes
  * PostgreSQL reject the whole statement, and `write()` throws an item-level SinkError
@@ -27,18 +31,18 @@ import type { Envelope, FixedCostKind, Sink } from '../core/types.js';
 import { ErrorCode, SinkError, SluiceError, invalidOption } from '../core/errors.js';
 import type { EventRecord } from '../sources/records.js';
 
-export type PostgresWriteMode = 'insert' | 'copy' | 'auto';
-export const POSTGRES_WRITE_MODES: readonly PostgresWriteMode[] = ['insert', 'copy', 'auto'];
+export type PostgresWriteMode = 'insert' | 'copy' | 'json' | 'auto';
+export const POSTGRES_WRITE_MODES: readonly PostgresWriteMode[] = ['insert', 'copy', 'json', 'auto'];
 
 /**
- * Neither mode is faster at every size (bench/postgres-modes.ts; figures in docs/sinks.md):
- * `insert` wins for small batches (≈3× at 1 row, ≈1.4× at 100: COPY pays two extra
- * round-trips, BEGIN and the COPY itself, and the staging table), `copy` from about 500 rows
- * (≈1.1–1.25× at 1,000, ≈1.5–1.75× at 4,096: its text format parses faster than array
- * literals). `auto` takes `insert` below `copyMinRows` and `copy` from it: the faster path at
- * every size, so it is the default.
+ * Measured (bench/postgres-modes.ts; figures in docs/sinks.md): alone on the machine, `json`
+ * is as fast as `insert` up to a few hundred rows and `copy` is fastest from about 1,000
+ * (its text format parses fastest on the server); but `json` costs Node 2–5 µs of CPU per row
+ * against 8–14 µs for the other two, and in a pipeline Node's CPU is shared with the
+ * producer: at 15k rows/s on 2 loaded cores `json` kept p50 at ≈22 ms where `copy` and `auto`
+ * fell behind (50–550 ms). Hence `json` is the default.
  */
-export const POSTGRES_DEFAULT_MODE: PostgresWriteMode = 'auto';
+export const POSTGRES_DEFAULT_MODE: PostgresWriteMode = 'json';
 
 /** Every default of PostgresSinkOptions, in one place. */
 export const POSTGRES_DEFAULTS = Object.freeze({
@@ -58,7 +62,7 @@ export interface PostgresSinkOptions {
   connectionString: string;
   /** Target table, `name` or `schema.name` (letters, digits, `_`). Created if missing. */
   table: string;
-  /** How a batch is written. @default POSTGRES_DEFAULT_MODE ('auto') */
+  /** How a batch is written. @default POSTGRES_DEFAULT_MODE ('json') */
   mode?: PostgresWriteMode;
   /** `auto` mode: batches of at least this many rows are written with COPY, smaller ones with INSERT. @default 512 */
   copyMinRows?: number;
@@ -166,9 +170,11 @@ export class PostgresSink implements Sink<EventRecord> {
   private readonly pool: pg.Pool;
   private readonly insertSql: string;
   private readonly insertName: string;
+  private readonly jsonSql: string;
+  private readonly jsonName: string;
   private readonly connectTimeoutMs: number;
   private readonly copyMinRows: number;
-  private readonly paths = { insert: 0, copy: 0 };
+  private readonly paths = { insert: 0, copy: 0, json: 0 };
   /** Connections that already hold this sink's temporary staging table (copy mode). */
   private readonly staged = new WeakSet<pg.PoolClient>();
   private opening: Promise<void> | null = null;
@@ -209,6 +215,11 @@ export class PostgresSink implements Sink<EventRecord> {
     this.insertSql =
       `INSERT INTO ${this.qtable} (${COLUMNS.join(', ')}) ` +
       `SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::numeric[], $6::text[], $7::jsonb[]) ` +
+      `ON CONFLICT (id) DO NOTHING`;
+    this.jsonName = `sluice_json_${this.table.replace(/\./g, '_')}`.slice(0, 63);
+    this.jsonSql =
+      `INSERT INTO ${this.qtable} (${COLUMNS.join(', ')}) ` +
+      `SELECT ${COLUMNS.join(', ')} FROM json_populate_recordset(NULL::${this.qtable}, $1::json) ` +
       `ON CONFLICT (id) DO NOTHING`;
   }
 
@@ -283,7 +294,27 @@ export class PostgresSink implements Sink<EventRecord> {
     const path = this.mode === 'auto' ? (batch.length >= this.copyMinRows ? 'copy' : 'insert') : this.mode;
     this.paths[path]++;
     if (path === 'insert') await this.writeInsert(batch);
+    else if (path === 'json') await this.writeJson(batch);
     else await this.writeCopy(batch);
+  }
+
+  private async writeJson(batch: readonly Envelope<EventRecord>[]): Promise<void> {
+    let text = '[';
+    for (let i = 0; i < batch.length; i++) {
+      const e = batch[i];
+      if (i > 0) text += ',';
+      // The envelope's id stands in for a record without one, as on the other paths.
+      if ((e.value.id === undefined || e.value.id === null) && e.id !== undefined) text += JSON.stringify({ ...e.value, id: e.id });
+      else text += e.raw ? e.raw.toString('utf8') : JSON.stringify(e.value);
+    }
+    text += ']';
+    this.statements++;
+    try {
+      await this.pool.query({ name: this.jsonName, text: this.jsonSql, values: [text] });
+    } catch (err) {
+      throw classifyPgError(err);
+    }
+    this.commits++;
   }
 
   private async writeInsert(batch: readonly Envelope<EventRecord>[]): Promise<void> {
@@ -366,7 +397,7 @@ export class PostgresSink implements Sink<EventRecord> {
   }
 
   /** Batches sent through each path (attempts; `auto` mode picks per batch). */
-  writesByPath(): { insert: number; copy: number } {
+  writesByPath(): { insert: number; copy: number; json: number } {
     return { ...this.paths };
   }
 
@@ -378,6 +409,21 @@ export class PostgresSink implements Sink<EventRecord> {
   /** Statements (round-trips) sent, including failed ones and copy mode's BEGIN/COPY. */
   statementCount(): number {
     return this.statements;
+  }
+
+  /**
+   * Asks the server for a CHECKPOINT (superuser or the pg_checkpoint role): the lab starts
+   * each run from one, so no run pays for flushing the pages an earlier run dirtied.
+   * Answers false when the server refuses.
+   */
+  async checkpoint(): Promise<boolean> {
+    await this.open();
+    try {
+      await this.pool.query('CHECKPOINT');
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   async countRows(): Promise<number> {

@@ -9,8 +9,8 @@ import { Pipeline } from '../../src/core/pipeline.js';
 import { requirePostgres, uniqueName } from '../helpers/services.js';
 
 const factory = new RecordFactory({ seed: 11 });
-/** The two write paths; `auto` only chooses between them (its own test below). */
-const PATHS = ['insert', 'copy'] as const;
+/** The three write paths; `auto` only chooses between insert and copy (its own test below). */
+const PATHS = ['insert', 'copy', 'json'] as const;
 
 function batchOf(from: number, n: number): Envelope<EventRecord>[] {
   return Array.from({ length: n }, (_, i) => factory.make(from + i, 0));
@@ -25,7 +25,7 @@ function tampered(i: number, patch: Record<string, unknown>): Envelope<EventReco
 
 async function withSink(
   t: import('node:test').TestContext,
-  mode: 'insert' | 'copy',
+  mode: 'insert' | 'copy' | 'json',
   fn: (sink: PostgresSink, url: string) => Promise<void>,
 ): Promise<void> {
   const url = await requirePostgres(t);
@@ -174,10 +174,10 @@ test('postgres sink: a database that does not exist is SLUICE_SINK_UNAVAILABLE w
   }
 });
 
-test('postgres sink: the default mode is auto, and every mode is listed', () => {
-  assert.equal(POSTGRES_DEFAULTS.mode, 'auto');
-  assert.deepEqual([...POSTGRES_WRITE_MODES].sort(), ['auto', 'copy', 'insert']);
-  assert.equal(new PostgresSink({ connectionString: 'postgres://x@127.0.0.1/db', table: 't' }).mode, 'auto');
+test('postgres sink: the default mode is json, and every mode is listed', () => {
+  assert.equal(POSTGRES_DEFAULTS.mode, 'json');
+  assert.deepEqual([...POSTGRES_WRITE_MODES].sort(), ['auto', 'copy', 'insert', 'json']);
+  assert.equal(new PostgresSink({ connectionString: 'postgres://x@127.0.0.1/db', table: 't' }).mode, 'json');
 });
 
 test('postgres sink (auto): small batches go through INSERT, batches of copyMinRows or more through COPY', async (t) => {
@@ -187,11 +187,11 @@ test('postgres sink (auto): small batches go through INSERT, batches of copyMinR
   try {
     await sink.open();
     await sink.write(batchOf(8000, 7));
-    assert.deepEqual(sink.writesByPath(), { insert: 1, copy: 0 });
+    assert.deepEqual(sink.writesByPath(), { insert: 1, copy: 0, json: 0 });
     await sink.write(batchOf(8007, 8));
-    assert.deepEqual(sink.writesByPath(), { insert: 1, copy: 1 });
+    assert.deepEqual(sink.writesByPath(), { insert: 1, copy: 1, json: 0 });
     await sink.write(batchOf(8000, 20)); // overlaps both: idempotent through COPY too
-    assert.deepEqual(sink.writesByPath(), { insert: 1, copy: 2 });
+    assert.deepEqual(sink.writesByPath(), { insert: 1, copy: 2, json: 0 });
     assert.equal(await sink.countRows(), 20);
     assert.equal(sink.fixedCostOps(), 3);
     // The same item-level classification on both paths.
@@ -203,6 +203,21 @@ test('postgres sink (auto): small batches go through INSERT, batches of copyMinR
     await sink.dropTable().catch(() => {});
     await sink.close();
   }
+});
+
+test('postgres sink (json): the producer\'s raw bytes are sent as they are; the envelope id stands in for a missing one; bad JSON is item-level', async (t) => {
+  await withSink(t, 'json', async (sink) => {
+    const withRaw = factory.make(9500, 0);
+    assert.ok(withRaw.raw, 'the factory gives raw bytes');
+    const noId = tampered(9501, {});
+    delete (noId.value as Partial<EventRecord>).id;
+    await sink.write([withRaw, noId]);
+    assert.deepEqual(await sink.ids(), ['e9500', 'e9501']);
+    const bad = envelope(factory.make(9502, 0).value, { bytes: 3, intendedAtMs: 0, id: 'e9502', raw: Buffer.from('{"id":') });
+    await assertRejectsWith(sink.write([factory.make(9503, 0), bad]), 'item', '22P02');
+    assert.equal(await sink.countRows(), 2);
+    assert.deepEqual(sink.writesByPath(), { insert: 0, copy: 0, json: 2 });
+  });
 });
 
 test('postgres sink: both paths store the same values, odd ones included', async (t) => {
@@ -235,7 +250,7 @@ test('postgres sink: both paths store the same values, odd ones included', async
   assert.equal((stored[0] as { payload: unknown }[])[0].payload, 'just a string');
   assert.equal((stored[0] as { note: unknown }[])[0].note, 'tab\there\nnewline \\ backslash "quote" é ✓');
   assert.equal((stored[0] as { note: unknown }[])[1].note, null);
-  assert.deepEqual(stored[1], stored[0]);
+  for (let k = 1; k < stored.length; k++) assert.deepEqual(stored[k], stored[0], `${PATHS[k]} stores what ${PATHS[0]} stores`);
 });
 
 test('postgres sink: a pooled connection killed by the server does not crash the process; the next write reconnects', async (t) => {
