@@ -4,8 +4,8 @@
  * round-trips around it): a single-row batch through this sink measured ≈0.5 ms here (the
  * lab's calibration, quiet machine), so an unbatched pipeline tops out near 2k items/s.
  *
- * Two write paths, both idempotent on `id` (`ON CONFLICT (id) DO NOTHING`), so a batch
- * redelivered after a lost acknowledgement neither fails nor duplicates:
+ * Write paths idempotent on `id` (`ON CONFLICT (id) DO NOTHING`), so a batch redelivered
+ * after a lost acknowledgement neither fails nor duplicates (all but `append`):
  * - `insert`: one `INSERT … SELECT … FROM unnest($1::text[], …)` statement in autocommit
  *   (one statement = one round-trip = one commit). Arrays, not a VALUES list, so a batch of
  *   any size is 7 parameters and one cached prepared statement.
@@ -17,6 +17,9 @@
  *   record as the producer serialized it, as the file sink writes it) or its JSON. The
  *   server parses each record once; Node only joins strings.
  * - `auto`: `insert` below `copyMinRows` rows, `copy` from it.
+ * - `append`: `COPY` straight into the table, in autocommit: the cheapest path for the
+ *   server, and the only one that is *not* idempotent: a redelivered batch fails with 23505
+ *   (unique violation), an item-level error. For tables fed exactly once.
  * `json` is the default (see POSTGRES_DEFAULT_MODE).
  *
  * Constraints are real (the poison-isolation issue relies on them): a bad record makes
@@ -31,8 +34,8 @@ import type { Envelope, FixedCostKind, Sink } from '../core/types.js';
 import { ErrorCode, SinkError, SluiceError, invalidOption } from '../core/errors.js';
 import type { EventRecord } from '../sources/records.js';
 
-export type PostgresWriteMode = 'insert' | 'copy' | 'json' | 'auto';
-export const POSTGRES_WRITE_MODES: readonly PostgresWriteMode[] = ['insert', 'copy', 'json', 'auto'];
+export type PostgresWriteMode = 'insert' | 'copy' | 'json' | 'append' | 'auto';
+export const POSTGRES_WRITE_MODES: readonly PostgresWriteMode[] = ['insert', 'copy', 'json', 'append', 'auto'];
 
 /**
  * Measured (bench/postgres-modes.ts; figures in docs/sinks.md): alone on the machine, `json`
@@ -160,6 +163,20 @@ function copyField(v: unknown): string {
   return /[\\\t\n\r]/.test(s) ? s.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r')) : s;
 }
 
+/** A batch in COPY text format, one line per record, the columns in COLUMNS order. */
+function copyText(batch: readonly Envelope<EventRecord>[]): Buffer {
+  let text = '';
+  for (let i = 0; i < batch.length; i++) {
+    const v = batch[i].value;
+    text +=
+      copyField(v.id ?? batch[i].id) + '\t' + copyField(v.ts) + '\t' + copyField(v.source) + '\t' + copyField(v.kind) + '\t' +
+      copyField(v.amount) + '\t' + copyField(v.note) + '\t' +
+      // Always JSON-encoded, as the INSERT path does: a string payload is a JSON string on every path.
+      copyField(v.payload === undefined || v.payload === null ? null : JSON.stringify(v.payload)) + '\n';
+  }
+  return Buffer.from(text);
+}
+
 export class PostgresSink implements Sink<EventRecord> {
   readonly name = 'postgres';
   readonly fixedCostKind: FixedCostKind = 'commit';
@@ -174,7 +191,7 @@ export class PostgresSink implements Sink<EventRecord> {
   private readonly jsonName: string;
   private readonly connectTimeoutMs: number;
   private readonly copyMinRows: number;
-  private readonly paths = { insert: 0, copy: 0, json: 0 };
+  private readonly paths = { insert: 0, copy: 0, json: 0, append: 0 };
   /** Connections that already hold this sink's temporary staging table (copy mode). */
   private readonly staged = new WeakSet<pg.PoolClient>();
   private opening: Promise<void> | null = null;
@@ -295,6 +312,7 @@ export class PostgresSink implements Sink<EventRecord> {
     this.paths[path]++;
     if (path === 'insert') await this.writeInsert(batch);
     else if (path === 'json') await this.writeJson(batch);
+    else if (path === 'append') await this.writeAppend(batch);
     else await this.writeCopy(batch);
   }
 
@@ -360,17 +378,8 @@ export class PostgresSink implements Sink<EventRecord> {
         await client.query(`CREATE TEMP TABLE IF NOT EXISTS sluice_staging (LIKE ${this.qtable}) ON COMMIT DELETE ROWS`);
         this.staged.add(client);
       }
-      let text = '';
-      for (let i = 0; i < batch.length; i++) {
-        const v = batch[i].value;
-        text +=
-          copyField(v.id ?? batch[i].id) + '\t' + copyField(v.ts) + '\t' + copyField(v.source) + '\t' + copyField(v.kind) + '\t' +
-          copyField(v.amount) + '\t' + copyField(v.note) + '\t' +
-          // Always JSON-encoded, as the INSERT path does: a string payload is a JSON string on both paths.
-          copyField(v.payload === undefined || v.payload === null ? null : JSON.stringify(v.payload)) + '\n';
-      }
       this.statements++;
-      await streamPipeline(Readable.from([Buffer.from(text)]), client.query(copyFrom(`COPY sluice_staging (${COLUMNS.join(', ')}) FROM STDIN`)));
+      await streamPipeline(Readable.from([copyText(batch)]), client.query(copyFrom(`COPY sluice_staging (${COLUMNS.join(', ')}) FROM STDIN`)));
       // One simple-protocol message, one round-trip: the INSERT then the COMMIT. If the
       // INSERT fails the server skips the COMMIT and the transaction is left aborted.
       this.statements++;
@@ -392,12 +401,34 @@ export class PostgresSink implements Sink<EventRecord> {
     }
   }
 
+  private async writeAppend(batch: readonly Envelope<EventRecord>[]): Promise<void> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (err) {
+      throw classifyPgError(err);
+    }
+    let failed = false;
+    try {
+      this.statements++;
+      // Autocommit: the COPY is its own transaction, committed when the server answers it.
+      await streamPipeline(Readable.from([copyText(batch)]), client.query(copyFrom(`COPY ${this.qtable} (${COLUMNS.join(', ')}) FROM STDIN`)));
+      this.commits++;
+    } catch (err) {
+      failed = true;
+      throw classifyPgError(err);
+    } finally {
+      // A connection whose COPY failed midway is not worth reasoning about: replace it.
+      client.release(failed);
+    }
+  }
+
   fixedCostOps(): number {
     return this.commits;
   }
 
   /** Batches sent through each path (attempts; `auto` mode picks per batch). */
-  writesByPath(): { insert: number; copy: number; json: number } {
+  writesByPath(): { insert: number; copy: number; json: number; append: number } {
     return { ...this.paths };
   }
 

@@ -25,7 +25,7 @@ function tampered(i: number, patch: Record<string, unknown>): Envelope<EventReco
 
 async function withSink(
   t: import('node:test').TestContext,
-  mode: 'insert' | 'copy' | 'json',
+  mode: 'insert' | 'copy' | 'json' | 'append',
   fn: (sink: PostgresSink, url: string) => Promise<void>,
 ): Promise<void> {
   const url = await requirePostgres(t);
@@ -176,7 +176,7 @@ test('postgres sink: a database that does not exist is SLUICE_SINK_UNAVAILABLE w
 
 test('postgres sink: the default mode is json, and every mode is listed', () => {
   assert.equal(POSTGRES_DEFAULTS.mode, 'json');
-  assert.deepEqual([...POSTGRES_WRITE_MODES].sort(), ['auto', 'copy', 'insert', 'json']);
+  assert.deepEqual([...POSTGRES_WRITE_MODES].sort(), ['append', 'auto', 'copy', 'insert', 'json']);
   assert.equal(new PostgresSink({ connectionString: 'postgres://x@127.0.0.1/db', table: 't' }).mode, 'json');
 });
 
@@ -187,11 +187,11 @@ test('postgres sink (auto): small batches go through INSERT, batches of copyMinR
   try {
     await sink.open();
     await sink.write(batchOf(8000, 7));
-    assert.deepEqual(sink.writesByPath(), { insert: 1, copy: 0, json: 0 });
+    assert.deepEqual(sink.writesByPath(), { insert: 1, copy: 0, json: 0, append: 0 });
     await sink.write(batchOf(8007, 8));
-    assert.deepEqual(sink.writesByPath(), { insert: 1, copy: 1, json: 0 });
+    assert.deepEqual(sink.writesByPath(), { insert: 1, copy: 1, json: 0, append: 0 });
     await sink.write(batchOf(8000, 20)); // overlaps both: idempotent through COPY too
-    assert.deepEqual(sink.writesByPath(), { insert: 1, copy: 2, json: 0 });
+    assert.deepEqual(sink.writesByPath(), { insert: 1, copy: 2, json: 0, append: 0 });
     assert.equal(await sink.countRows(), 20);
     assert.equal(sink.fixedCostOps(), 3);
     // The same item-level classification on both paths.
@@ -216,11 +216,26 @@ test('postgres sink (json): the producer\'s raw bytes are sent as they are; the 
     const bad = envelope(factory.make(9502, 0).value, { bytes: 3, intendedAtMs: 0, id: 'e9502', raw: Buffer.from('{"id":') });
     await assertRejectsWith(sink.write([factory.make(9503, 0), bad]), 'item', '22P02');
     assert.equal(await sink.countRows(), 2);
-    assert.deepEqual(sink.writesByPath(), { insert: 0, copy: 0, json: 2 });
+    assert.deepEqual(sink.writesByPath(), { insert: 0, copy: 0, json: 2, append: 0 });
   });
 });
 
-test('postgres sink: both paths store the same values, odd ones included', async (t) => {
+test('postgres sink (append): COPY straight into the table, one commit per batch; a redelivered batch is an item-level 23505, nothing of it lands twice', async (t) => {
+  await withSink(t, 'append', async (sink) => {
+    await sink.write(batchOf(9600, 5));
+    await sink.write(batchOf(9605, 5));
+    assert.equal(await sink.countRows(), 10);
+    assert.equal(sink.fixedCostOps(), 2);
+    await assertRejectsWith(sink.write(batchOf(9608, 4)), 'item', '23505');
+    await assertRejectsWith(sink.write([factory.make(9700, 0), tampered(9701, { amount: -1 })]), 'item', '23514');
+    assert.equal(await sink.countRows(), 10);
+    await sink.write(batchOf(9610, 2)); // the connection replaced after the failures works
+    assert.equal(await sink.countRows(), 12);
+    assert.deepEqual(sink.writesByPath(), { insert: 0, copy: 0, json: 0, append: 5 });
+  });
+});
+
+test('postgres sink: every path stores the same values, odd ones included', async (t) => {
   const url = await requirePostgres(t);
   if (!url) return;
   const odd = (i: number) => [
@@ -229,7 +244,8 @@ test('postgres sink: both paths store the same values, odd ones included', async
     tampered(i + 2, { note: undefined as never, amount: 0 }),
   ];
   const stored: unknown[][] = [];
-  for (const mode of PATHS) {
+  const modes = [...PATHS, 'append'] as const;
+  for (const mode of modes) {
     const sink = new PostgresSink({ connectionString: url, table: uniqueName(`pg_same_${mode}`), mode });
     try {
       await sink.open();
@@ -250,7 +266,7 @@ test('postgres sink: both paths store the same values, odd ones included', async
   assert.equal((stored[0] as { payload: unknown }[])[0].payload, 'just a string');
   assert.equal((stored[0] as { note: unknown }[])[0].note, 'tab\there\nnewline \\ backslash "quote" é ✓');
   assert.equal((stored[0] as { note: unknown }[])[1].note, null);
-  for (let k = 1; k < stored.length; k++) assert.deepEqual(stored[k], stored[0], `${PATHS[k]} stores what ${PATHS[0]} stores`);
+  for (let k = 1; k < stored.length; k++) assert.deepEqual(stored[k], stored[0], `${modes[k]} stores what ${modes[0]} stores`);
 });
 
 test('postgres sink: a pooled connection killed by the server does not crash the process; the next write reconnects', async (t) => {
