@@ -360,12 +360,7 @@ export class PostgresSink implements Sink<EventRecord> {
   }
 
   private async writeCopy(batch: readonly Envelope<EventRecord>[]): Promise<void> {
-    let client: pg.PoolClient;
-    try {
-      client = await this.pool.connect();
-    } catch (err) {
-      throw classifyPgError(err);
-    }
+    const client = await this.checkout();
     // A connection whose ROLLBACK fails is gone: destroy it rather than return it to the pool.
     let destroy = false;
     try {
@@ -401,13 +396,17 @@ export class PostgresSink implements Sink<EventRecord> {
     }
   }
 
-  private async writeAppend(batch: readonly Envelope<EventRecord>[]): Promise<void> {
-    let client: pg.PoolClient;
+  /** A pooled connection, or a classified SinkError. */
+  private async checkout(): Promise<pg.PoolClient> {
     try {
-      client = await this.pool.connect();
+      return await this.pool.connect();
     } catch (err) {
       throw classifyPgError(err);
     }
+  }
+
+  private async writeAppend(batch: readonly Envelope<EventRecord>[]): Promise<void> {
+    const client = await this.checkout();
     let failed = false;
     try {
       this.statements++;
