@@ -18,6 +18,8 @@ export const RunConfigSchema = z
     sink: z.string().min(1),
     /** PostgreSQL sink table. */
     table: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/).default('sluice_events'),
+    /** PostgreSQL write path (docs/sinks.md): `append` is fastest but not idempotent, so a redelivery fails with 23505 and split-and-retry would dead-letter records already stored. */
+    pgMode: z.enum(['json', 'insert', 'copy', 'auto', 'append']).default('json'),
     /** Dead-letter store: a JSON-lines path, `postgres://…` (table `dlqTable`), or `nats://host:port/<stream>`. Default: `<sink file>.dlq.jsonl`, or the table `<table>_dlq` for a postgres sink. */
     dlq: z.string().min(1).optional(),
     dlqTable: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/).optional(),

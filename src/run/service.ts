@@ -57,7 +57,7 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
     // Sink
     let sink: Sink<unknown>;
     if (isPg(cfg.sink)) {
-      const pg = await new PostgresSink({ connectionString: cfg.sink, table: cfg.table, maxConnections: Math.max(1, cfg.window.maxInFlight ?? 1) }).open();
+      const pg = await new PostgresSink({ connectionString: cfg.sink, table: cfg.table, mode: cfg.pgMode, maxConnections: Math.max(1, cfg.window.maxInFlight ?? 1) }).open();
       sink = pg as unknown as Sink<unknown>;
     } else {
       // Idempotent by id: a redelivery after a crash between commit and ack, or a re-drive,

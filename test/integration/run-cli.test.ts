@@ -113,6 +113,10 @@ test('sluice run: a bad config file is one clear line and exit 2', async () => {
     const run2 = startRun(['--config', cfg]);
     assert.equal(await run2.exited, 2);
     assert.match(run2.err(), /bogus/);
+    await writeFile(cfg, JSON.stringify({ source: join(dir, 'log'), sink: 'postgres://root@127.0.0.1:5432/test', pgMode: 'upsert' }));
+    const run3 = startRun(['--config', cfg]);
+    assert.equal(await run3.exited, 2);
+    assert.match(run3.err(), /pgMode: .*append/);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -15,6 +15,7 @@ export function registerRun(program: Command): void {
     .option('--source <log-or-url>', 'embedded log path, or nats://host:port/<stream>/<consumer>')
     .option('--sink <path-or-url>', 'file path (NDJSON, fdatasync per batch) or postgres:// URL')
     .option('--table <name>', 'PostgreSQL sink table (default sluice_events)')
+    .addOption(new Option('--pg-mode <mode>', 'PostgreSQL write path (default json; append is not idempotent, see docs/sinks.md)').choices(['json', 'insert', 'copy', 'auto', 'append']))
     .option('--dlq <path-or-url>', 'dead-letter store: JSON-lines path, postgres:// URL or nats://host:port/<stream> (default <sink>.dlq.jsonl, or table <table>_dlq)')
     .option('--dlq-table <name>', 'PostgreSQL dead-letter table (default <table>_dlq)')
     .addOption(new Option('--strategy <s>', 'on a failed batch').choices(['split-and-retry', 'abort-whole-batch']))
@@ -39,6 +40,7 @@ export function registerRun(program: Command): void {
         source: o.source,
         sink: o.sink,
         table: o.table,
+        pgMode: o.pgMode,
         dlq: o.dlq,
         dlqTable: o.dlqTable,
         strategy: o.strategy,
