@@ -27,7 +27,7 @@
  *   closed     drained; offers throw SLUICE_CLOSED
  */
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
-import { Deque } from './deque.js';
+import { BatchQueue, Deque } from './deque.js';
 import { ErrorCode, SluiceError, invalidOption } from './errors.js';
 import { Ledger, type LedgerSnapshot } from './ledger.js';
 import { resolveQueue, resolveWindow, type QueueOptions, type WindowOptions } from './options.js';
@@ -105,7 +105,7 @@ export class Pipeline<T = unknown> {
   private win: WindowOptions;
   private readonly qopts: QueueOptions;
 
-  private readonly q = new Deque<Envelope<T>>();
+  private readonly q: BatchQueue<Envelope<T>>;
   private qBytes = 0;
   /** The latest clock reading (see `now()`): the stamp of items queued behind others. */
   private lastNowMs = 0;
@@ -138,6 +138,7 @@ export class Pipeline<T = unknown> {
     this.clock = opts.clock ?? systemClock;
     this.win = resolveWindow(opts.window);
     this.qopts = resolveQueue(opts.queue, this.win);
+    this.q = new BatchQueue<Envelope<T>>(this.win.maxItems);
     this.spill = opts.spill;
     if (this.qopts.policy === 'spill' && !this.spill) throw invalidOption('spill', undefined, 'a SpillStore when policy is "spill"');
     if (this.spill && this.spill.size() > 0) {
@@ -304,6 +305,7 @@ export class Pipeline<T = unknown> {
     if (this.qopts.policy !== 'unbounded' && next.maxBytes > this.qopts.maxBytes)
       throw invalidOption('maxBytes', next.maxBytes, `an integer ≤ queue.maxBytes (${this.qopts.maxBytes})`);
     this.win = next;
+    this.q.chunkSize = next.maxItems;
     this.pump();
   }
 
