@@ -325,6 +325,33 @@ test('stamps: the deadline stays absolute from the batch opener when items join 
   assertBalanced(p);
 });
 
+test('timers: a steady stream re-arms the deadline timer once per maxWaitMs, not once per batch, and cuts are unchanged', async () => {
+  class TimerCountingClock extends FakeClock {
+    set = 0;
+    override setTimer(fn: () => void, delayMs: number) {
+      this.set++;
+      return super.setTimer(fn, delayMs);
+    }
+  }
+  const clock = new TimerCountingClock(1000);
+  const sink = new MemorySink<number>();
+  const flushes: FlushInfo[] = [];
+  const p = new Pipeline<number>({ sink, clock, window: { maxItems: 4, maxWaitMs: 10 }, observers: [{ onFlush: (f) => void flushes.push(f) }] });
+  // 5 items per ms: a size cut every 4 items leaves a new head (a later deadline) behind it
+  // three times out of four; the queue empties every 4 ms.
+  for (let t = 0; t < 40; t++) {
+    for (let k = 0; k < 5; k++) p.offer(item(clock));
+    await settle();
+    clock.advance(1);
+  }
+  assert.equal(flushes.length, 50);
+  assert.ok(flushes.every((f) => f.reason === 'size' && f.waitMs <= 10));
+  assert.ok(clock.set <= 11, `${clock.set} timers set for 50 batches`);
+  await p.close();
+  assert.equal(clock.pendingTimers(), 0);
+  assert.equal(p.stats().ledger.committed, 200);
+});
+
 test('bytes in: the ledger counts the bytes of the items queued, not of those dropped at the door', () => {
   const { clock, p } = fillToEdge('drop-newest');
   assert.equal(p.ledger.bytesIn, 60);
