@@ -85,3 +85,17 @@ test('BatchQueue: a cut of exactly the head chunk takes it without a copy; the q
   for (let i = 0; i < 3; i++) q.push({ i: 10 + i });
   assert.equal(q.takeFront(10).length, 5);
 });
+
+test('BatchQueue: a partly filled tail is handed over trimmed to its items; windows above 4,096 items span chunks', () => {
+  const q = new BatchQueue<number>(512);
+  for (let i = 0; i < 3; i++) q.push(i);
+  const b = q.takeFront(512);
+  assert.deepEqual(b, [0, 1, 2]);
+  assert.equal(b.length, 3);
+  const big = new BatchQueue<number>(10_000);
+  for (let i = 0; i < 9_000; i++) big.push(i);
+  const all = big.takeFront(10_000);
+  assert.equal(all.length, 9_000);
+  assert.ok(all.every((v, i) => v === i));
+  assert.equal(big.length, 0);
+});
