@@ -48,7 +48,8 @@ export function withFastIndex<H extends object>(h: H): H {
     if (!(v >= 1 && v < 4294967296) || v !== Math.floor(v)) return lib(v);
     let bucket = 31 - Math.clz32(v) - halfMag - unit;
     if (bucket < 0) bucket = 0;
-    const sub = Math.floor(v / 2 ** (bucket + unit));
+    // floor(v / 2^k) for an integer 0 ≤ v < 2^32: an unsigned shift, not pow + division.
+    const sub = v >>> (bucket + unit);
     return ((bucket + 1) << halfMag) + sub - half;
   };
   return h;
