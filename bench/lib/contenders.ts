@@ -18,14 +18,14 @@
  * each item is made and dropped at once (case 4's runtime baseline: what the process's
  * RSS does under the same allocation rate with no backlog anywhere).
  */
-import { performance } from 'node:perf_hooks';
 import { Subject, bufferTime, concatMap, filter } from 'rxjs';
 import { BatchSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import Bottleneck from 'bottleneck';
 import { Pipeline } from '../../src/core/pipeline.js';
-import type { Envelope } from '../../src/core/types.js';
+import type { Envelope, PipelineObserver } from '../../src/core/types.js';
 import { PipelineMetrics } from '../../src/metrics/metrics.js';
 import type { AckSink, Contender } from './harness.js';
+import { stampEnqueued } from './item.js';
 
 export const MAX_ITEMS = 512;
 export const MAX_WAIT_MS = 5;
@@ -35,7 +35,7 @@ export type ContenderName = (typeof CONTENDERS)[number];
 
 export interface ContenderOptions {
   /**
-   * Peers stamp `acceptedAtMs` when they take an item (Sluice stamps it itself), for the
+   * Every contender stamps `enqueuedAtMs` when it takes an item (`stampEnqueued`), for the
    * enqueue-to-ack latency of case 4. Off in throughput cases: it costs a clock read per item.
    */
   stampEnqueue?: boolean;
@@ -46,7 +46,7 @@ export interface ContenderOptions {
 export function makeContender<I extends Envelope<unknown>>(name: string, sink: AckSink, o: ContenderOptions = {}): Contender<I> {
   switch (name) {
     case 'sluice':
-      return sluice(sink);
+      return sluice(sink, o);
     case 'hand':
     case 'hand-bare':
       return { ...hand(sink, o), name };
@@ -77,14 +77,16 @@ function none<I>(): Contender<I> {
   };
 }
 
-function sluice<I extends Envelope<unknown>>(sink: AckSink): Contender<I> {
+function sluice<I extends Envelope<unknown>>(sink: AckSink, o: ContenderOptions): Contender<I> {
   const metrics = new PipelineMetrics<unknown>(sink);
+  // Stamped when admitted, which for an item that had to wait (`put`) is after the wait.
+  const stamping: PipelineObserver<unknown>[] = o.stampEnqueue === true ? [{ onAccepted: stampEnqueued }] : [];
   const p = new Pipeline<unknown>({
     name: 'sluice',
     sink,
     window: { maxItems: MAX_ITEMS, maxWaitMs: MAX_WAIT_MS, maxInFlight: 1 },
     queue: { policy: 'block', maxItems: SLUICE_QUEUE_ITEMS },
-    observers: [metrics],
+    observers: [metrics, ...stamping],
   });
   metrics.attach(p);
   return {
@@ -131,7 +133,7 @@ function hand<I extends Envelope<unknown>>(sink: AckSink, o: ContenderOptions): 
   return {
     name: 'hand',
     offer: (item) => {
-      if (stamp) item.acceptedAtMs = performance.now();
+      if (stamp) stampEnqueued(item);
       b.add(item);
       return true;
     },
@@ -163,7 +165,7 @@ function rxjs<I extends Envelope<unknown>>(sink: AckSink, o: ContenderOptions): 
   return {
     name: 'rxjs',
     offer: (item) => {
-      if (stamp) item.acceptedAtMs = performance.now();
+      if (stamp) stampEnqueued(item);
       subject.next(item);
       return true;
     },
@@ -198,7 +200,7 @@ function otel<I extends Envelope<unknown>>(sink: AckSink, o: ContenderOptions): 
   return {
     name: 'otel',
     offer: (item) => {
-      if (stamp) item.acceptedAtMs = performance.now();
+      if (stamp) stampEnqueued(item);
       bsp.onEnd(item as unknown as ReadableSpan);
       return true;
     },
@@ -221,7 +223,7 @@ function bottleneck<I extends Envelope<unknown>>(sink: AckSink, o: ContenderOpti
   return {
     name: 'bottleneck',
     offer: (item) => {
-      if (stamp) item.acceptedAtMs = performance.now();
+      if (stamp) stampEnqueued(item);
       offered++;
       // add() returns the batch's shared promise (resolved when the batch is emitted); we
       // count acks in the sink instead, like for every contender.

@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { LatencyHistogram, type LatencySummary } from '../../src/metrics/histogram.js';
 import type { Envelope, FixedCostKind, Sink } from '../../src/core/types.js';
+import type { Enqueued } from './item.js';
 
 // ------------------------------------------------------------------ arguments
 
@@ -46,7 +47,7 @@ export class AckSink implements Sink<unknown> {
   batches = 0;
   /** From each item's `intendedAtMs` (producer's stamp) to its ack. */
   readonly latency: LatencyHistogram | null;
-  /** From each item's `acceptedAtMs` (when the contender took it) to its ack: case 4. */
+  /** From each item's `enqueuedAtMs` (when the contender took it: `stampEnqueued`) to its ack: case 4. */
   readonly enqueueLatency: LatencyHistogram | null;
   private target = Infinity;
   private reached: (() => void) | null = null;
@@ -76,7 +77,7 @@ export class AckSink implements Sink<unknown> {
       const h = this.latency;
       if (h !== null) for (let i = 0; i < n; i++) h.recordMs(now - batch[i].intendedAtMs);
       const e = this.enqueueLatency;
-      if (e !== null) for (let i = 0; i < n; i++) e.recordMs(now - batch[i].acceptedAtMs);
+      if (e !== null) for (let i = 0; i < n; i++) e.recordMs(now - (batch[i] as unknown as Enqueued).enqueuedAtMs);
     }
     if (this.acked >= this.target && this.reached !== null) {
       const r = this.reached;

@@ -8,6 +8,7 @@
  * file sink writes real bytes without a JSON.stringify per item. Small on purpose: case 2
  * is about the sink's fixed cost (fdatasync), not about disk bandwidth.
  */
+import { performance } from 'node:perf_hooks';
 import type { Envelope } from '../../src/core/types.js';
 
 const POOL_SIZE = 1024;
@@ -31,6 +32,8 @@ export class BenchItem implements Envelope<number> {
   meta: unknown = undefined;
   acceptedAtMs = 0;
   seq = 0;
+  /** When the contender took the item (case 4's enqueue-to-ack latency); see `stampEnqueued`. */
+  enqueuedAtMs = 0;
 
   constructor(i: number, intendedAtMs: number) {
     const raw = RAW[i & (POOL_SIZE - 1)];
@@ -52,4 +55,19 @@ export class BenchItem implements Envelope<number> {
 
 export function meanRawBytes(): number {
   return RAW.reduce((s, b) => s + b.length, 0) / RAW.length;
+}
+
+/**
+ * Case 4 measures enqueue-to-ack latency from the moment each contender took the item,
+ * stamped the same way for all: one `performance.now()` per item into `enqueuedAtMs` (the
+ * peers in their offer, Sluice in an `onAccepted` observer, so that an item it made wait
+ * under back-pressure is stamped when it is admitted). Not `acceptedAtMs`: Sluice keeps its
+ * own, a lower bound of the acceptance time, for its batch deadlines.
+ */
+export interface Enqueued {
+  enqueuedAtMs: number;
+}
+
+export function stampEnqueued(item: object): void {
+  (item as Enqueued).enqueuedAtMs = performance.now();
 }

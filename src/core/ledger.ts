@@ -25,6 +25,12 @@ export class Ledger {
   committed = 0;
   deadLettered = 0;
   rejected = 0;
+  /**
+   * Bytes (`Envelope.bytes`) of the items accepted into the queue or the spill store; items
+   * dropped at the door (`drop-newest`, a full spill) are not counted. Kept here, one add
+   * per item, so that metrics read it rather than observe every item.
+   */
+  bytesIn = 0;
   private dropped = new Map<string, number>();
 
   drop(reason: string, n = 1): void {

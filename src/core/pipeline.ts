@@ -3,9 +3,19 @@
  *
  * The queue *is* the batch being formed: a batch is cut from its head when it holds
  * `maxItems`, or `maxBytes` worth, or when its oldest item has waited `maxWaitMs` (an
- * absolute deadline from that item's acceptance), or when a drain asks for it — and only
- * while fewer than `maxInFlight` batches are being written. While the sink is busy, items
- * keep accumulating, so batches grow with load by themselves.
+ * absolute deadline from that item's acceptance stamp), or when a drain asks for it — and
+ * only while fewer than `maxInFlight` batches are being written. While the sink is busy,
+ * items keep accumulating, so batches grow with load by themselves.
+ *
+ * Per-item work is kept to a minimum; what can be done per batch is (bench case 1):
+ * - No clock read per item. An item accepted into an empty queue opens a batch and is
+ *   stamped with a fresh reading; an item queued behind others gets the pipeline's latest
+ *   reading (`lastNowMs`: taken at the last batch opening, cut, completion or timer), which
+ *   is never later than its real acceptance. So a batch's deadline — its head's stamp +
+ *   maxWaitMs — is never later than before, and `FlushInfo.waitMs` never shorter.
+ * - No window check per item: an item queued behind others changes neither the head's
+ *   deadline nor the armed timer; only a full window needs the batcher.
+ * - A batch is cut with one slice of the deque, not a shift + push per item.
  *
  * Memory is bounded by the queue bounds plus `maxInFlight` batches being written.
  *
@@ -17,7 +27,7 @@
  *   closed     drained; offers throw SLUICE_CLOSED
  */
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
-import { Deque } from './deque.js';
+import { BatchQueue, Deque } from './deque.js';
 import { ErrorCode, SluiceError, invalidOption } from './errors.js';
 import { Ledger, type LedgerSnapshot } from './ledger.js';
 import { resolveQueue, resolveWindow, type QueueOptions, type WindowOptions } from './options.js';
@@ -95,8 +105,10 @@ export class Pipeline<T = unknown> {
   private win: WindowOptions;
   private readonly qopts: QueueOptions;
 
-  private readonly q = new Deque<Envelope<T>>();
+  private readonly q: BatchQueue<Envelope<T>>;
   private qBytes = 0;
+  /** The latest clock reading (see `now()`): the stamp of items queued behind others. */
+  private lastNowMs = 0;
   private readonly waiters = new Deque<Waiter<T>>();
   private inFlightBatches = 0;
   private inFlightItems = 0;
@@ -126,6 +138,7 @@ export class Pipeline<T = unknown> {
     this.clock = opts.clock ?? systemClock;
     this.win = resolveWindow(opts.window);
     this.qopts = resolveQueue(opts.queue, this.win);
+    this.q = new BatchQueue<Envelope<T>>(this.win.maxItems);
     this.spill = opts.spill;
     if (this.qopts.policy === 'spill' && !this.spill) throw invalidOption('spill', undefined, 'a SpillStore when policy is "spill"');
     if (this.spill && this.spill.size() > 0) {
@@ -145,6 +158,17 @@ export class Pipeline<T = unknown> {
    * SLUICE_ITEM_TOO_LARGE for an item that could never fit a batch (not accepted).
    */
   offer(env: Envelope<T>): OfferResult {
+    // The common case, kept small enough for V8 to inline into a producer's loop: open, an
+    // item that fits a batch, room in the queue (nobody waiting, nothing spilled).
+    if (this.closing === null && env.bytes <= this.win.maxBytes && this.hasRoom(env.bytes)) {
+      this.accept(env);
+      return 'accepted';
+    }
+    return this.offerSlow(env);
+  }
+
+  /** offer() when the common case does not hold: refusals, then the overflow policy. */
+  private offerSlow(env: Envelope<T>): OfferResult {
     if (this.closing) {
       this.ledger.rejected++;
       throw new SluiceError(ErrorCode.Closed, `pipeline ${this.name} is closed`);
@@ -236,32 +260,62 @@ export class Pipeline<T = unknown> {
 
   /** Accepts `env` into the spill store; false (nothing changed) when the store is full. */
   private spillAppend(env: Envelope<T>): boolean {
-    env.acceptedAtMs = this.clock.now();
+    env.acceptedAtMs = this.now();
     env.seq = this.seq + 1;
     if (!this.spill!.tryAppend(env, env.seq)) return false;
     this.seq++;
     this.ledger.accepted++;
+    this.ledger.bytesIn += env.bytes;
     for (const f of this.onAccepted) f(env);
     this.pump();
     return true;
   }
 
+  /** Reads the clock and remembers the reading (the stamp of items queued behind others). */
+  private now(): number {
+    const t = this.clock.now();
+    this.lastNowMs = t;
+    return t;
+  }
+
   private accept(env: Envelope<T>): void {
-    const now = this.clock.now();
+    const q = this.q;
+    if (q.length === 0) {
+      this.acceptOpening(env);
+      return;
+    }
+    // Queued behind others: the latest reading, never later than now (performance.now()
+    // costs ≈55 ns here, a quarter of Sluice's CPU per item in bench case 1 when it was read
+    // per item). Behind a head whose deadline timer is armed, only a full window changes
+    // anything, and only with a free write slot: otherwise the next completion pumps.
+    env.acceptedAtMs = this.lastNowMs;
+    this.enqueue(env);
+    if (this.inFlightBatches < this.win.maxInFlight && (q.length >= this.win.maxItems || this.qBytes >= this.win.maxBytes)) this.pump();
+  }
+
+  /** The item opens a batch: a fresh reading starts its deadline. */
+  private acceptOpening(env: Envelope<T>): void {
+    const now = this.now();
     env.acceptedAtMs = now;
+    this.enqueue(env);
+    this.pump(now);
+  }
+
+  private enqueue(env: Envelope<T>): void {
     env.seq = ++this.seq;
     this.q.push(env);
-    this.qBytes += env.bytes;
-    this.ledger.accepted++;
-    for (let i = 0; i < this.onAccepted.length; i++) this.onAccepted[i](env);
-    // The window check reuses the acceptance time: one clock read per item, not two
-    // (performance.now() ≈ 55 ns here, ~10% of Sluice's CPU in bench case 1's profile).
-    this.pump(now);
+    const bytes = env.bytes;
+    this.qBytes += bytes;
+    const ledger = this.ledger;
+    ledger.accepted++;
+    ledger.bytesIn += bytes;
+    const onAccepted = this.onAccepted;
+    for (let i = 0; i < onAccepted.length; i++) onAccepted[i](env);
   }
 
   private dropNow(items: Envelope<T>[], reason: string): void {
     this.ledger.drop(reason, items.length);
-    const now = this.clock.now();
+    const now = this.now();
     for (const o of this.observers) o.onDropped?.(items, reason, now);
   }
 
@@ -275,6 +329,7 @@ export class Pipeline<T = unknown> {
     if (this.qopts.policy !== 'unbounded' && next.maxBytes > this.qopts.maxBytes)
       throw invalidOption('maxBytes', next.maxBytes, `an integer ≤ queue.maxBytes (${this.qopts.maxBytes})`);
     this.win = next;
+    this.q.chunkSize = next.maxItems;
     this.pump();
   }
 
@@ -320,7 +375,7 @@ export class Pipeline<T = unknown> {
     this.refill();
     while (this.inFlightBatches < this.win.maxInFlight && this.q.length > 0) {
       const head = this.q.peek()!;
-      const now = nowMs ?? this.clock.now();
+      const now = nowMs ?? this.now();
       nowMs = undefined;
       const deadline = head.acceptedAtMs + this.win.maxWaitMs;
       const due = now >= deadline;
@@ -333,12 +388,17 @@ export class Pipeline<T = unknown> {
       this.cut(now, due);
       this.refill();
     }
-    if (this.q.length === 0) this.disarmTimer();
+    // Idle: no timer left behind. While a batch is being written the timer stays: the next
+    // item would open a batch with a later deadline and keep it (see armTimer).
+    if (this.q.length === 0 && this.inFlightBatches === 0) this.disarmTimer();
   }
 
   private armTimer(at: number, now: number): void {
     if (this.timer !== null) {
-      if (this.timerAt === at) return;
+      // A timer due no later is kept: when it fires, pump() finds the head not yet due and
+      // arms the right one. Under steady load this saves a clear + set per batch (the next
+      // head's deadline is always later), one timer per maxWaitMs instead.
+      if (this.timerAt <= at) return;
       this.clock.clearTimer(this.timer);
     }
     this.timerAt = at;
@@ -359,14 +419,22 @@ export class Pipeline<T = unknown> {
 
   private cut(now: number, due: boolean): void {
     const { maxItems, maxBytes } = this.win;
-    const batch: Envelope<T>[] = [];
-    let bytes = 0;
-    while (batch.length < maxItems && this.q.length > 0) {
-      const e = this.q.peek()!;
-      if (batch.length > 0 && bytes + e.bytes > maxBytes) break;
-      this.q.shift();
-      batch.push(e);
-      bytes += e.bytes;
+    const q = this.q;
+    const whole = q.length <= maxItems;
+    // One slice of the deque, then the byte bound checked on the plain array (at least one
+    // item goes, however large); what does not fit goes back to the head, in order.
+    const batch = q.takeFront(whole ? q.length : maxItems);
+    let bytes: number;
+    if (whole && this.qBytes <= maxBytes) bytes = this.qBytes;
+    else {
+      bytes = batch[0].bytes;
+      let n = 1;
+      for (; n < batch.length; n++) {
+        const b = bytes + batch[n].bytes;
+        if (b > maxBytes) break;
+        bytes = b;
+      }
+      if (n < batch.length) q.putBackFront(batch, n);
     }
     this.qBytes -= bytes;
     let reason: FlushReason;
@@ -422,7 +490,7 @@ export class Pipeline<T = unknown> {
   }
 
   private complete(batch: Envelope<T>[], firstSeq: number, outcome: BatchOutcome<T>): void {
-    const now = this.clock.now();
+    const now = this.now();
     this.inFlightBatches--;
     this.inFlightItems -= batch.length;
     const i = this.inFlightFirstSeqs.indexOf(firstSeq);
@@ -449,7 +517,7 @@ export class Pipeline<T = unknown> {
       if (x > 0) o.onDropped?.(outcome.dropped, outcome.dropReason ?? 'dropped', now);
       if (outcome.error !== undefined && x > 0) o.onError?.(outcome.error);
     }
-    this.pump();
+    this.pump(now);
     this.settleFlushes();
   }
 

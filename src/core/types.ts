@@ -30,7 +30,13 @@ export interface Envelope<T = unknown> {
   offset?: number;
   /** Opaque source context (e.g. a JetStream message to ack). */
   meta?: unknown;
-  /** Set by the pipeline at acceptance: monotonic ms; starts the batch deadline. */
+  /**
+   * Set by the pipeline at acceptance: monotonic ms, never later than the real acceptance.
+   * An item that opens a batch (accepted into an empty queue) and an item accepted into the
+   * spill store get a fresh clock reading; an item queued behind others gets the pipeline's
+   * latest reading (taken at the last batch opening, cut, completion or timer), so the
+   * per-item path reads no clock. The head's stamp starts its batch's deadline.
+   */
   acceptedAtMs: number;
   /** Set by the pipeline at acceptance: acceptance order. */
   seq: number;
@@ -93,7 +99,10 @@ export interface FlushInfo {
   reason: FlushReason;
   items: number;
   bytes: number;
-  /** How long the batch's oldest item waited in the queue before the cut. */
+  /**
+   * How long the batch's oldest item waited in the queue before the cut, from its
+   * `acceptedAtMs`: exact when it opened its batch, never shorter than the real wait otherwise.
+   */
   waitMs: number;
 }
 

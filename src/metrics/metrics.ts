@@ -1,7 +1,8 @@
 /**
  * One metrics registry per pipeline: it observes the pipeline (it is a PipelineObserver)
  * and reads the sink's own count of fixed-cost operations. Per-item work is one
- * histogram record at commit; everything else is per batch.
+ * histogram record at commit; everything else is per batch. It observes no acceptance:
+ * bytes in are the pipeline ledger's count (`attach()` the pipeline).
  */
 import type { Envelope, FlushInfo, FlushReason, PipelineObserver, Sink } from '../core/types.js';
 import type { Pipeline } from '../core/pipeline.js';
@@ -33,7 +34,6 @@ export class PipelineMetrics<T = unknown> implements PipelineObserver<T> {
   readonly dropped = new Map<string, number>();
   committed = 0;
   deadLettered = 0;
-  bytesIn = 0;
   /** Items committed with a latency above this (ms) count in `sloBreaches`. */
   sloBreaches = 0;
   private pipeline: Pipeline<T> | null = null;
@@ -43,14 +43,15 @@ export class PipelineMetrics<T = unknown> implements PipelineObserver<T> {
     private readonly sloMs = Infinity,
   ) {}
 
-  /** Lets the snapshot include queue depth and the ledger. */
+  /** Lets the snapshot include queue depth, the ledger and the bytes in. */
   attach(p: Pipeline<T>): this {
     this.pipeline = p;
     return this;
   }
 
-  onAccepted(env: Envelope<T>): void {
-    this.bytesIn += env.bytes;
+  /** Bytes accepted by the attached pipeline (0 before `attach()`). */
+  get bytesIn(): number {
+    return this.pipeline?.ledger.bytesIn ?? 0;
   }
 
   onFlush(info: FlushInfo): void {

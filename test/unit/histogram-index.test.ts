@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as hdr from 'hdr-histogram-js';
-import { withFastIndex, LatencyHistogram } from '../../src/metrics/histogram.js';
+import { withFastIndex, CountHistogram, LatencyHistogram } from '../../src/metrics/histogram.js';
 
 const build = () => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 });
 
@@ -30,4 +30,20 @@ test('a LatencyHistogram with the fast index reports the same percentiles as the
     ref.recordValue(Math.max(1, Math.round(ms * 1000)));
   }
   for (const p of [50, 90, 99, 99.9]) assert.equal(ours.percentileMs(p), ref.getValueAtPercentile(p) / 1000);
+});
+
+test('a CountHistogram (fast index too) reports the same summary as the library over batch sizes', () => {
+  const ours = new CountHistogram();
+  const ref = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 100_000_000, numberOfSignificantValueDigits: 3 });
+  let x = 7;
+  for (let i = 0; i < 20_000; i++) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    const n = 1 + Math.floor((x / 4294967296) ** 4 * 99_999_999);
+    ours.record(n);
+    ref.recordValue(n);
+  }
+  const s = ours.summary();
+  assert.equal(s.count, ref.totalCount);
+  assert.equal(s.max, ref.maxValue);
+  for (const [p, v] of [[50, s.p50], [99, s.p99]] as const) assert.equal(v, ref.getValueAtPercentile(p));
 });

@@ -73,8 +73,10 @@ test('property: nothing lost or duplicated, order kept, batches within bounds, n
       /** In-flight batches after each event, by time: [time, inFlight]. */
       const occupancy: [number, number][] = [];
       let inFlight = 0;
-      const cuts: { at: number; oldestAcceptedAt: number; first: number }[] = [];
+      const cuts: { at: number; oldestAcceptedAt: number; first: number; items: number }[] = [];
       const acceptedAt = new Map<number, number>();
+      /** The clock when each item was really accepted. */
+      const realAcceptedAt = new Map<number, number>();
       const p = new Pipeline<number>({
         sink,
         clock,
@@ -82,11 +84,16 @@ test('property: nothing lost or duplicated, order kept, batches within bounds, n
         queue: { maxItems: sc.maxItems + sc.queueSlack, maxBytes: sc.maxBytes + sc.queueSlack * 50, policy: sc.policy },
         observers: [
           {
-            onAccepted: (e) => void acceptedAt.set(e.value, e.acceptedAtMs),
+            onAccepted: (e) => {
+              // The stamp that starts a batch's deadline is never later than the acceptance.
+              assert.ok(e.acceptedAtMs <= clock.now(), `item ${e.value} stamped ${e.acceptedAtMs} > ${clock.now()}`);
+              acceptedAt.set(e.value, e.acceptedAtMs);
+              realAcceptedAt.set(e.value, clock.now());
+            },
             onFlush: (info, now) => {
               inFlight++;
               occupancy.push([now, inFlight]);
-              cuts.push({ at: now, oldestAcceptedAt: now - info.waitMs, first: -1 });
+              cuts.push({ at: now, oldestAcceptedAt: now - info.waitMs, first: -1, items: info.items });
             },
             onCommitted: (_b, now) => {
               inFlight--;
@@ -160,6 +167,13 @@ test('property: nothing lost or duplicated, order kept, batches within bounds, n
         // until the cut (or the pipeline was draining, which only cuts earlier).
         for (let t = deadline; t < c.at; t++)
           assert.equal(occAt(t), sc.maxInFlight, `batch cut at ${c.at}, deadline ${deadline}, but a slot was free at ${t}`);
+      }
+      // A cut's waitMs is never shorter than its oldest item's real wait.
+      let pos = 0;
+      for (const c of cuts) {
+        const head = sink.started[pos];
+        assert.ok(c.oldestAcceptedAt <= realAcceptedAt.get(head)!, `cut at ${c.at}: waited from ${c.oldestAcceptedAt}, head accepted at ${realAcceptedAt.get(head)}`);
+        pos += c.items;
       }
       // Every batch completes within its write time.
       for (const b of sink.batches) assert.ok(b.end - b.start <= maxDelay);

@@ -228,6 +228,137 @@ test('flush(): cuts everything accepted so far and resolves once it is handled',
   assertBalanced(p);
 });
 
+// ------------------------------------------------------------------ acceptance stamps
+
+/** A FakeClock that counts its readings. */
+class CountingClock extends FakeClock {
+  reads = 0;
+  override now(): number {
+    this.reads++;
+    return super.now();
+  }
+  /** The time, without counting a reading. */
+  at(): number {
+    return super.now();
+  }
+}
+
+test('stamps: one clock reading per batch, not per item; a stamp is never later than the acceptance', async () => {
+  const clock = new CountingClock(1000);
+  const sink = new GateSink();
+  const p = new Pipeline<number>({ sink, clock, window: { maxItems: 100, maxWaitMs: 1000 } });
+  const acceptedAt = new Map<Envelope<number>, number>();
+  const offer = (n: number) => {
+    for (let i = 0; i < n; i++) {
+      const e = envelope(nextValue++, { bytes: 10, intendedAtMs: clock.at() });
+      acceptedAt.set(e, clock.at());
+      p.offer(e);
+      clock.advance(1);
+    }
+  };
+  offer(99);
+  assert.equal(clock.reads, 1, 'the item that opened the batch read the clock; the 98 behind it did not');
+  offer(101); // the 100th item fills the window: a cut (one reading); 100 more queue behind it
+  assert.equal(sink.started.length, 1);
+  assert.equal(clock.reads, 3, 'one reading for the cut, one for the item opening the next batch, none for the 99 behind it');
+  for (const [e, t] of acceptedAt) assert.ok(e.acceptedAtMs <= t, `stamp ${e.acceptedAtMs} > acceptance ${t}`);
+  sink.release();
+  await settle();
+  assert.deepEqual(sink.started.map((b) => b.length), [100, 100]);
+  assert.equal(clock.reads, 4, 'the completion and the cut it allows share one reading');
+  sink.release();
+  await settle();
+  assert.equal(p.stats().ledger.committed, 200);
+  assertBalanced(p);
+});
+
+test('stamps: an item queued behind others gets the latest reading, so its batch is never cut later than its own deadline', async () => {
+  const { clock, sink, p, flushes } = setup({ maxItems: 4, maxWaitMs: 10, maxInFlight: 1 });
+  for (let i = 0; i < 4; i++) p.offer(item(clock)); // t=1000: size cut, batch A written
+  clock.advance(3);
+  const x = item(clock);
+  p.offer(x); // t=1003: opens the next batch (fresh reading)
+  clock.advance(2);
+  const rest = [0, 1, 2, 3, 4].map(() => item(clock));
+  for (const e of rest) p.offer(e); // t=1005: behind x, stamped with the latest reading (1003)
+  assert.equal(x.acceptedAtMs, 1003);
+  for (const e of rest) assert.equal(e.acceptedAtMs, 1003, 'the latest reading, ≤ the acceptance (1005)');
+  assert.equal(sink.started.length, 1, 'the window is full but the write slot is busy');
+  clock.advance(20); // t=1025; every deadline has passed while A was being written
+  sink.release();
+  await settle();
+  // B = x + 3 behind it (size); the remainder (2 items accepted at 1005, due by 1015 at the
+  // latest) is cut as soon as the slot frees again, not 10 ms after B's cut.
+  assert.deepEqual(sink.started.map((b) => b.length), [4, 4]);
+  sink.release();
+  await settle();
+  assert.deepEqual(sink.started.map((b) => b.length), [4, 4, 2]);
+  assert.deepEqual(flushes.map((f) => [f.reason, f.waitMs]), [['size', 0], ['size', 22], ['time', 22]]);
+  assert.ok(flushes[2].waitMs >= 1025 - 1005, 'waitMs is never shorter than the real wait');
+  sink.release();
+  await settle();
+  assertBalanced(p);
+});
+
+test('stamps: the deadline stays absolute from the batch opener when items join a lingering batch', async () => {
+  const { clock, sink, p, flushes } = setup({ maxItems: 100, maxWaitMs: 10, maxInFlight: 1 });
+  p.offer(item(clock)); // t=1000 opens
+  for (let k = 0; k < 9; k++) {
+    clock.advance(1);
+    p.offer(item(clock));
+  }
+  assert.equal(sink.started.length, 0, 'at 1009 nothing is due');
+  clock.advance(1);
+  assert.deepEqual(sink.started.map((b) => b.length), [10]);
+  assert.deepEqual(flushes, [{ reason: 'time', items: 10, bytes: 100, waitMs: 10 }]);
+  sink.release();
+  await settle();
+  // An idle gap, then a new batch: its opener reads the clock afresh.
+  clock.advance(500);
+  const y = item(clock);
+  p.offer(y);
+  assert.equal(y.acceptedAtMs, 1510);
+  clock.advance(10);
+  assert.equal(sink.started.length, 2);
+  sink.release();
+  await settle();
+  assertBalanced(p);
+});
+
+test('timers: a steady stream re-arms the deadline timer once per maxWaitMs, not once per batch, and cuts are unchanged', async () => {
+  class TimerCountingClock extends FakeClock {
+    set = 0;
+    override setTimer(fn: () => void, delayMs: number) {
+      this.set++;
+      return super.setTimer(fn, delayMs);
+    }
+  }
+  const clock = new TimerCountingClock(1000);
+  const sink = new MemorySink<number>();
+  const flushes: FlushInfo[] = [];
+  const p = new Pipeline<number>({ sink, clock, window: { maxItems: 4, maxWaitMs: 10 }, observers: [{ onFlush: (f) => void flushes.push(f) }] });
+  // 5 items per ms: a size cut every 4 items leaves a new head (a later deadline) behind it
+  // three times out of four; the queue empties every 4 ms.
+  for (let t = 0; t < 40; t++) {
+    for (let k = 0; k < 5; k++) p.offer(item(clock));
+    await settle();
+    clock.advance(1);
+  }
+  assert.equal(flushes.length, 50);
+  assert.ok(flushes.every((f) => f.reason === 'size' && f.waitMs <= 10));
+  assert.ok(clock.set <= 11, `${clock.set} timers set for 50 batches`);
+  await p.close();
+  assert.equal(clock.pendingTimers(), 0);
+  assert.equal(p.stats().ledger.committed, 200);
+});
+
+test('bytes in: the ledger counts the bytes of the items queued, not of those dropped at the door', () => {
+  const { clock, p } = fillToEdge('drop-newest');
+  assert.equal(p.ledger.bytesIn, 60);
+  assert.equal(p.offer(item(clock, 25)), 'dropped');
+  assert.equal(p.ledger.bytesIn, 60);
+});
+
 // ------------------------------------------------------------------ maxInFlight
 
 test('maxInFlight=1: one write at a time; items accumulate meanwhile and go in the next batch', async () => {
