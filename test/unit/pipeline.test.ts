@@ -282,19 +282,47 @@ test('stamps: an item queued behind others gets the latest reading, so its batch
   const rest = [0, 1, 2, 3, 4].map(() => item(clock));
   for (const e of rest) p.offer(e); // t=1005: behind x, stamped with the latest reading (1003)
   assert.equal(x.acceptedAtMs, 1003);
-  for (const e of rest) assert.equal(e.acceptedAtMs, 1003, 'the latest reading, ≤ the acceptance (1005)');
+  for (const e of rest.slice(0, 3)) assert.equal(e.acceptedAtMs, 1003, 'the latest reading, ≤ the acceptance (1005)');
+  assert.equal(rest[3].acceptedAtMs, 1005, 'the 4th queued item heads the next full window: a fresh reading');
+  assert.equal(rest[4].acceptedAtMs, 1005, 'behind it, the latest reading is that one');
   assert.equal(sink.started.length, 1, 'the window is full but the write slot is busy');
   clock.advance(20); // t=1025; every deadline has passed while A was being written
   sink.release();
   await settle();
-  // B = x + 3 behind it (size); the remainder (2 items accepted at 1005, due by 1015 at the
-  // latest) is cut as soon as the slot frees again, not 10 ms after B's cut.
+  // B = x + 3 behind it (size); the remainder (2 items accepted at 1005, due at 1015) is
+  // cut as soon as the slot frees again, not 10 ms after B's cut.
   assert.deepEqual(sink.started.map((b) => b.length), [4, 4]);
   sink.release();
   await settle();
   assert.deepEqual(sink.started.map((b) => b.length), [4, 4, 2]);
-  assert.deepEqual(flushes.map((f) => [f.reason, f.waitMs]), [['size', 0], ['size', 22], ['time', 22]]);
+  assert.deepEqual(flushes.map((f) => [f.reason, f.waitMs]), [['size', 0], ['size', 22], ['time', 20]]);
   assert.ok(flushes[2].waitMs >= 1025 - 1005, 'waitMs is never shorter than the real wait');
+  sink.release();
+  await settle();
+  assertBalanced(p);
+});
+
+test('stamps: in a backlog cut by size, the next window\'s deadline runs from its head\'s real arrival, so it fills instead of being cut by the timer', async () => {
+  const { clock, sink, p, flushes } = setup({ maxItems: 4, maxWaitMs: 10, maxInFlight: 1 });
+  for (let i = 0; i < 4; i++) p.offer(item(clock)); // t=1000: size cut, batch A written
+  const late: Envelope<number>[] = [];
+  for (let k = 0; k < 7; k++) {
+    clock.advance(1); // t=1001..1007: a backlog builds while A is written
+    const e = item(clock);
+    late.push(e);
+    p.offer(e);
+  }
+  assert.equal(late[4].acceptedAtMs, 1005, 'the head of the window after next read the clock when it arrived');
+  clock.advance(2); // t=1009: A done; B = late[0..3] (size); late[4..6] remain, due at 1015
+  sink.release();
+  await settle();
+  clock.advance(3); // t=1012: B done; the remainder is not due yet (it would be from 1001 + 10)
+  sink.release();
+  await settle();
+  assert.equal(sink.started.length, 2, 'the 3-item remainder lingers: its deadline is 1015');
+  p.offer(item(clock)); // t=1012: the window fills
+  assert.deepEqual(sink.started.map((b) => b.length), [4, 4, 4]);
+  assert.deepEqual(flushes.map((f) => f.reason), ['size', 'size', 'size']);
   sink.release();
   await settle();
   assertBalanced(p);
