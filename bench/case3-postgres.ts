@@ -1,11 +1,14 @@
 /**
- * Case 3 — PostgreSQL: Sluice into PostgresSink (its default mode, one connection, one
- * batch in flight) against what the database itself takes, measured in the same run:
+ * Case 3 — PostgreSQL: Sluice into PostgresSink in its default mode (`json`, idempotent on
+ * id; one connection, one batch in flight) and in `append` mode (COPY straight into the
+ * table, no conflict handling, as raw COPY; two batches in flight on two connections),
+ * against what the database itself takes, measured in the same run:
  * - copy:   one `COPY … FROM STDIN` session streaming the same rows (same factory, same
  *           table definition, text format) with no batching logic in front: one
  *           transaction, acknowledged at its commit (the issue's named baseline);
- * - insert: the sink's own statement (multi-row `INSERT … SELECT FROM unnest(…)`, its
- *           default mode) fed ready-made 512-row batches back to back, no batcher.
+ * - insert: the sink's own statement in its default mode (`INSERT … SELECT FROM
+ *           json_populate_recordset(…) ON CONFLICT DO NOTHING`) fed ready-made 512-row
+ *           batches back to back, no batcher.
  * Each contender writes `--rows` rows into a table of its own, dropped at the end.
  * CPU per item is this process's only: the server's work is not in it.
  *
@@ -16,7 +19,7 @@ import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { PostgresSink } from '../src/sinks/postgres.js';
+import { PostgresSink, type PostgresWriteMode } from '../src/sinks/postgres.js';
 import { RecordFactory, type EventRecord } from '../src/sources/records.js';
 import type { Envelope } from '../src/core/types.js';
 import { LatencyHistogram } from '../src/metrics/histogram.js';
@@ -26,9 +29,12 @@ import { AckSink, closedLoop, emit, main, measure, num, parseArgs, peakRssMb, rs
 const URL = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test';
 const COLUMNS = 'id, ts, source, kind, amount, note, payload';
 
-function sinkFor(table: string): PostgresSink {
-  return new PostgresSink({ connectionString: URL, table, maxConnections: 1, connectTimeoutMs: 2_000 });
+function sinkFor(table: string, mode?: PostgresWriteMode, connections = 1): PostgresSink {
+  return new PostgresSink({ connectionString: URL, table, mode, maxConnections: connections, connectTimeoutMs: 2_000 });
 }
+
+/** The append variant writes two batches at once, on two connections: making the next batch's rows overlaps the server's COPY of the last one, as raw COPY's single stream overlaps them. */
+const APPEND_IN_FLIGHT = 2;
 
 /** COPY text format, as the sink's copy mode writes it: \ \t \n \r escaped, \N for NULL. */
 function field(v: unknown): string {
@@ -57,10 +63,10 @@ async function probe(): Promise<void> {
 type Writer = (f: RecordFactory, rows: number) => Promise<{ acked: number; latency: LatencyHistogram | null; extra: Record<string, unknown> }>;
 
 const sluiceWriter =
-  (sink: PostgresSink): Writer =>
+  (sink: PostgresSink, maxInFlight = 1): Writer =>
   async (f, rows) => {
     const ack = new AckSink(sink, { latency: false });
-    const c = makeContender<Envelope<EventRecord>>('sluice', ack);
+    const c = makeContender<Envelope<EventRecord>>('sluice', ack, { sluiceMaxInFlight: maxInFlight });
     await closedLoop(c, ack, { make: (i, stamp) => f.make(i, stamp), totalItems: rows });
     await c.close();
     return { acked: ack.acked, latency: c.latency(), extra: { ...c.extra(), mode: sink.mode } };
@@ -125,13 +131,19 @@ main(async () => {
   const rows = num(a, 'rows', 200_000);
   const warmupRows = num(a, 'warmup-rows', 20_000);
   const table = `bench_pg_${contender.replace(/[^a-z]/g, '')}_${process.pid}`;
-  const sink = sinkFor(table);
+  const sink = contender === 'sluice-append' ? sinkFor(table, 'append', APPEND_IN_FLIGHT) : sinkFor(table);
   try {
     await sink.open();
     const writer: Writer =
-      contender === 'sluice' ? sluiceWriter(sink) : contender === 'insert' ? insertWriter(sink) : contender === 'copy' ? copyWriter(table) : (() => {
-        throw new Error(`unknown contender ${contender}: sluice, insert or copy`);
-      })();
+      contender === 'sluice' || contender === 'sluice-append'
+        ? sluiceWriter(sink, contender === 'sluice-append' ? APPEND_IN_FLIGHT : 1)
+        : contender === 'insert'
+          ? insertWriter(sink)
+          : contender === 'copy'
+            ? copyWriter(table)
+            : (() => {
+                throw new Error(`unknown contender ${contender}: sluice, sluice-append, insert or copy`);
+              })();
     if (warmupRows > 0) {
       await writer(new RecordFactory({ idPrefix: 'w' }), warmupRows);
       await sink.truncate();

@@ -184,15 +184,19 @@ async function case3() {
     const why = p.error ?? p.reason;
     return { title: 'Case 3 — PostgreSQL', skipped: `PostgreSQL unreachable, case 3 skipped (${why})`, rows: {}, checks: [], errors: [], runs: {} };
   }
-  const { runs, errors } = await alternate('case 3 postgres', 'case3-postgres.js', ['sluice', 'insert', 'copy'], CFG.reps, () => [
+  const { runs, errors } = await alternate('case 3 postgres', 'case3-postgres.js', ['sluice', 'sluice-append', 'insert', 'copy'], CFG.reps, () => [
     '--rows', String(CFG.postgres.rows), '--warmup-rows', String(CFG.postgres.warmupRows),
   ]);
   const rows = summarize(runs);
   const mode = runs.sluice?.[0]?.extra?.mode ?? null;
-  const checks = [check('postgres: Sluice ≥ 80% of raw COPY', rows.sluice?.itemsPerSec ?? null, '>=', rows.copy ? 0.8 * rows.copy.itemsPerSec : null)];
-  if (mode === 'insert')
-    checks.push(check('postgres: Sluice ≥ 80% of the sink\'s multi-row INSERT alone', rows.sluice?.itemsPerSec ?? null, '>=', rows.insert ? 0.8 * rows.insert.itemsPerSec : null));
-  return { title: `Case 3 — PostgreSQL ${p.serverVersion ?? ''} (PostgresSink mode ${mode}, one connection)`, baseline: 'copy', rows, checks, errors, runs, server: p.serverVersion, sinkMode: mode };
+  // Like for like: raw COPY has no conflict handling, nor has Sluice's append mode. The
+  // default mode pays for idempotence (ON CONFLICT on id) and is judged too, not hidden.
+  const checks = [
+    check('postgres: Sluice (append mode: COPY, no conflict handling, as raw COPY) ≥ 80% of raw COPY', rows['sluice-append']?.itemsPerSec ?? null, '>=', rows.copy ? 0.8 * rows.copy.itemsPerSec : null),
+    check(`postgres: Sluice (default ${mode} mode, idempotent on id) ≥ 80% of raw COPY`, rows.sluice?.itemsPerSec ?? null, '>=', rows.copy ? 0.8 * rows.copy.itemsPerSec : null),
+    check(`postgres: Sluice ≥ 80% of its sink's ${mode} statement alone`, rows.sluice?.itemsPerSec ?? null, '>=', rows.insert ? 0.8 * rows.insert.itemsPerSec : null),
+  ];
+  return { title: `Case 3 — PostgreSQL ${p.serverVersion ?? ''} (Sluice: PostgresSink mode ${mode}, one connection; append, two)`, baseline: 'copy', rows, checks, errors, runs, server: p.serverVersion, sinkMode: mode };
 }
 
 async function case4() {
@@ -347,7 +351,8 @@ function label(name) {
       bottleneck: 'Bottleneck Batcher',
       limit: 'limit: maxItems / fixedCost',
       'sink-alone': 'sink alone, full batches',
-      insert: 'multi-row INSERT alone',
+      'sluice-append': 'Sluice, append (COPY), 2 in flight',
+      insert: "sink's statement alone (full batches)",
       copy: 'COPY FROM STDIN (1 session)',
       capacity: 'sink capacity (calibrated)',
       none: 'runtime baseline: items dropped at once',

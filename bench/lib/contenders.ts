@@ -41,6 +41,8 @@ export interface ContenderOptions {
   stampEnqueue?: boolean;
   /** OTel's maxQueueSize. @default the library's (2048) */
   otelMaxQueueSize?: number;
+  /** Sluice's maxInFlight (case 3's append variant; the peers always write one batch at a time). @default 1 */
+  sluiceMaxInFlight?: number;
 }
 
 export function makeContender<I extends Envelope<unknown>>(name: string, sink: AckSink, o: ContenderOptions = {}): Contender<I> {
@@ -84,7 +86,7 @@ function sluice<I extends Envelope<unknown>>(sink: AckSink, o: ContenderOptions)
   const p = new Pipeline<unknown>({
     name: 'sluice',
     sink,
-    window: { maxItems: MAX_ITEMS, maxWaitMs: MAX_WAIT_MS, maxInFlight: 1 },
+    window: { maxItems: MAX_ITEMS, maxWaitMs: MAX_WAIT_MS, maxInFlight: o.sluiceMaxInFlight ?? 1 },
     queue: { policy: 'block', maxItems: SLUICE_QUEUE_ITEMS },
     observers: [metrics, ...stamping],
   });
