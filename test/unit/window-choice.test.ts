@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chooseWindow, fanOut, schedulePeakSecond, snappedMaxItems, type Candidate } from '../../src/lab/experiments/window-lab.js';
+import { chooseWindow, fanOut, schedulePeakSecond, sizePreferenceTie, snappedMaxItems, type Candidate } from '../../src/lab/experiments/window-lab.js';
 import { constantArrivals } from '../../src/sources/load.js';
 
 const c = (maxItems: number, maxWaitMs: number, opsPerItem: number, low: number, peak: number, sizeBound = false): Candidate => ({
@@ -40,6 +40,21 @@ test('window choice: a size-bound window within the tie is preferred to a cheape
   assert.match(r.runnerUpLostOn, /by the timer/);
   const tooDear = c(300, 15, 0.0033, 16, 8, true);
   assert.equal(chooseWindow([timer, tooDear], 17, 20, { tie: 0.1, preferSizeBound: true }).chosen, timer);
+});
+
+test('size preference band: what the snapped corner costs by construction + 2%, within [10%, 50%]', () => {
+  assert.equal(sizePreferenceTie(800), 0.1);
+  assert.ok(Math.abs(sizePreferenceTie(178) - (178 / 157 - 1 + 0.02)) < 1e-9);
+  assert.ok(Math.abs(sizePreferenceTie(48) - (48 / 37 - 1 + 0.02)) < 1e-9);
+  assert.equal(sizePreferenceTie(0), 0.1);
+  assert.equal(sizePreferenceTie(5), 0.5, 'capped: a 1-item corner at B = 5 is no refinement');
+  // The corner falls inside its own band; a 16-item window at B = 178 (11× the ops) does not.
+  const timer = c(4096, 5, 1 / 178, 12, 16, false);
+  const corner = c(157, 10, 1 / 157, 14, 15, true);
+  const tiny = c(16, 5, 1 / 16, 13, 12, true);
+  const tie = sizePreferenceTie(178);
+  assert.equal(chooseWindow([timer, corner, tiny], 17, 20, { tie, preferSizeBound: true }).chosen, corner);
+  assert.equal(chooseWindow([timer, tiny], 17, 20, { tie, preferSizeBound: true }).chosen, timer);
 });
 
 test('fan-out repeats each arrival k times at the same instant; peak second of a schedule', () => {

@@ -221,7 +221,7 @@ export interface Choice<C extends Candidate> {
 export interface ChooseOptions {
   /**
    * Ops/item within this fraction of the minimum count as equal. @default 0.02 (run-to-run
-   * noise). The `window` experiment passes 0.10 together with `preferSizeBound`, see there.
+   * noise). The `window` and `adaptive` experiments pass sizePreferenceTie(B) with `preferSizeBound`.
    */
   tie?: number;
   /** Among equals, prefer windows whose cuts at the optimised load were by size. @default false */
@@ -277,6 +277,18 @@ export function chooseWindow<C extends Candidate>(cands: C[], limitMs: number, s
  */
 export function snappedMaxItems(medianBatch: number): number {
   return Math.max(1, Math.floor(medianBatch - 1.5 * Math.sqrt(medianBatch)));
+}
+
+/**
+ * How much more ops/item a window cut by size at peak may cost and still be preferred to the
+ * cheapest timer-bound one: what snapping maxItems to B − 1.5√B costs by construction for the
+ * peak's median batch B (1/(1 − 1.5/√B) − 1: +11% at B = 200, +28% at B = 48), plus 2% of
+ * run-to-run noise; never below 10%, never above 50% (a corner costing more than half again,
+ * B < 20 or so, is no refinement: batches that small are not worth sizing).
+ */
+export function sizePreferenceTie(medianBatch: number): number {
+  const penalty = medianBatch > 2.25 ? medianBatch / snappedMaxItems(medianBatch) - 1 : 0;
+  return Math.min(0.5, Math.max(0.1, penalty + 0.02));
 }
 
 /** Wraps a schedule: counts intended arrivals per bucket (for offered-rate-over-time). */
