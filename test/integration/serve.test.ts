@@ -180,7 +180,7 @@ test('backpressure: a block timeout answers 429 with Retry-After and says which 
   assert.equal(sink.committedItems(), accepted);
 });
 
-test('load from a second process (autocannon): good requests all succeed while bombs are rejected', async () => {
+test('open-loop load from a second process: good requests all succeed while bombs are rejected', async () => {
   const dir = await scratch();
   const { srv, path } = await fileServer({ limits: { ...LIMITS, maxConcurrentRequests: 64 } });
   const good = join(dir, 'good.gz');
