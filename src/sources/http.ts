@@ -5,8 +5,9 @@
  * A request goes through: concurrency gate → Content-Length vs the compressed cap →
  * Content-Encoding (one known coding) → bounded decode (caps on the stream) → NDJSON framing
  * (line and item caps) → per-item validation → staging → the pipeline (`put`, block policy
- * waits up to `blockTimeoutMs`) → with `ack: 'commit'`, the answer waits until every
- * accepted item of the request is committed (or dropped / dead-lettered).
+ * waits up to `blockTimeoutMs`) → with `flush: 'request'`, a cut as soon as the request is
+ * enqueued → with `ack: 'commit'`, the answer waits until every accepted item of the request
+ * is committed (or dropped / dead-lettered).
  *
  * The whole body is decoded and validated before any item is offered, so a request-level
  * failure (413, 415, 400) never leaves part of the request in the pipeline. Staging holds at
@@ -36,6 +37,8 @@ export type IngestMode = 'per-line' | 'all-or-nothing';
 export const INGEST_MODES: readonly IngestMode[] = ['per-line', 'all-or-nothing'];
 export type AckMode = 'commit' | 'accept';
 export const ACK_MODES: readonly AckMode[] = ['commit', 'accept'];
+export type FlushMode = 'request' | 'window';
+export const FLUSH_MODES: readonly FlushMode[] = ['request', 'window'];
 
 export interface ServeLimits {
   /** Body bytes as sent (Content-Length is checked before reading). @default 16 MiB */
@@ -79,6 +82,14 @@ export interface ServeOptions {
   mode?: IngestMode;
   /** When the answer is sent: after the request's items are committed, or once accepted. @default 'commit' */
   ack?: AckMode;
+  /**
+   * When a request's items are cut into a batch. `request`: as soon as the last one is
+   * enqueued (a request is a batch already; nothing else is waited for, and while the sink is
+   * busy the items of every request that arrives meanwhile go into the next batch together:
+   * group commit). `window`: when the window fills or its oldest item has waited `maxWaitMs`.
+   * @default 'request'
+   */
+  flush?: FlushMode;
   /** Item schema (TypeBox). @default a JSON object */
   schema?: TSchema;
   window?: Partial<WindowOptions>;
@@ -197,6 +208,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   if (!INGEST_MODES.includes(mode)) throw invalidOption('mode', mode, `one of ${INGEST_MODES.join(', ')}`);
   const ack = opts.ack ?? 'commit';
   if (!ACK_MODES.includes(ack)) throw invalidOption('ack', ack, `one of ${ACK_MODES.join(', ')}`);
+  const flush = opts.flush ?? 'request';
+  if (!FLUSH_MODES.includes(flush)) throw invalidOption('flush', flush, `one of ${FLUSH_MODES.join(', ')}`);
   const retryAfter = String(opts.retryAfterSeconds ?? 1);
   const lingerMs = opts.lingerMs ?? 2000;
   const maxErrorsListed = opts.maxErrorsListed ?? 1000;
@@ -384,6 +397,10 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     }
     const accepted = staged.length - notAccepted;
     ticket.finishEnqueue();
+    // The whole request is in: cut it now rather than hold it (and its client) for a window
+    // that only other requests could fill. If a batch is being written, this request's items
+    // wait for it and leave with everything else queued meanwhile.
+    if (flush === 'request' && accepted > 0) void pipeline.flush();
     if (ack === 'commit') await ticket.done;
     for (const l of ticket.lost) if (errors.length < maxErrorsListed) errors.push(l);
     const result = {

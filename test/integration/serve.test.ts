@@ -70,6 +70,32 @@ test('good bodies in every coding are accepted, committed and stored byte for by
   assert.equal(await readFile(path, 'utf8'), sent.join(''));
 });
 
+test("flush 'request' (default) answers without waiting for the window; concurrent requests share batches; 'window' waits for it", async () => {
+  const window = { maxWaitMs: 400, maxItems: 10_000, maxBytes: 4 * 2 ** 20 };
+  const queue = { maxItems: 20_000, maxBytes: 8 * 2 ** 20 };
+  const { srv, path } = await fileServer({ window, queue });
+  let t = performance.now();
+  const one = await post(srv, lines(20));
+  assert.equal(one.status, 200, JSON.stringify(one.json));
+  assert.ok(performance.now() - t < 300, `answered after ${performance.now() - t} ms`);
+  const rs = await Promise.all(Array.from({ length: 12 }, (_, i) => post(srv, lines(20, 100 * (i + 1)))));
+  assert.deepEqual(new Set(rs.map((r) => r.status)), new Set([200]));
+  const stats = srv.pipeline.stats();
+  assert.ok(stats.batches < 13, `${stats.batches} batches for 13 requests`);
+  assert.equal(stats.flushReasons.time, 0);
+  assert.ok((await srv.close()).balanced);
+  assert.equal((await readFile(path, 'utf8')).trim().split('\n').length, 13 * 20);
+
+  const w = await fileServer({ window, queue, flush: 'window' });
+  t = performance.now();
+  const r = await post(w.srv, lines(20));
+  assert.equal(r.status, 200);
+  assert.ok(performance.now() - t >= 390, `answered after ${performance.now() - t} ms`);
+  assert.equal(w.srv.pipeline.stats().flushReasons.time, 1);
+  assert.ok((await w.srv.close()).balanced);
+  await assert.rejects(fileServer({ flush: 'soon' as never }), /flush/);
+});
+
 test('caps answer 413 with a JSON body naming the cap; codings 415; malformed 400', async () => {
   const { srv, path } = await fileServer();
   const tooBig = async (body: Buffer, headers: Record<string, string>, cap: string) => {
