@@ -35,6 +35,12 @@ export interface MixedLoadSpec {
   /** Cycled in order. */
   requests: { kind: string; bodyFile: string; headers: Record<string, string> }[];
   timeoutSec?: number;
+  /**
+   * Before the schedule starts, one GET of this path (e.g. `/healthz`) per connection, not
+   * counted: opens the sockets and warms the generator's own code paths, whose first use
+   * otherwise delays the first measured requests (≈10–20 ms measured). @default none
+   */
+  warmupPath?: string;
 }
 
 export interface LatencySummary {
@@ -140,6 +146,14 @@ export async function runMixedLoad(spec: MixedLoadSpec): Promise<MixedLoadResult
       req.end(k.body);
     });
 
+  if (spec.warmupPath) {
+    const warm = () =>
+      new Promise<void>((resolve) => {
+        const req = http.get({ host: u.hostname, port: u.port, path: spec.warmupPath, agent }, (res) => res.resume().on('end', resolve).on('error', resolve));
+        req.on('error', () => resolve());
+      });
+    await Promise.all(Array.from({ length: spec.connections }, warm));
+  }
   const interval = 1000 / spec.overallRate;
   const total = Math.round(spec.durationSec * spec.overallRate);
   const inflight: Promise<void>[] = [];

@@ -18,7 +18,9 @@ test('open loop: a slow server shows up as latency from the intended send time, 
   const body = join(dir, 'body');
   await writeFile(body, '{"a":1}\n');
   // Every answer takes 30 ms; one connection; 100 requests/s: the server can do ≈33/s.
+  const seen: string[] = [];
   const server = http.createServer((req, res) => {
+    seen.push(`${req.method} ${req.url}`);
     req.resume();
     req.on('end', () => setTimeout(() => res.end('ok'), 30));
   });
@@ -31,7 +33,10 @@ test('open loop: a slow server shows up as latency from the intended send time, 
       connections: 1,
       overallRate: 100,
       requests: [{ kind: 'k', bodyFile: body, headers: {} }],
+      warmupPath: '/healthz',
     });
+    // The warm-up request comes first and is not counted.
+    assert.deepEqual([seen[0], seen.length], ['GET /healthz', 21]);
     assert.equal(r.sent, 20);
     assert.deepEqual(r.byKind, { k: { '200': 20 } });
     // Closed loop would report ≈30 ms for each; open loop: request i waits for the ones before.

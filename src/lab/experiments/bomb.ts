@@ -507,6 +507,7 @@ async function runLoadPhase(ctx: ExperimentContext, files: { good: string; gz: s
       connections: 4,
       overallRate: goodRatePerSec,
       requests: [{ kind: 'good', bodyFile: files.good, headers: { 'content-encoding': 'gzip' } }],
+      warmupPath: '/healthz',
     });
     await send(child.url, createReadStream(files.good), 'gzip', 10_000);
     await sleep(200);
@@ -526,6 +527,7 @@ async function runLoadPhase(ctx: ExperimentContext, files: { good: string; gz: s
         durationSec,
         connections: 2,
         overallRate: bombRatePerSec,
+        warmupPath: '/healthz',
         requests: [
           { kind: 'gzip-bomb', bodyFile: files.gz, headers: { 'content-encoding': 'gzip' } },
           { kind: 'br-bomb', bodyFile: files.br, headers: { 'content-encoding': 'br' } },
