@@ -6,7 +6,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import zlib from 'node:zlib';
-import { startServer, type RunningServer, type ServeOptions } from '../../src/sources/http.js';
+import { SMALL_BODY_BYTES, SYNC_DECODE_BYTES, startServer, type RunningServer, type ServeOptions } from '../../src/sources/http.js';
 import { FileSink } from '../../src/sinks/file.js';
 import { openDecoderCount } from '../../src/codec/bounded-decode.js';
 import { SlowSink } from '../../src/sinks/memory.js';
@@ -94,6 +94,28 @@ test("flush 'request' (default) answers without waiting for the window; concurre
   assert.equal(w.srv.pipeline.stats().flushReasons.time, 1);
   assert.ok((await w.srv.close()).balanced);
   await assert.rejects(fileServer({ flush: 'soon' as never }), /flush/);
+});
+
+test('a small body is decoded at once; one that decodes past SYNC_DECODE_BYTES is streamed instead, with the same answer', async () => {
+  const { srv, path } = await fileServer();
+  const small = lines(100);
+  const big = Array.from({ length: 800 }, (_, i) => JSON.stringify({ i, pad: 'p'.repeat(480) })).join('\n') + '\n';
+  assert.ok(Buffer.byteLength(big) > SYNC_DECODE_BYTES && Buffer.byteLength(big) < LIMITS.maxDecompressedBytes);
+  const sent: string[] = [];
+  for (const [body, n] of [[small, 100], [big, 800]] as const)
+    for (const [ce, z] of [['gzip', zlib.gzipSync], ['deflate', zlib.deflateSync]] as const) {
+      const zipped = z(body);
+      assert.ok(zipped.length <= SMALL_BODY_BYTES);
+      const r = await post(srv, zipped, { 'content-encoding': ce });
+      assert.equal(r.status, 200, JSON.stringify(r.json).slice(0, 300));
+      assert.equal(r.json.committed, n);
+      sent.push(body);
+    }
+  const m = await (await fetch(`${srv.url}/metrics`)).text();
+  const counted = Number(/^sluice_http_decompressed_bytes_total(?:\{[^}]*\})? (\d+)/m.exec(m)?.[1]);
+  assert.equal(counted, sent.reduce((a, b) => a + Buffer.byteLength(b), 0));
+  assert.ok((await srv.close()).balanced);
+  assert.equal(await readFile(path, 'utf8'), sent.join(''));
 });
 
 test('caps answer 413 with a JSON body naming the cap; codings 415; malformed 400', async () => {
