@@ -63,7 +63,7 @@ export interface MixedLoadResult {
   latencyMs: LatencySummary;
   /** The same, per kind. */
   latencyByKindMs: Record<string, LatencySummary>;
-  /** Actual send − intended send (ms): the generator's own delay, part of latencyMs. */
+  /** Actual send − intended send (ms; < 0: sent up to 1 ms early): the generator's own delay, part of latencyMs. */
   sendLagMs: LatencySummary;
   /** Actual send → end of answer, per kind (ms): what the server (and the pool) took. */
   serviceByKindMs: Record<string, LatencySummary>;
@@ -77,6 +77,8 @@ export function summarize(values: number[]): LatencySummary {
   const at = (p: number) => (a.length === 0 ? 0 : r(a[Math.min(a.length - 1, Math.max(0, Math.ceil(p * a.length) - 1))]));
   return { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: at(1), mean: a.length === 0 ? 0 : r(a.reduce((s, x) => s + x, 0) / a.length), n: a.length };
 }
+
+const EARLY_MS = 1;
 
 export async function runMixedLoad(spec: MixedLoadSpec): Promise<MixedLoadResult> {
   if (!(spec.overallRate > 0) || !(spec.durationSec > 0) || !(spec.connections >= 1)) throw new Error(`mixed-load: bad spec ${JSON.stringify(spec)}`);
@@ -115,8 +117,11 @@ export async function runMixedLoad(spec: MixedLoadSpec): Promise<MixedLoadResult
           errors++;
           if (timedOut) timeouts++;
         } else {
-          latency.push(end - intendedAt);
-          latencyByKind[k.kind].push(end - intendedAt);
+          // From the intended send time, or from the actual one if it went out (< 1 ms) early:
+          // never less than what the server and the pool really took.
+          const from = Number.isNaN(sentAt) ? intendedAt : Math.min(intendedAt, sentAt);
+          latency.push(end - from);
+          latencyByKind[k.kind].push(end - from);
           if (!Number.isNaN(sentAt)) service[k.kind].push(end - sentAt);
         }
         resolve();
@@ -163,13 +168,17 @@ export async function runMixedLoad(spec: MixedLoadSpec): Promise<MixedLoadResult
     const tick = () => {
       const now = performance.now();
       // Everything due (the timer may fire late: those requests keep their intended times).
-      while (next < total && start + next * interval <= now) {
+      // libuv timers fire up to ≈1 ms late (ms clock, rounded-up poll timeout): wake up to
+      // EARLY_MS before the intended time and send what is due by then, so that the generator
+      // does not add that millisecond to every request (an early send is measured from when it
+      // was actually sent, see above).
+      while (next < total && start + next * interval <= now + EARLY_MS) {
         inflight.push(one(next, start + next * interval));
         sent++;
         next++;
       }
       if (next >= total) return done();
-      setTimeout(tick, Math.max(0, start + next * interval - performance.now()));
+      setTimeout(tick, Math.max(0, start + next * interval - EARLY_MS - performance.now()));
     };
     setTimeout(tick, Math.max(0, start - performance.now()));
   });
