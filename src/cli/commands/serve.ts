@@ -36,7 +36,7 @@ export function registerServe(program: Command): void {
     .addOption(new Option('--policy <policy>', 'overflow policy of the queue').choices(['block', 'drop-newest', 'drop-oldest']).default('block'))
     .option('--block-timeout-ms <ms>', 'block policy: wait for queue space this long, then 429 + Retry-After', '1000')
     .option('--max-items <n>', 'window: items per batch', '512')
-    .option('--max-wait-ms <ms>', 'window: oldest item waits at most this long', '5')
+    .option('--max-wait-ms <ms>', 'window: oldest item waits at most this long (with --flush request, a request is cut once enqueued anyway)', '5')
     .option('--queue-items <n>', 'queue bound (items)', '10000')
     .option('--queue-bytes <n>', 'queue bound (bytes)', String(16 * 2 ** 20))
     .option('--max-compressed-bytes <n>', 'body bytes as sent, per request', String(d.maxCompressedBytes))
