@@ -41,6 +41,13 @@ export interface MixedLoadSpec {
    * otherwise delays the first measured requests (≈10–20 ms measured). @default none
    */
   warmupPath?: string;
+  /**
+   * Wall-clock time (Date.now(), ms) at which the schedule starts, after the warm-up: lets two
+   * generators started together begin at the same moment, once both processes are up (their
+   * start-up, ≈100–300 ms of CPU each, otherwise overlaps the other's first requests). A time
+   * already past starts at once. @default at once
+   */
+  startAtMs?: number;
 }
 
 export interface LatencySummary {
@@ -162,6 +169,7 @@ export async function runMixedLoad(spec: MixedLoadSpec): Promise<MixedLoadResult
   const interval = 1000 / spec.overallRate;
   const total = Math.round(spec.durationSec * spec.overallRate);
   const inflight: Promise<void>[] = [];
+  if (spec.startAtMs !== undefined && spec.startAtMs > Date.now()) await new Promise((r) => setTimeout(r, spec.startAtMs! - Date.now()));
   const start = performance.now() + 5;
   await new Promise<void>((done) => {
     let next = 0;

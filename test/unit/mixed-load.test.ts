@@ -19,14 +19,17 @@ test('open loop: a slow server shows up as latency from the intended send time, 
   await writeFile(body, '{"a":1}\n');
   // Every answer takes 30 ms; one connection; 100 requests/s: the server can do ≈33/s.
   const seen: string[] = [];
+  let firstPostAt = 0;
   const server = http.createServer((req, res) => {
     seen.push(`${req.method} ${req.url}`);
+    if (req.method === 'POST' && !firstPostAt) firstPostAt = Date.now();
     req.resume();
     req.on('end', () => setTimeout(() => res.end('ok'), 30));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   try {
     const port = (server.address() as AddressInfo).port;
+    const startAtMs = Date.now() + 300;
     const r = await runMixedLoad({
       url: `http://127.0.0.1:${port}/ingest`,
       durationSec: 0.2,
@@ -34,7 +37,9 @@ test('open loop: a slow server shows up as latency from the intended send time, 
       overallRate: 100,
       requests: [{ kind: 'k', bodyFile: body, headers: {} }],
       warmupPath: '/healthz',
+      startAtMs,
     });
+    assert.ok(firstPostAt >= startAtMs - 2, `first request ${startAtMs - firstPostAt} ms before startAtMs`);
     // The warm-up request comes first and is not counted.
     assert.deepEqual([seen[0], seen.length], ['GET /healthz', 21]);
     assert.equal(r.sent, 20);

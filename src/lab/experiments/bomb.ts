@@ -520,11 +520,14 @@ async function runLoadPhase(ctx: ExperimentContext, files: { good: string; gz: s
     ctx.progress.start('bomb: load', 2);
     const goodAlone = await runLoad(good());
     ctx.progress.tick(1, `good alone p99 ${goodAlone.latencyMs.p99} ms`);
+    // Both generators start their schedules together, once both processes are up and warm.
+    const startAtMs = Date.now() + 1500;
     const [goodUnderBombs, bombs] = await Promise.all([
-      runLoad(good()),
+      runLoad({ ...good(), startAtMs }),
       runLoad({
         url: `${child.url}/ingest`,
         durationSec,
+        startAtMs,
         connections: 2,
         overallRate: bombRatePerSec,
         warmupPath: '/healthz',
