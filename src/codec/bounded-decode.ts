@@ -205,6 +205,27 @@ export function boundedDecode(source: Readable, coding: Coding, limits: Partial<
   return { chunks: iterate(), stats, destroy, closed };
 }
 
+/**
+ * Decodes a small body whose compressed bytes are all in hand, at once, on the calling thread:
+ * no stream, no thread-pool round trip (a streamed gzip body costs two: one per write, one for
+ * the end). The work is bounded by `maxOutputBytes`: past it, zlib stops and this returns null,
+ * and the caller decodes the body with `boundedDecode` instead (which applies the real caps).
+ * `br` always returns null: a brotli stream can make its decoder fill a 16 MiB window before
+ * it emits its first byte, which must not happen on the event loop. `identity` returns `body`.
+ * Corrupt or truncated data throws SLUICE_MALFORMED_INPUT, as `boundedDecode` does.
+ */
+export function decodeSmallSync(body: Buffer, coding: Coding, maxOutputBytes: number): Buffer | null {
+  if (coding === 'identity') return body.length <= maxOutputBytes ? body : null;
+  if (coding === 'br') return null;
+  try {
+    const opts = { maxOutputLength: Math.max(1, maxOutputBytes) };
+    return coding === 'gzip' ? zlib.gunzipSync(body, opts) : zlib.inflateSync(body, opts);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException)?.code === 'ERR_BUFFER_TOO_LARGE') return null;
+    throw classify(e, coding);
+  }
+}
+
 /** zlib errors become coded MalformedInput; our own cap errors pass through unchanged. */
 function classify(err: unknown, coding: Coding): unknown {
   if (err instanceof SluiceError) return err;

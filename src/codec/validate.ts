@@ -1,7 +1,8 @@
 /**
  * Per-item validation after decompression and framing, cheapest check first:
- *   size → UTF-8 (fatal decoder) → nesting depth (a scan, before JSON.parse) → JSON.parse
- *   → schema (a compiled TypeBox validator, ≈6 ns per small record).
+ *   size → UTF-8 (fatal decoder) → nesting depth (a scan, before JSON.parse, skipped when the
+ *   line holds no more opening brackets than the limit) → JSON.parse → schema (a compiled
+ *   TypeBox validator, ≈6 ns per small record).
  *
  * The depth scan runs before JSON.parse because V8's parser recurses: a 100,000-deep
  * array is refused by a linear scan instead of risking the stack.
@@ -41,6 +42,20 @@ const CLOSE_BRACE = 0x7d;
 const CLOSE_BRACKET = 0x5d;
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
+
+/**
+ * True when `bytes` holds at most `limit` opening brackets (`{` and `[`, inside strings or
+ * not): its nesting depth cannot exceed `limit` then, and the depth scan can be skipped. Native
+ * `indexOf` hops from bracket to bracket, so a typical record costs a few calls instead of a
+ * JavaScript loop over every character (≈3 µs for a 520-byte record, a third of validation).
+ */
+export function openingBracketsAtMost(bytes: Uint8Array, limit: number): boolean {
+  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let n = 0;
+  for (let i = buf.indexOf(OPEN_BRACE); i !== -1; i = buf.indexOf(OPEN_BRACE, i + 1)) if (++n > limit) return false;
+  for (let i = buf.indexOf(OPEN_BRACKET); i !== -1; i = buf.indexOf(OPEN_BRACKET, i + 1)) if (++n > limit) return false;
+  return true;
+}
 
 /**
  * Maximum nesting depth of a JSON text, or -1 as soon as it exceeds `limit` (the scan
@@ -96,7 +111,7 @@ export class ItemValidator {
     } catch {
       return { ok: false, reason: 'invalid-utf8', message: 'not valid UTF-8' };
     }
-    if (jsonDepthExceeds(text, o.maxDepth)) return { ok: false, reason: 'too-deep', message: `nesting deeper than ${o.maxDepth}` };
+    if (!openingBracketsAtMost(bytes, o.maxDepth) && jsonDepthExceeds(text, o.maxDepth)) return { ok: false, reason: 'too-deep', message: `nesting deeper than ${o.maxDepth}` };
     let value: unknown;
     try {
       value = JSON.parse(text);

@@ -1,27 +1,62 @@
 /**
- * Child-process entry: steady-rate HTTP load from a second process (autocannon), with a
- * cycle of request kinds (e.g. three good batches then one bomb), counting answers per
- * kind and status. Used by the `bomb` experiment and by test/integration/serve.test.ts.
+ * Child-process entry: open-loop HTTP load from a second process at a steady rate, with a
+ * cycle of request kinds (e.g. three good batches then one bomb), counting answers per kind
+ * and status. Used by the `bomb` experiment and by test/integration/serve.test.ts.
  *
  *   node --import tsx src/lab/mixed-load.ts '<json MixedLoadSpec>'   (or dist/src/lab/mixed-load.js)
  *
- * Prints one JSON line (MixedLoadResult) on stdout. autocannon corrects latencies for
- * coordinated omission when a rate is set (its `overallRate`), so a stalled server shows up
- * in the percentiles instead of slowing the load.
+ * Prints one JSON line (MixedLoadResult) on stdout.
+ *
+ * Open loop, no coordinated omission: request i has an intended send time `start + i / rate`
+ * fixed in advance, whatever the server does; its latency is measured from that intended time
+ * to the last byte of the answer. A stalled server (or a stalled generator) therefore shows up
+ * in the percentiles instead of slowing the load down. Requests share a keep-alive pool of
+ * `connections` sockets; a request that finds them all busy waits for one, and that wait is
+ * part of its latency. (autocannon, used before, is not open loop: with a rate set, each
+ * connection sends back to back until its per-second quota is spent, then pauses until the next
+ * second — a burst of `rate` requests at the top of every second — and its correction assumes
+ * an expected interval of ⌈1/rate⌉ = 1 ms.)
+ *
+ * Besides the latency from the intended time, the result reports the generator's own lag
+ * (actual send − intended send; the generator's overhead and event-loop delay, included in the
+ * latency) and the service time (actual send → answer) per kind, to tell the two apart.
  */
+import http from 'node:http';
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 export interface MixedLoadSpec {
   url: string;
   durationSec: number;
+  /** Keep-alive sockets at most (requests beyond wait for one, and the wait counts). */
   connections: number;
-  /** Requests per second, all connections together. */
+  /** Requests per second, all connections together, evenly spaced. */
   overallRate: number;
-  /** Cycled in order by each connection. */
+  /** Cycled in order. */
   requests: { kind: string; bodyFile: string; headers: Record<string, string> }[];
   timeoutSec?: number;
+  /**
+   * Before the schedule starts, one GET of this path (e.g. `/healthz`) per connection, not
+   * counted: opens the sockets and warms the generator's own code paths, whose first use
+   * otherwise delays the first measured requests (≈10–20 ms measured). @default none
+   */
+  warmupPath?: string;
+  /**
+   * Wall-clock time (Date.now(), ms) at which the schedule starts, after the warm-up: lets two
+   * generators started together begin at the same moment, once both processes are up (their
+   * start-up, ≈100–300 ms of CPU each, otherwise overlaps the other's first requests). A time
+   * already past starts at once. @default at once
+   */
+  startAtMs?: number;
+}
+
+export interface LatencySummary {
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+  mean: number;
+  n: number;
 }
 
 export interface MixedLoadResult {
@@ -31,53 +66,145 @@ export interface MixedLoadResult {
   answered: number;
   errors: number;
   timeouts: number;
-  latencyMs: { p50: number; p90: number; p99: number; max: number; mean: number };
+  /** Every answered request, from its intended send time to the end of its answer (ms). */
+  latencyMs: LatencySummary;
+  /** The same, per kind. */
+  latencyByKindMs: Record<string, LatencySummary>;
+  /** Actual send − intended send (ms; < 0: sent up to 1 ms early): the generator's own delay, part of latencyMs. */
+  sendLagMs: LatencySummary;
+  /** Actual send → end of answer, per kind (ms): what the server (and the pool) took. */
+  serviceByKindMs: Record<string, LatencySummary>;
   durationSec: number;
 }
 
-interface AutocannonResult {
-  latency: { p50: number; p90: number; p99: number; max: number; mean: number };
-  requests: { sent: number; total: number };
-  errors: number;
-  timeouts: number;
-  duration: number;
+/** Exact percentiles (nearest rank) of a small sample, in ms with two decimals. */
+export function summarize(values: number[]): LatencySummary {
+  const a = [...values].sort((x, y) => x - y);
+  const r = (x: number) => Math.round(x * 100) / 100;
+  const at = (p: number) => (a.length === 0 ? 0 : r(a[Math.min(a.length - 1, Math.max(0, Math.ceil(p * a.length) - 1))]));
+  return { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: at(1), mean: a.length === 0 ? 0 : r(a.reduce((s, x) => s + x, 0) / a.length), n: a.length };
 }
-type Autocannon = (opts: Record<string, unknown>) => Promise<AutocannonResult>;
+
+const EARLY_MS = 1;
 
 export async function runMixedLoad(spec: MixedLoadSpec): Promise<MixedLoadResult> {
-  const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
-  const byKind: Record<string, Record<string, number>> = {};
-  const requests = spec.requests.map((r) => {
-    const body = readFileSync(r.bodyFile);
-    byKind[r.kind] ??= {};
-    return {
-      method: 'POST',
-      path: new URL(spec.url).pathname,
-      headers: { 'content-type': 'application/x-ndjson', ...r.headers },
-      body,
-      onResponse: (status: number) => {
-        const k = byKind[r.kind];
-        k[String(status)] = (k[String(status)] ?? 0) + 1;
-      },
-    };
-  });
+  if (!(spec.overallRate > 0) || !(spec.durationSec > 0) || !(spec.connections >= 1)) throw new Error(`mixed-load: bad spec ${JSON.stringify(spec)}`);
   const u = new URL(spec.url);
-  const res = await autocannon({
-    url: `${u.protocol}//${u.host}`,
-    connections: spec.connections,
-    overallRate: spec.overallRate,
-    duration: spec.durationSec,
-    timeout: spec.timeoutSec ?? 10,
-    requests,
+  const timeoutMs = (spec.timeoutSec ?? 10) * 1000;
+  const agent = new http.Agent({ keepAlive: true, maxSockets: spec.connections, scheduling: 'fifo' });
+  const byKind: Record<string, Record<string, number>> = {};
+  const latency: number[] = [];
+  const latencyByKind: Record<string, number[]> = {};
+  const service: Record<string, number[]> = {};
+  const lag: number[] = [];
+  const kinds = spec.requests.map((r) => {
+    byKind[r.kind] ??= {};
+    latencyByKind[r.kind] ??= [];
+    service[r.kind] ??= [];
+    const body = readFileSync(r.bodyFile);
+    return { kind: r.kind, body, headers: { 'content-type': 'application/x-ndjson', ...r.headers, 'content-length': String(body.length) } };
   });
+  let errors = 0;
+  let timeouts = 0;
+  let sent = 0;
+  const count = (kind: string, status: number) => (byKind[kind][String(status)] = (byKind[kind][String(status)] ?? 0) + 1);
+
+  const one = (i: number, intendedAt: number): Promise<void> =>
+    new Promise((resolve) => {
+      const k = kinds[i % kinds.length];
+      let sentAt = NaN;
+      let settled = false;
+      const finish = (status: number, timedOut = false) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        const end = performance.now();
+        count(k.kind, status);
+        if (status === 0) {
+          errors++;
+          if (timedOut) timeouts++;
+        } else {
+          // From the intended send time, or from the actual one if it went out (< 1 ms) early:
+          // never less than what the server and the pool really took.
+          const from = Number.isNaN(sentAt) ? intendedAt : Math.min(intendedAt, sentAt);
+          latency.push(end - from);
+          latencyByKind[k.kind].push(end - from);
+          if (!Number.isNaN(sentAt)) service[k.kind].push(end - sentAt);
+        }
+        resolve();
+      };
+      const req = http.request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method: 'POST', headers: k.headers, agent });
+      // Counted from the intended send time: time waiting for a free socket is latency too.
+      const timer = setTimeout(() => {
+        req.destroy();
+        finish(0, true);
+      }, Math.max(1, intendedAt + timeoutMs - performance.now()));
+      req.on('socket', (s) => {
+        s.setNoDelay(true);
+        const mark = () => {
+          sentAt = performance.now();
+          lag.push(sentAt - intendedAt);
+        };
+        // A pooled socket is connected already; a new one writes once connected.
+        if ((s as unknown as { connecting: boolean }).connecting) s.once('connect', mark);
+        else mark();
+      });
+      req.on('response', (res) => {
+        res.resume();
+        res.on('end', () => finish(res.statusCode ?? 0));
+        res.on('error', () => finish(0));
+      });
+      req.on('error', () => finish(0));
+      req.end(k.body);
+    });
+
+  if (spec.warmupPath) {
+    const warm = () =>
+      new Promise<void>((resolve) => {
+        const req = http.get({ host: u.hostname, port: u.port, path: spec.warmupPath, agent }, (res) => res.resume().on('end', resolve).on('error', resolve));
+        req.on('error', () => resolve());
+      });
+    await Promise.all(Array.from({ length: spec.connections }, warm));
+  }
+  const interval = 1000 / spec.overallRate;
+  const total = Math.round(spec.durationSec * spec.overallRate);
+  const inflight: Promise<void>[] = [];
+  if (spec.startAtMs !== undefined && spec.startAtMs > Date.now()) await new Promise((r) => setTimeout(r, spec.startAtMs! - Date.now()));
+  const start = performance.now() + 5;
+  await new Promise<void>((done) => {
+    let next = 0;
+    const tick = () => {
+      const now = performance.now();
+      // Everything due (the timer may fire late: those requests keep their intended times).
+      // libuv timers fire up to ≈1 ms late (ms clock, rounded-up poll timeout): wake up to
+      // EARLY_MS before the intended time and send what is due by then, so that the generator
+      // does not add that millisecond to every request (an early send is measured from when it
+      // was actually sent, see above).
+      while (next < total && start + next * interval <= now + EARLY_MS) {
+        inflight.push(one(next, start + next * interval));
+        sent++;
+        next++;
+      }
+      if (next >= total) return done();
+      setTimeout(tick, Math.max(0, start + next * interval - EARLY_MS - performance.now()));
+    };
+    setTimeout(tick, Math.max(0, start - performance.now()));
+  });
+  await Promise.all(inflight);
+  const durationSec = Math.round((performance.now() - start) / 10) / 100;
+  agent.destroy();
+  const per = (m: Record<string, number[]>) => Object.fromEntries(Object.entries(m).map(([k, v]) => [k, summarize(v)]));
   return {
     byKind,
-    sent: res.requests.sent,
-    answered: Object.values(byKind).reduce((s, k) => s + Object.values(k).reduce((a, b) => a + b, 0), 0),
-    errors: res.errors,
-    timeouts: res.timeouts,
-    latencyMs: { p50: res.latency.p50, p90: res.latency.p90, p99: res.latency.p99, max: res.latency.max, mean: res.latency.mean },
-    durationSec: res.duration,
+    sent,
+    answered: latency.length,
+    errors,
+    timeouts,
+    latencyMs: summarize(latency),
+    latencyByKindMs: per(latencyByKind),
+    sendLagMs: summarize(lag),
+    serviceByKindMs: per(service),
+    durationSec,
   };
 }
 

@@ -6,7 +6,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import zlib from 'node:zlib';
-import { startServer, type RunningServer, type ServeOptions } from '../../src/sources/http.js';
+import { SMALL_BODY_BYTES, SYNC_DECODE_BYTES, startServer, type RunningServer, type ServeOptions } from '../../src/sources/http.js';
 import { FileSink } from '../../src/sinks/file.js';
 import { openDecoderCount } from '../../src/codec/bounded-decode.js';
 import { SlowSink } from '../../src/sinks/memory.js';
@@ -67,6 +67,54 @@ test('good bodies in every coding are accepted, committed and stored byte for by
   assert.ok(ledger.balanced);
   assert.equal(ledger.inFlight, 0);
   assert.equal(ledger.committed, ledger.accepted);
+  assert.equal(await readFile(path, 'utf8'), sent.join(''));
+});
+
+test("flush 'request' (default) answers without waiting for the window; concurrent requests share batches; 'window' waits for it", async () => {
+  const window = { maxWaitMs: 400, maxItems: 10_000, maxBytes: 4 * 2 ** 20 };
+  const queue = { maxItems: 20_000, maxBytes: 8 * 2 ** 20 };
+  const { srv, path } = await fileServer({ window, queue });
+  let t = performance.now();
+  const one = await post(srv, lines(20));
+  assert.equal(one.status, 200, JSON.stringify(one.json));
+  assert.ok(performance.now() - t < 300, `answered after ${performance.now() - t} ms`);
+  const rs = await Promise.all(Array.from({ length: 12 }, (_, i) => post(srv, lines(20, 100 * (i + 1)))));
+  assert.deepEqual(new Set(rs.map((r) => r.status)), new Set([200]));
+  const stats = srv.pipeline.stats();
+  assert.ok(stats.batches < 13, `${stats.batches} batches for 13 requests`);
+  assert.equal(stats.flushReasons.time, 0);
+  assert.ok((await srv.close()).balanced);
+  assert.equal((await readFile(path, 'utf8')).trim().split('\n').length, 13 * 20);
+
+  const w = await fileServer({ window, queue, flush: 'window' });
+  t = performance.now();
+  const r = await post(w.srv, lines(20));
+  assert.equal(r.status, 200);
+  assert.ok(performance.now() - t >= 390, `answered after ${performance.now() - t} ms`);
+  assert.equal(w.srv.pipeline.stats().flushReasons.time, 1);
+  assert.ok((await w.srv.close()).balanced);
+  await assert.rejects(fileServer({ flush: 'soon' as never }), /flush/);
+});
+
+test('a small body is decoded at once; one that decodes past SYNC_DECODE_BYTES is streamed instead, with the same answer', async () => {
+  const { srv, path } = await fileServer();
+  const small = lines(100);
+  const big = Array.from({ length: 800 }, (_, i) => JSON.stringify({ i, pad: 'p'.repeat(480) })).join('\n') + '\n';
+  assert.ok(Buffer.byteLength(big) > SYNC_DECODE_BYTES && Buffer.byteLength(big) < LIMITS.maxDecompressedBytes);
+  const sent: string[] = [];
+  for (const [body, n] of [[small, 100], [big, 800]] as const)
+    for (const [ce, z] of [['gzip', zlib.gzipSync], ['deflate', zlib.deflateSync]] as const) {
+      const zipped = z(body);
+      assert.ok(zipped.length <= SMALL_BODY_BYTES);
+      const r = await post(srv, zipped, { 'content-encoding': ce });
+      assert.equal(r.status, 200, JSON.stringify(r.json).slice(0, 300));
+      assert.equal(r.json.committed, n);
+      sent.push(body);
+    }
+  const m = await (await fetch(`${srv.url}/metrics`)).text();
+  const counted = Number(/^sluice_http_decompressed_bytes_total(?:\{[^}]*\})? (\d+)/m.exec(m)?.[1]);
+  assert.equal(counted, sent.reduce((a, b) => a + Buffer.byteLength(b), 0));
+  assert.ok((await srv.close()).balanced);
   assert.equal(await readFile(path, 'utf8'), sent.join(''));
 });
 
@@ -180,7 +228,7 @@ test('backpressure: a block timeout answers 429 with Retry-After and says which 
   assert.equal(sink.committedItems(), accepted);
 });
 
-test('load from a second process (autocannon): good requests all succeed while bombs are rejected', async () => {
+test('open-loop load from a second process: good requests all succeed while bombs are rejected', async () => {
   const dir = await scratch();
   const { srv, path } = await fileServer({ limits: { ...LIMITS, maxConcurrentRequests: 64 } });
   const good = join(dir, 'good.gz');

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import fc from 'fast-check';
-import { boundedDecode, openDecoderCount, parseContentEncoding, type Coding } from '../../src/codec/bounded-decode.js';
+import { boundedDecode, decodeSmallSync, openDecoderCount, parseContentEncoding, type Coding } from '../../src/codec/bounded-decode.js';
 import { ErrorCode, SluiceError } from '../../src/core/errors.js';
 
 const ENCODERS: Record<Coding, (b: Buffer) => Buffer> = {
@@ -92,6 +92,52 @@ test('corrupt compressed streams give SLUICE_MALFORMED_INPUT and leave no decode
   g[g.length - 6] ^= 0x01;
   const r = await decodeAll([g], 'gzip');
   assert.ok(r.error instanceof SluiceError && r.error.code === ErrorCode.MalformedInput);
+  assert.equal(openDecoderCount(), 0);
+});
+
+test('decodeSmallSync: the same bytes or the same coded error as the stream, for whole, truncated, corrupt and trailing-garbage bodies', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.constantFrom<Coding>('identity', 'gzip', 'deflate'),
+      bodyArb,
+      fc.constantFrom('whole', 'cut', 'flip', 'trailing'),
+      fc.double({ min: 0, max: 0.999, noNaN: true }),
+      async (coding, plain, damage, frac) => {
+        let z = Buffer.from(ENCODERS[coding](Buffer.from(plain)));
+        const at = Math.floor(z.length * frac);
+        if (damage === 'cut') z = z.subarray(0, at);
+        else if (damage === 'flip' && z.length > 0) z[at] ^= 0x5a;
+        else if (damage === 'trailing') z = Buffer.concat([z, Buffer.from('junk')]);
+        const streamed = await decodeAll([z], coding);
+        let sync: Buffer | null = null;
+        let error: unknown = null;
+        try {
+          sync = decodeSmallSync(z, coding, 2 ** 20);
+        } catch (e) {
+          error = e;
+        }
+        if (streamed.error) {
+          assert.ok(error instanceof SluiceError, `stream failed (${streamed.error}), sync gave ${error ?? 'bytes'}`);
+          assert.equal(error.code, (streamed.error as SluiceError).code);
+          assert.equal(error.details.reason, (streamed.error as SluiceError).details.reason);
+        } else {
+          assert.equal(error, null, String(error));
+          assert.deepEqual(sync, streamed.out);
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
+test('decodeSmallSync: null past the output bound (the caller streams instead) and always for brotli', () => {
+  const plain = Buffer.from('{"a":1}\n'.repeat(10_000)); // 80,000 bytes
+  assert.deepEqual(decodeSmallSync(zlib.gzipSync(plain), 'gzip', 80_000), plain);
+  assert.equal(decodeSmallSync(zlib.gzipSync(plain), 'gzip', 79_999), null);
+  assert.equal(decodeSmallSync(zlib.deflateSync(plain), 'deflate', 1000), null);
+  assert.equal(decodeSmallSync(plain, 'identity', 1000), null);
+  assert.equal(decodeSmallSync(plain, 'identity', 80_000), plain);
+  assert.equal(decodeSmallSync(zlib.brotliCompressSync(plain), 'br', 2 ** 20), null);
   assert.equal(openDecoderCount(), 0);
 });
 

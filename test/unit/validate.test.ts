@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Type } from '@sinclair/typebox';
-import { ANY_JSON_SCHEMA, ItemValidator, jsonDepthExceeds } from '../../src/codec/validate.js';
+import { ANY_JSON_SCHEMA, ItemValidator, jsonDepthExceeds, openingBracketsAtMost } from '../../src/codec/validate.js';
 import { NdjsonFramer } from '../../src/codec/ndjson.js';
 import { ErrorCode, SluiceError } from '../../src/core/errors.js';
 
@@ -64,6 +64,18 @@ test('a 100,000-deep array is refused before JSON.parse, without a stack overflo
   assert.equal(jsonDepthExceeds('[[[[1]]]]', 3), true);
   assert.ok(new ItemValidator({ maxDepth: 3 }).validate(Buffer.from('{"a":{"b":[1]}}')).ok);
   assert.equal((new ItemValidator({ maxDepth: 3 }).validate(Buffer.from('{"a":{"b":[[1]]}}')) as { reason: string }).reason, 'too-deep');
+});
+
+test('the bracket count skips the depth scan only when the depth cannot exceed the limit', () => {
+  assert.equal(openingBracketsAtMost(Buffer.from('{"a":[1,{"b":2}]}'), 3), true);
+  assert.equal(openingBracketsAtMost(Buffer.from('{"a":[1,{"b":[2]}]}'), 3), false);
+  assert.equal(openingBracketsAtMost(new Uint8Array(Buffer.from('[[1]]')), 2), true);
+  assert.equal(openingBracketsAtMost(Buffer.from('{"a":"[[[["}'), 2), false); // in a string: counted, then the scan decides
+  const v = new ItemValidator({ maxDepth: 3 });
+  // Many brackets, shallow: the scan runs and accepts; few brackets: no scan needed.
+  assert.ok(v.validate(Buffer.from(JSON.stringify({ a: Array.from({ length: 50 }, () => ({})) }))).ok);
+  assert.ok(v.validate(Buffer.from('{"a":"[[[[[[[[[[["}')).ok);
+  assert.equal((v.validate(Buffer.from('[{"a":[{"b":1}]}]')) as { reason: string }).reason, 'too-deep');
 });
 
 test('reasons: invalid UTF-8, malformed JSON, schema, size', () => {

@@ -7,7 +7,7 @@ import { formatLedger } from '../../core/ledger.js';
 import type { Sink } from '../../core/types.js';
 import { FileSink } from '../../sinks/file.js';
 import { KNOWN_CODINGS, type Coding } from '../../codec/bounded-decode.js';
-import { ACK_MODES, INGEST_MODES, SERVE_LIMIT_DEFAULTS, startServer, type AckMode, type IngestMode } from '../../sources/http.js';
+import { ACK_MODES, FLUSH_MODES, INGEST_MODES, SERVE_LIMIT_DEFAULTS, startServer, type AckMode, type FlushMode, type IngestMode } from '../../sources/http.js';
 import { parseIntAtLeast, parseNonNegative } from '../parse.js';
 
 /** The columns PostgresSink writes: items must carry them when --sink is a postgres:// URL. */
@@ -28,10 +28,15 @@ export function registerServe(program: Command): void {
     .option('--table <name>', 'PostgreSQL table (with --sink postgres://…)', 'sluice_ingest')
     .addOption(new Option('--mode <mode>', 'per-line: good lines kept, bad ones reported; all-or-nothing: any bad line refuses the request').choices([...INGEST_MODES]).default('per-line'))
     .addOption(new Option('--ack <when>', 'answer after the items are committed, or once accepted').choices([...ACK_MODES]).default('commit'))
+    .addOption(
+      new Option('--flush <when>', "request: a request's items are cut into a batch once all are enqueued (group commit while the sink is busy); window: when --max-items or --max-wait-ms says")
+        .choices([...FLUSH_MODES])
+        .default('request'),
+    )
     .addOption(new Option('--policy <policy>', 'overflow policy of the queue').choices(['block', 'drop-newest', 'drop-oldest']).default('block'))
     .option('--block-timeout-ms <ms>', 'block policy: wait for queue space this long, then 429 + Retry-After', '1000')
     .option('--max-items <n>', 'window: items per batch', '512')
-    .option('--max-wait-ms <ms>', 'window: oldest item waits at most this long', '5')
+    .option('--max-wait-ms <ms>', 'window: oldest item waits at most this long (with --flush request, a request is cut once enqueued anyway)', '5')
     .option('--queue-items <n>', 'queue bound (items)', '10000')
     .option('--queue-bytes <n>', 'queue bound (bytes)', String(16 * 2 ** 20))
     .option('--max-compressed-bytes <n>', 'body bytes as sent, per request', String(d.maxCompressedBytes))
@@ -64,6 +69,7 @@ export function registerServe(program: Command): void {
         port: parseIntAtLeast('--port', o.port, 0),
         mode: o.mode as IngestMode,
         ack: o.ack as AckMode,
+        flush: o.flush as FlushMode,
         schema: pg ? EVENT_RECORD_SCHEMA : undefined,
         window: { maxItems: parseIntAtLeast('--max-items', o.maxItems, 1), maxWaitMs: parseNonNegative('--max-wait-ms', o.maxWaitMs) },
         queue: {

@@ -17,12 +17,14 @@ import type { AddressInfo } from 'node:net';
 import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { FileSink } from '../../sinks/file.js';
-import { startServer, type ServeLimits } from '../../sources/http.js';
+import { startServer, type ServeLimits, type ServeOptions } from '../../sources/http.js';
 
 export interface BombChildSpec {
   variant: 'capped' | 'naive';
   dataDir: string;
   limits?: Partial<ServeLimits>;
+  /** Server settings besides the limits (default: the server's defaults). */
+  serve?: Pick<ServeOptions, 'flush' | 'window'>;
 }
 
 function naiveServer(): Promise<string> {
@@ -80,7 +82,7 @@ async function main(spec: BombChildSpec): Promise<void> {
     return;
   }
   const sink = await new FileSink<unknown>({ path: join(spec.dataDir, 'ingest.ndjson') }).open();
-  const srv = await startServer({ sink, limits: spec.limits, log: (l) => process.stderr.write(l + '\n') });
+  const srv = await startServer({ sink, limits: spec.limits, ...spec.serve, log: (l) => process.stderr.write(l + '\n') });
   process.stdout.write(JSON.stringify({ ready: true, url: srv.url, pid: process.pid }) + '\n');
   process.once('SIGTERM', () => {
     srv.close().then((ledger) => {
