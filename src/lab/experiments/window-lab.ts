@@ -257,9 +257,11 @@ export function chooseWindow<C extends Candidate>(cands: C[], limitMs: number, s
   const w = (c: C) => `${c.maxItems} items / ${c.maxWaitMs} ms`;
   if (!chosen) return { chosen, runnerUp, cheapestInfeasible, reason: `no window kept p99 ≤ ${limitMs} ms (SLO ${sloMs} ms − margin) at every load`, runnerUpLostOn: '' };
   const cheapest = feasible.reduce((m, c) => (c.opsPerItem < m.opsPerItem ? c : m), chosen);
-  let reason = `${w(chosen)}: ${cheapest === chosen ? 'fewest' : `within ${Math.round(tie * 100)}% of the fewest`} fixed-cost ops per item (${chosen.opsPerItem.toFixed(5)}) among the ${feasible.length} windows with p99 ≤ ${limitMs} ms (SLO ${sloMs} ms − margin) at every load (p99 ${fmtP(chosen)})`;
-  if (cheapest !== chosen)
-    reason += `; preferred to ${w(cheapest)} (${cheapest.opsPerItem.toFixed(5)} ops/item, ${cheapest.sizeBound ? 'size' : 'timer'}-bound) because its batches are cut by size at this load: the window is sized by the measured load, bounds each batch, and a burst above it is flushed sooner instead of filling a larger batch`;
+  let reason = `${w(chosen)}: ${cheapest === chosen ? 'fewest' : `within ${pref(chosen) < pref(cheapest) ? Math.round(tie * 100) : 2}% of the fewest`} fixed-cost ops per item (${chosen.opsPerItem.toFixed(5)}) among the ${feasible.length} windows with p99 ≤ ${limitMs} ms (SLO ${sloMs} ms − margin) at every load (p99 ${fmtP(chosen)})`;
+  if (cheapest !== chosen && pref(chosen) < pref(cheapest))
+    reason += `; preferred to ${w(cheapest)} (${cheapest.opsPerItem.toFixed(5)} ops/item, timer-bound) because its batches are cut by size at this load: the window is sized by the measured load, bounds each batch, and a burst above it is flushed sooner instead of filling a larger batch`;
+  else if (cheapest !== chosen)
+    reason += `; preferred to ${w(cheapest)} (${cheapest.opsPerItem.toFixed(5)} ops/item, within 2%) for its lower worst-case p99 (${worst(cheapest).toFixed(2)} ms)`;
   if (cheapestInfeasible) reason += `; cheaper windows breach the bound, e.g. ${w(cheapestInfeasible)} (${cheapestInfeasible.opsPerItem.toFixed(5)} ops/item) has p99 ${fmtP(cheapestInfeasible)}`;
   let runnerUpLostOn = 'no runner-up: only one window met the bound';
   if (runnerUp) {

@@ -136,9 +136,6 @@ function offeredLoad(g: GridCell): boolean {
 
 
 
-/** The refinement corners run this many grid cells' time at each load (see run()). */
-const REFINE_CELLS = 3;
-
 
 function shares(f: Record<string, number>) {
   const total = Object.values(f).reduce((a, b) => a + b, 0) || 1;
@@ -241,10 +238,9 @@ export const windowExperiment: Experiment = {
         for (const maxWaitMs of corners) {
           for (const load of ['low', 'peak'] as const) {
             const rate = offered[load];
-            // A corner decides between a size-bound and a timer-bound choice, so it is measured
-            // over REFINE_CELLS cells' time: a p99 from one short cell (≈200 samples at low load
-            // in --quick: the 2nd-largest latency) flips on a single disk stall.
-            const r = await runCell(lab, { window: { maxItems, maxWaitMs, maxInFlight: 1 }, queue: queueFor(maxItems), schedule: poissonArrivals(rate, seededRng(seed++)), durationMs: REFINE_CELLS * cellMs, make, sloMs: ctx.sloMs, offeredPerSec: rate });
+            // As long as a grid cell: a longer run meets more disk stalls, and the corner is
+            // compared with grid cells on the same p99 bound.
+            const r = await runCell(lab, { window: { maxItems, maxWaitMs, maxInFlight: 1 }, queue: queueFor(maxItems), schedule: poissonArrivals(rate, seededRng(seed++)), durationMs: cellMs, make, sloMs: ctx.sloMs, offeredPerSec: rate });
             grid.push(cellOf(load, maxItems, maxWaitMs, rate, r, 'refine'));
             ctx.progress.tick(1, `${maxItems}/${maxWaitMs}ms ${load}: p99 ${r.latencyMs.p99} ms`);
           }
