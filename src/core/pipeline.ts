@@ -227,6 +227,10 @@ export class Pipeline<T = unknown> {
       w.timer = this.clock.setTimer(() => {
         if (w.done) return;
         w.done = true;
+        // Every waiter has the same timeout, so they time out in FIFO order: the ones done are
+        // at the head. Pruned now, not at the next pump, so `blockedProducers` and the FIFO
+        // check in hasRoom() see only producers still waiting.
+        while (this.waiters.length > 0 && this.waiters.peek()!.done) this.waiters.shift();
         this.ledger.rejected++;
         reject(
           new SluiceError(ErrorCode.QueueFull, `queue full for ${this.qopts.blockTimeoutMs} ms (policy block)`, {

@@ -474,6 +474,7 @@ test('block: no space within blockTimeoutMs ends in SLUICE_QUEUE_FULL (retryable
   assert.equal(p.stats().blockedProducers, 1);
   clock.advance(1);
   await assert.rejects(waiting, (e: unknown) => e instanceof SluiceError && e.code === ErrorCode.QueueFull && e.retryable);
+  assert.equal(p.stats().blockedProducers, 0, 'a producer that timed out is no longer counted as blocked');
   const l = p.stats().ledger;
   assert.equal(l.accepted, 6);
   assert.equal(l.rejected, 1);
