@@ -19,7 +19,7 @@ import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { PostgresSink, type PostgresWriteMode } from '../src/sinks/postgres.js';
+import { PostgresSink, copyText, type PostgresWriteMode } from '../src/sinks/postgres.js';
 import { RecordFactory, type EventRecord } from '../src/sources/records.js';
 import type { Envelope } from '../src/core/types.js';
 import { LatencyHistogram } from '../src/metrics/histogram.js';
@@ -35,17 +35,6 @@ function sinkFor(table: string, mode?: PostgresWriteMode, connections = 1): Post
 
 /** The append variant writes two batches at once, on two connections: making the next batch's rows overlaps the server's COPY of the last one, as raw COPY's single stream overlaps them. */
 const APPEND_IN_FLIGHT = 2;
-
-/** COPY text format, as the sink's copy mode writes it: \ \t \n \r escaped, \N for NULL. */
-function field(v: unknown): string {
-  if (v === null || v === undefined) return '\\N';
-  const s = typeof v === 'string' ? v : typeof v === 'object' ? JSON.stringify(v) : String(v);
-  return /[\\\t\n\r]/.test(s) ? s.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r')) : s;
-}
-
-function copyRow(v: EventRecord): string {
-  return `${field(v.id)}\t${field(v.ts)}\t${field(v.source)}\t${field(v.kind)}\t${field(v.amount)}\t${field(v.note)}\t${field(v.payload)}\n`;
-}
 
 async function probe(): Promise<void> {
   const c = new pg.Client({ connectionString: URL, connectionTimeoutMillis: 2_000 });
@@ -103,8 +92,10 @@ const copyWriter =
       while (i < rows) {
         const stamp = performance.now();
         const end = Math.min(i + 1000, rows);
-        let text = '';
-        for (; i < end; i++) text += copyRow(f.make(i, stamp).value);
+        // The rows encoded exactly as the sink's COPY paths encode them (copyText).
+        const chunk: Envelope<EventRecord>[] = [];
+        for (; i < end; i++) chunk.push(f.make(i, stamp));
+        const text = copyText(chunk);
         stamps.push(stamp, end);
         if (!stream.write(text)) await once(stream, 'drain');
       }

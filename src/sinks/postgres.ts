@@ -163,8 +163,8 @@ function copyField(v: unknown): string {
   return /[\\\t\n\r]/.test(s) ? s.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r')) : s;
 }
 
-/** A batch in COPY text format, one line per record, the columns in COLUMNS order. */
-function copyText(batch: readonly Envelope<EventRecord>[]): Buffer {
+/** A batch in COPY text format, one line per record, the columns in COLUMNS order (bench case 3's raw COPY uses it too). */
+export function copyText(batch: readonly Envelope<EventRecord>[]): Buffer {
   let text = '';
   for (let i = 0; i < batch.length; i++) {
     const v = batch[i].value;
