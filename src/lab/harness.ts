@@ -4,6 +4,7 @@
  * operations counted are the calls really made during this run.
  */
 import v8 from 'node:v8';
+import { PerformanceObserver, monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { runInNewContext } from 'node:vm';
 import { Pipeline, type PipelineStats } from '../core/pipeline.js';
 import type { BatchHandler, Envelope, PipelineObserver, Sink } from '../core/types.js';
@@ -59,6 +60,76 @@ export interface RunFigures {
   flushReasons: Record<string, number>;
   sloBreaches: number;
   ledgerBalanced: boolean;
+  /** What stalled this process during the run: where a tail comes from (see RuntimeStalls). */
+  stalls: RuntimeStalls;
+}
+
+/**
+ * The stalls a latency tail is made of, measured during the run: garbage-collection pauses
+ * (a `gc` PerformanceObserver), the event loop's worst delay (monitorEventLoopDelay, 10 ms
+ * resolution), and the sink's slowest `write` (wall time of each call, fixed cost included).
+ * A p99 a few ms over the wait plus the write is one of these; the lab reports them beside it.
+ */
+export interface RuntimeStalls {
+  gcPauseMaxMs: number;
+  gcPauseTotalMs: number;
+  /** Mark-compact collections (the long ones). */
+  majorGcs: number;
+  eventLoopDelayMaxMs: number;
+  sinkWriteMaxMs: number;
+  /** Sink writes that took more than 5 ms. */
+  sinkWritesOver5Ms: number;
+}
+
+const GC_MAJOR = 4; // perf_hooks.constants.NODE_PERFORMANCE_GC_MAJOR
+
+/** Starts watching; `stop()` returns the figures. The sink returned times every `write`. */
+function watchStalls<T>(sink: Sink<T>): { sink: Sink<T>; stop: () => RuntimeStalls } {
+  const s: RuntimeStalls = { gcPauseMaxMs: 0, gcPauseTotalMs: 0, majorGcs: 0, eventLoopDelayMaxMs: 0, sinkWriteMaxMs: 0, sinkWritesOver5Ms: 0 };
+  const gc = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      s.gcPauseTotalMs += e.duration;
+      if (e.duration > s.gcPauseMaxMs) s.gcPauseMaxMs = e.duration;
+      if ((e as { detail?: { kind?: number } }).detail?.kind === GC_MAJOR) s.majorGcs++;
+    }
+  });
+  gc.observe({ entryTypes: ['gc'] });
+  const eld = monitorEventLoopDelay({ resolution: 10 });
+  eld.enable();
+  const write = sink.write.bind(sink);
+  const timed = async (batch: readonly Envelope<T>[]): Promise<void> => {
+    const t0 = performance.now();
+    try {
+      await write(batch);
+    } finally {
+      const d = performance.now() - t0;
+      if (d > s.sinkWriteMaxMs) s.sinkWriteMaxMs = d;
+      if (d > 5) s.sinkWritesOver5Ms++;
+    }
+  };
+  const proxied = new Proxy(sink, {
+    get(target, prop) {
+      if (prop === 'write') return timed;
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  return {
+    sink: proxied,
+    stop: () => {
+      gc.disconnect();
+      eld.disable();
+      const r2 = (x: number) => Math.round(x * 100) / 100;
+      return {
+        gcPauseMaxMs: r2(s.gcPauseMaxMs),
+        gcPauseTotalMs: r2(s.gcPauseTotalMs),
+        majorGcs: s.majorGcs,
+        eventLoopDelayMaxMs: r2(eld.max / 1e6),
+        sinkWriteMaxMs: r2(s.sinkWriteMaxMs),
+        sinkWritesOver5Ms: s.sinkWritesOver5Ms,
+      };
+    },
+  };
 }
 
 /**
@@ -84,8 +155,10 @@ export async function runPipeline<T>(spec: RunSpec<T>): Promise<RunFigures> {
   settleHeap();
   const metrics = new PipelineMetrics<T>(spec.sink, spec.sloMs);
   const opsBefore = spec.sink.fixedCostOps();
+  const watch = watchStalls(spec.sink);
+  let stalls: RuntimeStalls;
   const pipeline = new Pipeline<T>({
-    sink: spec.sink,
+    sink: watch.sink,
     window: spec.window,
     queue: spec.queue,
     handler: spec.handler,
@@ -106,6 +179,7 @@ export async function runPipeline<T>(spec: RunSpec<T>): Promise<RunFigures> {
     await pipeline.close();
   } finally {
     if (sampler) clearInterval(sampler);
+    stalls = watch.stop();
   }
   if (spec.onSample) spec.onSample(performance.now() - t0, pipeline.stats(), metrics);
   const elapsedMs = performance.now() - load.startMs;
@@ -136,5 +210,6 @@ export async function runPipeline<T>(spec: RunSpec<T>): Promise<RunFigures> {
     flushReasons: snap.flushReasons,
     sloBreaches: metrics.sloBreaches,
     ledgerBalanced: ledger.balanced,
+    stalls,
   };
 }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chooseWindow, fanOut, schedulePeakSecond, sizePreferenceTie, snappedMaxItems, type Candidate } from '../../src/lab/experiments/window-lab.js';
+import { chooseWindow, fanOut, fillWaitMs, schedulePeakSecond, sizePreferenceTie, snappedMaxItems, type Candidate } from '../../src/lab/experiments/window-lab.js';
 import { constantArrivals } from '../../src/sources/load.js';
 
 const c = (maxItems: number, maxWaitMs: number, opsPerItem: number, low: number, peak: number, sizeBound = false): Candidate => ({
@@ -70,4 +70,13 @@ test('snapped maxItems sits 1.5 Poisson sd below the median batch, never below 1
   assert.equal(snappedMaxItems(1), 1);
   // Its ops penalty at B = 800 is inside the 10% preference band.
   assert.ok(800 / snappedMaxItems(800) - 1 < 0.1);
+});
+
+test('fill wait: the time a Poisson load needs to bring B items in ≈ 97.7% of windows, rounded up to 0.5 ms', () => {
+  // 428 items at 38,400/s: (428 + 2·√428) / 38.4 = 12.22 ms → 12.5 ms.
+  assert.equal(fillWaitMs(428, 38_400), 12.5);
+  // Mean + 2 sd is always longer than the mean arrival time, so the size cuts first.
+  for (const [b, r] of [[100, 10_000], [1000, 91_000], [16, 500]] as const) assert.ok(fillWaitMs(b, r) > (b / r) * 1000);
+  assert.equal(fillWaitMs(100, 0), Infinity);
+  assert.equal(fillWaitMs(0, 1000), Infinity);
 });

@@ -249,7 +249,7 @@ export const adaptive: Experiment = {
   name: 'adaptive',
   title: 'Adaptive window: AIMD on the observed p99 against every static window, in two regimes and a switching run',
   description:
-    'Runs every static window of the `window` grid and an AIMD controller at a low load (0.2 × C1) and a high load (0.9 × the capacity at the SLO, found by a paced ramp), ' +
+    'Runs every static window of the `window` grid and an AIMD controller at a low load (0.2 × C1) and a high load (0.9 × the capacity at p99 ≤ SLO − margin, found by a paced ramp), ' +
     'then a run that switches between the two several times. Objective: p99 ≤ SLO in each regime, then the fewest fixed-cost operations per item. ' +
     'Compares AIMD with the statics the `window` rule would pick when tuned at one regime only, and with the best static chosen with hindsight.',
 
@@ -490,7 +490,7 @@ export const adaptive: Experiment = {
     out.push('');
     out.push(`**Objective:** ${r.objective}.`);
     out.push('');
-    out.push(`Regimes: low ${loads.lowPerSec}/s (0.2 × C1, C1 = ${loads.calibration.unbatchedCapacityPerSec}/s), high ${loads.peakPerSec}/s (0.9 × the capacity at the SLO, ${loads.sloCapacityPerSec ?? '?'}/s, found by a paced ramp; the flat-out probe moved ${loads.measuredCapacityPerSec}/s). AIMD starts at ${AIMD_START.maxItems} items / ${AIMD_START.maxWaitMs} ms; its figures count after ${SETTLE_PERIODS} control periods.`);
+    out.push(`Regimes: low ${loads.lowPerSec}/s (0.2 × C1, C1 = ${loads.calibration.unbatchedCapacityPerSec}/s), high ${loads.peakPerSec}/s (0.9 × the capacity at p99 ≤ SLO − margin, ${loads.sloCapacityPerSec ?? '?'}/s, found by a paced ramp; the flat-out probe moved ${loads.measuredCapacityPerSec}/s). AIMD starts at ${AIMD_START.maxItems} items / ${AIMD_START.maxWaitMs} ms; its figures count after ${SETTLE_PERIODS} control periods.`);
     out.push('');
     const bestRow = (g: RegimeName) => (best ? statics.find((s) => s.maxItems === best.maxItems && s.maxWaitMs === best.maxWaitMs && s.regime === g) : undefined);
     out.push(

@@ -41,6 +41,7 @@ import {
   schedulePeakSecond,
   snappedMaxItems,
   sizePreferenceTie,
+  fillWaitMs,
   syntheticMake,
   type Candidate,
   type CellRun,
@@ -82,6 +83,7 @@ export interface ValidationRun {
   reconciled: boolean;
   notSent: number;
   offered: number;
+  stalls: CellRun['stalls'];
 }
 
 export interface Replay {
@@ -104,6 +106,7 @@ export interface Replay {
   notSent: number;
   storedInSink: number;
   reconciled: boolean;
+  stalls: CellRun['stalls'];
   p99OverTime: { tMs: number; p99Ms: number; committedPerSec: number }[];
 }
 
@@ -149,7 +152,7 @@ export const windowExperiment: Experiment = {
   title: 'Window: tuned to the p99 SLO from measured data, held against bursty and real traffic',
   description:
     'Calibrates the sink and the batched capacity, sweeps a grid of windows (maxItems × maxWaitMs) at a low load (0.2 × C1) ' +
-    'and a peak load (0.9 × the capacity at the SLO, found by a paced ramp), picks the window with the fewest fixed-cost operations per item at peak ' +
+    'and a peak load (0.9 × the capacity at p99 ≤ SLO − margin, found by a paced ramp), picks the window with the fewest fixed-cost operations per item at peak ' +
     'whose p99 stays under SLO − margin at both loads, and replays bursty traffic (synthetic on/off, Azure LLM `code`, Zeek `ssl`) ' +
     'through it, sped up so the peak second reaches the peak load.',
   cliOptions: [
@@ -215,38 +218,45 @@ export const windowExperiment: Experiment = {
 
       // Refinement. At peak, every window whose maxItems exceeds what arrives in maxWaitMs costs
       // the same (the timer cuts at rate × maxWaitMs items): the cheapest grid cell is often one
-      // of those, timer-bound, with maxItems left open. The corner of that family — maxItems
-      // snapped 1.5 sd below the median batch the peak fills (see snappedMaxItems: most cuts
-      // by size, a few % more ops) — is measured too, at both loads.
+      // of those, timer-bound, with maxItems left open. The corners of that family are measured
+      // too, at both loads, each for as long as a grid cell (a longer run meets more disk
+      // stalls, and a corner is held to the same p99 bound as the cells it competes with):
+      //  - fill: maxItems = B, the median batch the peak fills in the cheapest cell, with the
+      //    wait in which the peak brings B items in ≈ 97.7% of windows (fillWaitMs, off the
+      //    grid): the same ops/item, cut by size. Measured on 2026-11-27 at 38.4k/s: B = 428 at
+      //    10 ms (the timer fires ≈ 1 ms late on a busy loop, so B is more than rate × wait).
+      //  - snapped: maxItems 1.5 sd below B (snappedMaxItems: a few % more ops) at the same wait,
+      //    and at the next wait of the grid. B includes what arrived while the previous batch was
+      //    being written, so at the same wait the timer still cuts part of the batches (measured:
+      //    395 items / 10 ms at 38.4k/s, 33% of cuts by the timer; 157 / 5 ms at 27k/s, 42%),
+      //    and the next grid wait can be too long for the low-load bound (395 / 15 ms: p99
+      //    17.8 ms at low load against a 17 ms bound).
       const stage1 = chooseWindow(cands, limitMs, ctx.sloMs);
       const refined: (Candidate & { cellOk: boolean })[] = [];
       // Not for maxWaitMs = 0: there the in-flight write, not a timer, cuts the batch (natural
       // batching), and a smaller maxItems only means more writes than the sink can take.
       if (stage1.chosen && !stage1.chosen.sizeBound && stage1.chosen.maxWaitMs > 0) {
         const base = at('peak', stage1.chosen.maxItems, stage1.chosen.maxWaitMs);
-        const maxItems = snappedMaxItems(base.batchSize.p50);
-        // Two corners with that maxItems: at the same wait, and at the next wait of the grid.
-        // The median batch B includes what arrived while the previous batch was being written
-        // (the timer fired, the write slot was busy), so B items can take longer than
-        // maxWaitMs to arrive: at the same wait a smaller batch writes sooner, the slot is free
-        // when the timer fires, and the cut is by the timer again (measured: 157 items / 5 ms
-        // at 27k/s, 42% of cuts by the timer). The longer wait leaves the size to close it.
+        const fillItems = Math.max(1, Math.round(base.batchSize.p50));
+        const snapped = snappedMaxItems(base.batchSize.p50);
         const nextWait = waits.find((w) => w > stage1.chosen!.maxWaitMs);
-        const corners = [stage1.chosen.maxWaitMs, ...(nextWait !== undefined && nextWait <= limitMs ? [nextWait] : [])]
-          .filter((maxWaitMs) => !grid.some((g) => g.maxItems === maxItems && g.maxWaitMs === maxWaitMs));
-        if (corners.length > 0) ctx.progress.start('window: refine', 2 * corners.length);
-        for (const maxWaitMs of corners) {
+        const fillWait = fillWaitMs(fillItems, offered.peak);
+        const corners: { maxItems: number; maxWaitMs: number }[] = [];
+        if (fillWait > stage1.chosen.maxWaitMs && fillWait <= limitMs) corners.push({ maxItems: fillItems, maxWaitMs: fillWait });
+        corners.push({ maxItems: snapped, maxWaitMs: stage1.chosen.maxWaitMs });
+        if (nextWait !== undefined && nextWait <= limitMs) corners.push({ maxItems: snapped, maxWaitMs: nextWait });
+        const todo = corners.filter((c, i) => !grid.some((g) => g.maxItems === c.maxItems && g.maxWaitMs === c.maxWaitMs) && corners.findIndex((d) => d.maxItems === c.maxItems && d.maxWaitMs === c.maxWaitMs) === i);
+        if (todo.length > 0) ctx.progress.start('window: refine', 2 * todo.length);
+        for (const { maxItems, maxWaitMs } of todo) {
           for (const load of ['low', 'peak'] as const) {
             const rate = offered[load];
-            // As long as a grid cell: a longer run meets more disk stalls, and the corner is
-            // compared with grid cells on the same p99 bound.
             const r = await runCell(lab, { window: { maxItems, maxWaitMs, maxInFlight: 1 }, queue: queueFor(maxItems), schedule: poissonArrivals(rate, seededRng(seed++)), durationMs: cellMs, make, sloMs: ctx.sloMs, offeredPerSec: rate });
             grid.push(cellOf(load, maxItems, maxWaitMs, rate, r, 'refine'));
             ctx.progress.tick(1, `${maxItems}/${maxWaitMs}ms ${load}: p99 ${r.latencyMs.p99} ms`);
           }
           refined.push(candidateOf(maxItems, maxWaitMs));
         }
-        if (corners.length > 0) ctx.progress.done();
+        if (todo.length > 0) ctx.progress.done();
       }
       // Final choice: the fewest ops/item, except that a window the peak cuts by size is
       // preferred when it costs no more than snapping the cheapest timer-bound window's maxItems
@@ -293,6 +303,7 @@ export const windowExperiment: Experiment = {
           reconciled: reconciled(r),
           notSent: r.notSent,
           offered: r.offered,
+          stalls: r.stalls,
         });
         ctx.progress.tick(1, `${load}: p99 ${r.latencyMs.p99} ms, median batch ${r.batchSize.p50}`);
       }
@@ -357,7 +368,7 @@ export const windowExperiment: Experiment = {
     out.push(
       `Fixed cost ${loads.calibration.fixedCostMs} ms → C1 = ${loads.calibration.unbatchedCapacityPerSec}/s. A full batch of ${loads.fullBatchItems} takes ${loads.fullBatchMs} ms ` +
         `(sink alone: ${loads.sinkBatchedCapacityPerSec}/s); the saturated batched pipeline committed ${loads.measuredCapacityPerSec}/s. ` +
-        `Low load ${loads.lowPerSec}/s (0.2 × C1), peak load ${loads.peakPerSec}/s (0.9 × the capacity at the SLO, ${loads.sloCapacityPerSec ?? '?'}/s, found by a paced ramp; ${loads.peakFraction} × the flat-out probe). Each grid cell ran ${r.cellDurationMs} ms.`,
+        `Low load ${loads.lowPerSec}/s (0.2 × C1), peak load ${loads.peakPerSec}/s (0.9 × the capacity at p99 ≤ SLO − margin, ${loads.sloCapacityPerSec ?? '?'}/s, found by a paced ramp; ${loads.peakFraction} × the flat-out probe). Each grid cell ran ${r.cellDurationMs} ms.`,
     );
     out.push('');
     for (const load of ['low', 'peak'] as const) {
@@ -381,7 +392,7 @@ export const windowExperiment: Experiment = {
     }
     const refine = grid.filter((g) => g.stage === 'refine');
     if (refine.length > 0) {
-      out.push('**Refinement** (maxItems snapped to B − 1.5√B, B = the median batch the peak fills in the cheapest cell\'s maxWaitMs)');
+      out.push('**Refinement** (B = the median batch the peak fills in the cheapest grid cell: maxItems B with the wait in which the peak brings B items in ≈ 97.7% of windows, and maxItems B − 1.5√B at that cell\'s wait and the next one)');
       out.push('');
       out.push(
         mdTable(
@@ -399,8 +410,8 @@ export const windowExperiment: Experiment = {
     out.push('');
     out.push(
       mdTable(
-        ['load', 'offered/s', 'throughput/s', 'p50 ms', 'p99 ms', 'ops/item', 'median batch', 'size flushes', 'timer flushes'],
-        validation.map((v) => [v.load, v.offeredPerSec, v.throughputPerSec, v.latencyMs.p50, v.latencyMs.p99, v.fixedCostOpsPerItem.toFixed(5), v.batchSize.p50, pct(v.sizeFlushShare), pct(v.timeFlushShare)]),
+        ['load', 'offered/s', 'throughput/s', 'p50 ms', 'p99 ms', 'ops/item', 'median batch', 'size flushes', 'timer flushes', 'stalls: GC / loop / write max ms'],
+        validation.map((v) => [v.load, v.offeredPerSec, v.throughputPerSec, v.latencyMs.p50, v.latencyMs.p99, v.fixedCostOpsPerItem.toFixed(5), v.batchSize.p50, pct(v.sizeFlushShare), pct(v.timeFlushShare), stallCell(v.stalls)]),
       ),
     );
     out.push('');
@@ -408,10 +419,12 @@ export const windowExperiment: Experiment = {
     out.push('');
     out.push(
       mdTable(
-        ['trace', 'source', 'speedup', 'items/arrival', 'peak s offered/s', 'mean offered/s', 'p50 ms', 'p99 ms', 'max ms', 'accepted', 'committed', 'lost', 'not sent'],
-        replays.map((x) => [x.trace, x.source, round2(x.speedup), x.itemsPerArrival, x.offeredPeakPerSec, x.offeredMeanPerSec, x.latencyMs.p50, x.latencyMs.p99, x.latencyMs.max, x.accepted, x.committed, x.dropped + x.inFlight + (x.accepted - x.committed), x.notSent]),
+        ['trace', 'source', 'speedup', 'items/arrival', 'peak s offered/s', 'mean offered/s', 'p50 ms', 'p99 ms', 'max ms', 'accepted', 'committed', 'lost', 'not sent', 'stalls: GC / loop / write max ms'],
+        replays.map((x) => [x.trace, x.source, round2(x.speedup), x.itemsPerArrival, x.offeredPeakPerSec, x.offeredMeanPerSec, x.latencyMs.p50, x.latencyMs.p99, x.latencyMs.max, x.accepted, x.committed, x.dropped + x.inFlight + (x.accepted - x.committed), x.notSent, stallCell(x.stalls)]),
       ),
     );
+    out.push('');
+    out.push('Stalls: the longest garbage-collection pause, the event loop\'s worst delay and the slowest sink write of each run (measured during it): a p99 well above the wait plus the write is made of these.');
     return out.join('\n');
   },
 
@@ -419,6 +432,10 @@ export const windowExperiment: Experiment = {
     return windowCharts(r);
   },
 };
+
+function stallCell(st: CellRun['stalls'] | undefined): string {
+  return st ? `${st.gcPauseMaxMs} / ${st.eventLoopDelayMaxMs} / ${st.sinkWriteMaxMs}` : '–';
+}
 
 function pct(x: number): string {
   return `${Math.round(x * 100)}%`;
@@ -549,6 +566,7 @@ async function runReplays(ctx: ExperimentContext, lab: LabSink, loads: Loads, wi
       notSent: r.notSent,
       storedInSink: r.storedInSink,
       reconciled: reconciled(r),
+      stalls: r.stalls,
       p99OverTime: sampler.series,
     });
     ctx.progress.tick(1, `${p.trace}: peak ${offeredPeak}/s, p99 ${r.latencyMs.p99} ms`);
