@@ -235,6 +235,14 @@ export interface AimdOptions {
    * The slack absorbs event-loop lag. @default 25% of sloMs
    */
   lateSlackMs?: number;
+  /**
+   * A *mild* breach — p99 in (sloMs, sloMs + mildBreachMs] — halves only when the period before
+   * breached too; alone it holds. A breach above it halves at once. At steady high load the
+   * period p99 of one and the same window swung 14–26 ms here (GC pauses and write stalls over
+   * 500 ms periods), and halving on every mild one kept the window moving over a 4× band.
+   * 0 halves on every breach. @default marginMs
+   */
+  mildBreachMs?: number;
   /** Double the binding knob while p99 < half of (slo − margin), as TCP's slow start. @default true */
   slowStart?: boolean;
   clock?: Clock;
@@ -255,7 +263,8 @@ export interface AimdOptions {
  *   - p99 < slo − margin: add one step to the binding knob (more items per fixed cost); the
  *     step is capped at the headroom left (slo − margin − p99), so growth slows into the band;
  *   - slo − margin ≤ p99 ≤ slo: hold (in the band: no sawtooth at steady load);
- *   - p99 > slo: halve the binding knob (both when the period mixed size and time flushes),
+ *   - p99 > slo: halve the binding knob (both when the period mixed size and time flushes);
+ *     a mild breach (≤ slo + mildBreachMs) halves only if the period before breached too,
  *     but never maxItems below what keeps the sink at most half busy at the observed rate
  *     (2 × rate × mean write time),
  *     unless p99 minus the latency the window adds still breaches: then the window is not
@@ -282,6 +291,9 @@ export class AimdController<T = unknown> extends BaseController<T> {
   private readonly lateSlackMs: number;
   /** Below this p99 (half of slo − margin) growth is multiplicative (slow start). */
   private readonly slowStartBelowMs: number;
+  private readonly mildBreachMs: number;
+  /** The last period breached the SLO (a mild breach needs two in a row to halve). */
+  private breachedLast = false;
   private lateFull = 0;
   private lateOther = 0;
   /** Cuts not yet fully settled: when, and how many items still to settle. */
@@ -319,6 +331,8 @@ export class AimdController<T = unknown> extends BaseController<T> {
     this.minSamplesToAct = opts.minSamplesToAct ?? 50;
     this.lateSlackMs = opts.lateSlackMs ?? 0.25 * slo;
     this.slowStartBelowMs = opts.slowStart === false ? 0 : 0.5 * (slo - this.marginMs);
+    this.mildBreachMs = opts.mildBreachMs ?? this.marginMs;
+    if (!(this.mildBreachMs >= 0)) throw invalidOption('mildBreachMs', opts.mildBreachMs, 'a number ≥ 0');
   }
 
   protected override onAttach(target: WindowTarget): void {
@@ -440,6 +454,10 @@ export class AimdController<T = unknown> extends BaseController<T> {
       // the fixed cost more often.
       decision = 'hold';
       reason = `p99 ${fmt(p99)} ms > SLO ${fmt(this.sloMs)} ms, but the window adds ≤ ${fmt(this.windowShareMs(bound, w, rate))} ms of it: not the window's breach`;
+    } else if (p99 > this.sloMs && p99 <= this.sloMs + this.mildBreachMs && !this.breachedLast) {
+      // One mild breach is not yet evidence against the window (see mildBreachMs).
+      decision = 'hold';
+      reason = `p99 ${fmt(p99)} ms > SLO ${fmt(this.sloMs)} ms by ≤ ${fmt(this.mildBreachMs)} ms, first breach in a row: hold (a second one halves)`;
     } else if (p99 > this.sloMs) {
       const floor = this.capacityFloorItems(rate);
       if (bound === 'size' || bound === 'both') items = Math.min(items, this.clampItems(Math.max(Math.floor(items / 2), floor)));
@@ -472,6 +490,7 @@ export class AimdController<T = unknown> extends BaseController<T> {
           ? `p99 ${fmt(p99)} ms but no flush this period: nothing to move`
           : `p99 ${fmt(p99)} ms < ${fmt(this.sloMs - this.marginMs)} ms: +${fmt(Math.max(this.stepMs / 8, Math.min(this.stepMs, this.sloMs - this.marginMs - p99)))} ms on ${knobName(bound)}${decision === 'hold' ? ' (already at its upper bound)' : ''}`;
     }
+    this.breachedLast = samples >= this.minSamplesToAct && p99 > this.sloMs;
     // A new period starts *before* the window moves: setWindow pumps the batcher, whose cuts
     // call back into onFlush, which must count towards the new period, not decide again.
     this.writeMsSum = this.writeCount = 0;

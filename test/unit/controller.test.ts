@@ -103,6 +103,33 @@ test('AIMD halves the binding knob on a breach and holds in the band', () => {
   assert.equal(c.stats().decreases, 2);
 });
 
+test('AIMD halves on a mild breach (≤ SLO + mildBreachMs) only when the period before breached too', () => {
+  const clock = new FakeClock();
+  const c = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100 });
+  const t = fakeTarget(800, 10);
+  c.attach(t);
+  const period = (lat: number) => drive(clock, c, t, 500, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => lat });
+  period(21.5); // mild, first in a row: hold
+  assert.equal(c.decisions().at(-1)!.decision, 'hold');
+  assert.match(c.decisions().at(-1)!.reason, /first breach in a row/);
+  assert.equal(t.window().maxItems, 800);
+  period(18); // in the band: the streak ends
+  period(21.5); // mild again, but alone: hold
+  assert.equal(t.window().maxItems, 800);
+  period(21.5); // second mild breach in a row: halve
+  assert.equal(c.decisions().at(-1)!.decision, 'decrease');
+  assert.equal(t.window().maxItems, 400);
+  period(24); // above SLO + 3 ms: halve at once
+  assert.equal(t.window().maxItems, 200);
+  // mildBreachMs 0: every breach halves.
+  const c0 = new AimdController({ sloMs: 20, marginMs: 3, mildBreachMs: 0, clock, minPeriodMs: 500, minSamples: 100 });
+  const t0 = fakeTarget(800, 10);
+  c0.attach(t0);
+  drive(clock, c0, t0, 500, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => 21.5 });
+  assert.equal(t0.window().maxItems, 400);
+  assert.throws(() => new AimdController({ sloMs: 20, mildBreachMs: -1 }), /mildBreachMs/);
+});
+
 test('AIMD respects its bounds on both knobs', () => {
   const clock = new FakeClock();
   const c = new AimdController({ sloMs: 20, clock, minItems: 50, maxItems: 300, minWaitMs: 1, maxWaitMs: 12, minPeriodMs: 200, minSamples: 50 });
@@ -233,7 +260,7 @@ test('AIMD takes one decision per period even when setWindow re-enters it (cuts 
     },
   };
   c.attach(t);
-  drive(clock, c, t, 500, { reason: 'time', perBatch: 20, batchEveryMs: 5, latencyMs: () => 22 });
+  drive(clock, c, t, 500, { reason: 'time', perBatch: 20, batchEveryMs: 5, latencyMs: () => 24 });
   const d = c.decisions().filter((x) => x.decision !== 'start');
   assert.equal(d.length, 1);
   assert.equal(w.maxWaitMs, 2.5);
@@ -272,13 +299,13 @@ test('AIMD never halves maxItems below what keeps the sink at most half busy (2 
   const c = new AimdController({ sloMs: 20, clock, minPeriodMs: 500, minSamples: 100 });
   const t = fakeTarget(200, 50);
   c.attach(t);
-  // 200-item batches every 10 ms (20 000 items/s), each taking 4 ms to write; p99 22 ms, size-bound.
+  // 200-item batches every 10 ms (20 000 items/s), each taking 4 ms to write; p99 24 ms, size-bound.
   for (let k = 0; k < 52; k++) {
     clock.advance(6);
     c.onFlush({ reason: 'size', items: 200, bytes: 0, waitMs: 0 }, clock.now());
     clock.advance(4);
     const now = clock.now();
-    c.onCommitted(Array.from({ length: 200 }, () => envelope(null, { bytes: 1, intendedAtMs: now - 22 })), now);
+    c.onCommitted(Array.from({ length: 200 }, () => envelope(null, { bytes: 1, intendedAtMs: now - 24 })), now);
   }
   const d = c.decisions().find((x) => x.decision !== 'start')!;
   assert.equal(d.decision, 'decrease');
