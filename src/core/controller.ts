@@ -264,11 +264,13 @@ export interface AimdOptions {
  *     step is capped at the headroom left (slo − margin − p99), so growth slows into the band;
  *   - slo − margin ≤ p99 ≤ slo: hold (in the band: no sawtooth at steady load);
  *   - p99 > slo: halve the binding knob (both when the period mixed size and time flushes);
- *     a mild breach (≤ slo + mildBreachMs) halves only if the period before breached too,
- *     but never maxItems below what keeps the sink at most half busy at the observed rate
- *     (2 × rate × mean write time),
- *     unless p99 minus the latency the window adds still breaches: then the window is not
- *     the cause (a write stall, a pause) and shrinking it would only cost more fixed costs.
+ *     a mild breach (≤ slo + mildBreachMs) halves only if the period before breached too;
+ *     never maxItems below what keeps the sink at most half busy at the observed rate
+ *     (2 × rate × mean write time);
+ *     and not when p99 minus the latency the window adds still breaches: then the window is
+ *     not the cause (a write stall, a pause) and shrinking it would only cost more fixed costs;
+ *   - after a halving: if p99 fell by less than half the latency the halving gave back (and
+ *     is not under the band), the breach was not the window's: the halving is undone.
  * The non-binding knob is left alone: moving it changes neither latency nor cost, and it
  * keeps the value the other regime learned, which makes switching back immediate.
  *
@@ -294,6 +296,11 @@ export class AimdController<T = unknown> extends BaseController<T> {
   private readonly mildBreachMs: number;
   /** The last period breached the SLO (a mild breach needs two in a row to halve). */
   private breachedLast = false;
+  /**
+   * Set by a halving: the window before it, the p99 that triggered it, and the latency the
+   * window gave back. The next period checks that the halving paid (see decide()).
+   */
+  private lastHalving: { prev: { maxItems: number; maxWaitMs: number }; p99BeforeMs: number; gaveBackMs: number } | null = null;
   private lateFull = 0;
   private lateOther = 0;
   /** Cuts not yet fully settled: when, and how many items still to settle. */
@@ -301,6 +308,8 @@ export class AimdController<T = unknown> extends BaseController<T> {
   private writeMsSum = 0;
   private writeCount = 0;
   private readonly hist = new IntervalHistogram();
+  /** This period's items that arrived after it started, i.e. batched under its window only (the halving check). */
+  private readonly fresh = new IntervalHistogram();
   private periodStart = 0;
   private sizeFlushes = 0;
   private timeFlushes = 0;
@@ -341,6 +350,7 @@ export class AimdController<T = unknown> extends BaseController<T> {
     if (clamped.maxItems !== w.maxItems || clamped.maxWaitMs !== w.maxWaitMs) target.setWindow(clamped);
     this.periodStart = this.clock.now();
     this.hist.reset();
+    this.fresh.reset();
     this.sizeFlushes = this.timeFlushes = this.lateFull = this.lateOther = 0;
   }
 
@@ -357,7 +367,12 @@ export class AimdController<T = unknown> extends BaseController<T> {
   }
 
   onCommitted(batch: readonly Envelope<T>[], nowMs: number): void {
-    for (let i = 0; i < batch.length; i++) this.hist.recordMs(nowMs - batch[i].intendedAtMs);
+    const start = this.periodStart;
+    for (let i = 0; i < batch.length; i++) {
+      const ms = nowMs - batch[i].intendedAtMs;
+      this.hist.recordMs(ms);
+      if (batch[i].intendedAtMs >= start) this.fresh.recordMs(ms);
+    }
     this.settled(batch.length, nowMs);
     this.maybeDecide(nowMs);
   }
@@ -430,7 +445,22 @@ export class AimdController<T = unknown> extends BaseController<T> {
     let reason: string;
     const cuts = s + t;
     const late = this.lateFull + this.lateOther;
-    if (samples < this.minSamplesToAct) {
+    // Judged on the items that arrived after the halving: those queued before it were batched
+    // under the old window and would make any halving look useless.
+    const halving = this.fresh.count >= this.minSamplesToAct ? this.lastHalving : null;
+    const p99After = halving ? this.fresh.percentileMs(99) : p99;
+    if (halving) this.lastHalving = null;
+    if (halving && p99After > this.sloMs - this.marginMs && p99After > halving.p99BeforeMs - 0.5 * halving.gaveBackMs) {
+      // A halving is a test of the hypothesis "the window caused the breach": it gave back
+      // `gaveBackMs` of latency, so p99 should fall by about that much. If it fell by less
+      // than half of it and is still not under the band, the tail came from elsewhere (GC,
+      // write stalls, a busy CPU: measured at 85k items/s, 697 → 348 items left p99 at
+      // 19.5–21 ms) and the smaller window only pays the fixed cost more often: undo it.
+      items = halving.prev.maxItems;
+      wait = halving.prev.maxWaitMs;
+      decision = items !== w.maxItems || wait !== w.maxWaitMs ? 'increase' : 'hold';
+      reason = `the last halving did not pay: p99 ${fmt(halving.p99BeforeMs)} → ${fmt(p99After)} ms (items batched under the halved window) where the window gave back ${fmt(halving.gaveBackMs)} ms: not the window's breach, window restored`;
+    } else if (samples < this.minSamplesToAct) {
       decision = 'hold';
       reason = `only ${samples} samples (< ${this.minSamplesToAct}): no evidence`;
     } else if (cuts >= 3 && late >= cuts / 2) {
@@ -463,7 +493,9 @@ export class AimdController<T = unknown> extends BaseController<T> {
       if (bound === 'size' || bound === 'both') items = Math.min(items, this.clampItems(Math.max(Math.floor(items / 2), floor)));
       if (bound === 'time' || bound === 'both' || bound === 'none') wait = this.clampWait(wait / 2);
       decision = items !== w.maxItems || wait !== w.maxWaitMs ? 'decrease' : 'hold';
-      const floored = (bound === 'size' || bound === 'both') && items > Math.floor(w.maxItems / 2);
+      if (decision === 'decrease')
+        this.lastHalving = { prev: { maxItems: w.maxItems, maxWaitMs: w.maxWaitMs }, p99BeforeMs: p99, gaveBackMs: this.windowShareMs(bound, w, rate) - this.windowShareMs(bound, { maxItems: items, maxWaitMs: wait }, rate) };
+      const floored = (bound === 'size' || bound === 'both') && floor > Math.floor(w.maxItems / 2) && items > Math.floor(w.maxItems / 2);
       reason = `p99 ${fmt(p99)} ms > SLO ${fmt(this.sloMs)} ms: halve ${knobName(bound)}${floored ? ` (maxItems held at ≥ ${floor}: smaller batches would keep the sink more than half busy)` : ''}${decision === 'hold' ? ' (already at its lower bound)' : ''}`;
     } else if (p99 >= this.sloMs - this.marginMs) {
       decision = 'hold';
@@ -495,6 +527,7 @@ export class AimdController<T = unknown> extends BaseController<T> {
     // call back into onFlush, which must count towards the new period, not decide again.
     this.writeMsSum = this.writeCount = 0;
     this.hist.reset();
+    this.fresh.reset();
     this.sizeFlushes = this.timeFlushes = this.lateFull = this.lateOther = 0;
     this.periodStart = now;
     this.push({

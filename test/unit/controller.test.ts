@@ -119,8 +119,12 @@ test('AIMD halves on a mild breach (≤ SLO + mildBreachMs) only when the period
   period(21.5); // second mild breach in a row: halve
   assert.equal(c.decisions().at(-1)!.decision, 'decrease');
   assert.equal(t.window().maxItems, 400);
-  period(24); // above SLO + 3 ms: halve at once
-  assert.equal(t.window().maxItems, 200);
+  // Above SLO + 3 ms: halve at once.
+  const c1 = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100 });
+  const t1 = fakeTarget(800, 10);
+  c1.attach(t1);
+  drive(clock, c1, t1, 500, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => 24 });
+  assert.equal(t1.window().maxItems, 400);
   // mildBreachMs 0: every breach halves.
   const c0 = new AimdController({ sloMs: 20, marginMs: 3, mildBreachMs: 0, clock, minPeriodMs: 500, minSamples: 100 });
   const t0 = fakeTarget(800, 10);
@@ -128,6 +132,31 @@ test('AIMD halves on a mild breach (≤ SLO + mildBreachMs) only when the period
   drive(clock, c0, t0, 500, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => 21.5 });
   assert.equal(t0.window().maxItems, 400);
   assert.throws(() => new AimdController({ sloMs: 20, mildBreachMs: -1 }), /mildBreachMs/);
+});
+
+test('AIMD undoes a halving that did not lower p99 (the breach was not the window\'s), keeps one that did', () => {
+  // 20 items/ms arrive; 200 items fill in 10 ms < the 40 ms wait: size-bound, the window adds 10 ms.
+  const clock = new FakeClock();
+  const c = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100 });
+  const t = fakeTarget(200, 40);
+  c.attach(t);
+  const opts = (latencyMs: (w: { maxItems: number; maxWaitMs: number }) => number) => ({ reason: 'size' as const, perBatch: 100, batchEveryMs: 5, latencyMs });
+  drive(clock, c, t, 500, opts(() => 25)); // a stall-made tail, whatever the window
+  assert.equal(t.window().maxItems, 100);
+  drive(clock, c, t, 500, opts(() => 25)); // halving gave back 5 ms, p99 did not move: undone
+  let last = c.decisions().at(-1)!;
+  assert.equal(last.decision, 'increase');
+  assert.match(last.reason, /did not pay/);
+  assert.equal(t.window().maxItems, 200);
+  // A tail the window makes (fill time + 14 ms): the halving lowers p99 from 24 to 19 ms and stays.
+  const c2 = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100 });
+  const t2 = fakeTarget(200, 40);
+  c2.attach(t2);
+  drive(clock, c2, t2, 1000, opts((w) => w.maxItems / 20 + 14));
+  last = c2.decisions().at(-1)!;
+  assert.equal(t2.window().maxItems, 100);
+  assert.equal(last.decision, 'hold');
+  assert.match(last.reason, /band/);
 });
 
 test('AIMD respects its bounds on both knobs', () => {
