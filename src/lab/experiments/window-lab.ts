@@ -55,6 +55,7 @@ export interface Loads {
   peakFraction: number;
   /** Highest paced load of the ramp whose p99 stayed within the selection bound. */
   sloCapacityPerSec: number;
+  /** Each step of the paced ramp: p99 is the worse of its two runs (Infinity: the producer could not keep the schedule). */
   ramp: { offeredPerSec: number; p99Ms: number; pass: boolean }[];
 }
 
@@ -121,10 +122,12 @@ export async function measureLoads(ctx: ExperimentContext, lab: LabSink, label: 
   let sloCapacityPerSec = 0;
   for (const f of RAMP_FRACTIONS) {
     const rate = Math.round(f * probeBase);
-    // A single disk or GC stall can put one short step over the SLO; a load past capacity
-    // fails every time. So a step gets a second try, and counts if either try holds.
-    let best = Infinity;
-    for (let attempt = 0; attempt < 2 && !(best <= bound); attempt++) {
+    // A step counts only if two runs in a row hold the bound: the peak must be a load the
+    // pipeline serves within the bound reliably, not once. (Counting a step when either try
+    // held, until 2026-11-27, let one lucky run at the edge set the peak: at 106k/s the grid's
+    // 2048 / 5 ms cell measured p99 15.1 ms and its 5 s re-run 20.4 ms.)
+    let worst = 0;
+    for (let attempt = 0; attempt < 2 && worst <= bound; attempt++) {
       await lab.reset();
       const fig = await runPipeline({
         sink: lab.sink,
@@ -137,11 +140,11 @@ export async function measureLoads(ctx: ExperimentContext, lab: LabSink, label: 
         offeredPerSec: rate,
       });
       // A producer that could not keep its schedule (beyond the last timer tick) is past capacity.
-      if (fig.notSent <= 0.01 * fig.offered) best = Math.min(best, fig.latencyMs.p99);
+      worst = fig.notSent <= 0.01 * fig.offered ? Math.max(worst, fig.latencyMs.p99) : Infinity;
     }
-    const pass = best <= bound;
-    ramp.push({ offeredPerSec: rate, p99Ms: best, pass });
-    ctx.progress.tick(1, `${rate}/s p99 ${best} ms${pass ? '' : ' (over the bound: stop)'}`);
+    const pass = worst <= bound;
+    ramp.push({ offeredPerSec: rate, p99Ms: worst, pass });
+    ctx.progress.tick(1, `${rate}/s p99 ${worst} ms${pass ? '' : ' (over the bound: stop)'}`);
     if (!pass) break;
     sloCapacityPerSec = rate;
   }
@@ -264,7 +267,7 @@ export function chooseWindow<C extends Candidate>(cands: C[], limitMs: number, s
   const cheapest = feasible.reduce((m, c) => (c.opsPerItem < m.opsPerItem ? c : m), chosen);
   let reason = `${w(chosen)}: ${cheapest === chosen ? 'fewest' : `within ${pref(chosen) < pref(cheapest) ? Math.round(tie * 100) : 2}% of the fewest`} fixed-cost ops per item (${chosen.opsPerItem.toFixed(5)}) among the ${feasible.length} windows with p99 ≤ ${limitMs} ms (SLO ${sloMs} ms − margin) at every load (p99 ${fmtP(chosen)})`;
   if (cheapest !== chosen && pref(chosen) < pref(cheapest))
-    reason += `; preferred to ${w(cheapest)} (${cheapest.opsPerItem.toFixed(5)} ops/item, timer-bound) because its batches are cut by size at this load: the window is sized by the measured load, bounds each batch, and a burst above it is flushed sooner instead of filling a larger batch`;
+    reason += `; preferred to ${w(cheapest)} (${cheapest.opsPerItem.toFixed(5)} ops/item, timer-bound) because its batches are cut by size at this load: the window is sized by the measured load and bounds each batch (memory, write time); the price is headroom: a burst above the peak is cut into more writes instead of filling larger batches`;
   else if (cheapest !== chosen)
     reason += `; preferred to ${w(cheapest)} (${cheapest.opsPerItem.toFixed(5)} ops/item, within 2%) for its lower worst-case p99 (${worst(cheapest).toFixed(2)} ms)`;
   if (cheapestInfeasible) reason += `; cheaper windows breach the bound, e.g. ${w(cheapestInfeasible)} (${cheapestInfeasible.opsPerItem.toFixed(5)} ops/item) has p99 ${fmtP(cheapestInfeasible)}`;
