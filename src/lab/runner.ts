@@ -87,3 +87,8 @@ export function mdTable(header: string[], rows: (string | number)[][]): string {
     ...rows.map((r) => `| ${r.map(cell).join(' | ')} |`),
   ].join('\n');
 }
+
+/** Appends a bold title line, the table, and a blank line to a markdown section being built. */
+export function pushTitledTable(out: string[], title: string, header: string[], rows: (string | number)[][]): void {
+  out.push(title, '', mdTable(header, rows), '');
+}

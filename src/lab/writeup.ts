@@ -170,7 +170,9 @@ export function adaptiveParagraph(r: ResultEnvelope | undefined): WriteupParagra
     const ap = p99Of(a.latencyMs)!;
     const aOps = a.fixedCostOpsPerItem as number;
     const verdict = a.meetsSlo === true ? ', inside the SLO' : a.meetsSlo === false ? ', over the SLO' : '';
-    const st = best ? statics.find((x) => x.regime === regime && x.maxItems === best.maxItems && x.maxWaitMs === best.maxWaitMs) : undefined;
+    // The best static re-measured as long as AIMD is (validatedStatics), else its grid cell.
+    const isBest = (x: Record<string, unknown>) => best !== null && x.regime === regime && x.maxItems === best.maxItems && x.maxWaitMs === best.maxWaitMs;
+    const st = arr(r.validatedStatics).find(isBest) ?? statics.find(isBest);
     const sp = p99Of(st?.latencyMs);
     const sOps = st && isNum(st.fixedCostOpsPerItem) ? st.fixedCostOpsPerItem : undefined;
     if (st && sOps !== undefined && sOps > 0 && a.meetsSlo === true && st.meetsSlo === true && aOps !== sOps)

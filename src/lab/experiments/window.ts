@@ -15,7 +15,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { check } from '../checks.js';
-import { mdTable } from '../runner.js';
+import { mdTable, pushTitledTable } from '../runner.js';
 import { openLabSink, type LabSink } from '../sinks.js';
 import type { Check, ChartSpec, Experiment, ExperimentContext, ResultEnvelope } from '../types.js';
 import type { Envelope } from '../../core/types.js';
@@ -391,17 +391,13 @@ export const windowExperiment: Experiment = {
       out.push('');
     }
     const refine = grid.filter((g) => g.stage === 'refine');
-    if (refine.length > 0) {
-      out.push('**Refinement** (B = the median batch the peak fills in the cheapest grid cell: maxItems B with the wait in which the peak brings B items in ≈ 97.7% of windows, and maxItems B − 1.5√B at that cell\'s wait and the next one)');
-      out.push('');
-      out.push(
-        mdTable(
-          ['maxItems', 'maxWaitMs', 'load', 'p99 ms', 'ops/item', 'median batch', 'flushes size/bytes/time/drain'],
-          refine.map((g) => [g.maxItems, g.maxWaitMs, g.load, g.latencyMs.p99, g.fixedCostOpsPerItem.toFixed(5), g.batchSize.p50, `${g.flushReasons.size}/${g.flushReasons.bytes}/${g.flushReasons.time}/${g.flushReasons.drain}`]),
-        ),
+    if (refine.length > 0)
+      pushTitledTable(
+        out,
+        '**Refinement** (B = the median batch the peak fills in the cheapest grid cell: maxItems B with the wait in which the peak brings B items in ≈ 97.7% of windows, and maxItems B − 1.5√B at that cell\'s wait and the next one)',
+        ['maxItems', 'maxWaitMs', 'load', 'p99 ms', 'ops/item', 'median batch', 'flushes size/bytes/time/drain'],
+        refine.map((g) => [g.maxItems, g.maxWaitMs, g.load, g.latencyMs.p99, g.fixedCostOpsPerItem.toFixed(5), g.batchSize.p50, `${g.flushReasons.size}/${g.flushReasons.bytes}/${g.flushReasons.time}/${g.flushReasons.drain}`]),
       );
-      out.push('');
-    }
     out.push(`**Chosen:** ${chosen.reason}.`);
     out.push('');
     out.push(`**Runner-up:** ${chosen.runnerUpLostOn}.`);
