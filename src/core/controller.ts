@@ -308,7 +308,10 @@ export class AimdController<T = unknown> extends BaseController<T> {
   private writeMsSum = 0;
   private writeCount = 0;
   private readonly hist = new IntervalHistogram();
-  /** This period's items that arrived after it started, i.e. batched under its window only (the halving check). */
+  /**
+   * After a halving only: this period's items that arrived after it started, i.e. batched
+   * under the halved window only (the halving check). Empty in every other period.
+   */
   private readonly fresh = new IntervalHistogram();
   private periodStart = 0;
   private sizeFlushes = 0;
@@ -367,7 +370,8 @@ export class AimdController<T = unknown> extends BaseController<T> {
   }
 
   onCommitted(batch: readonly Envelope<T>[], nowMs: number): void {
-    const start = this.periodStart;
+    // Per item: the second histogram is fed only in the period that checks a halving.
+    const start = this.lastHalving !== null ? this.periodStart : Infinity;
     for (let i = 0; i < batch.length; i++) {
       const ms = nowMs - batch[i].intendedAtMs;
       this.hist.recordMs(ms);
@@ -447,9 +451,10 @@ export class AimdController<T = unknown> extends BaseController<T> {
     const late = this.lateFull + this.lateOther;
     // Judged on the items that arrived after the halving: those queued before it were batched
     // under the old window and would make any halving look useless.
+    // A halving is checked in the one period after it, or not at all (too few samples).
     const halving = this.fresh.count >= this.minSamplesToAct ? this.lastHalving : null;
     const p99After = halving ? this.fresh.percentileMs(99) : p99;
-    if (halving) this.lastHalving = null;
+    this.lastHalving = null;
     if (halving && p99After > this.sloMs - this.marginMs && p99After > halving.p99BeforeMs - 0.5 * halving.gaveBackMs) {
       // A halving is a test of the hypothesis "the window caused the breach": it gave back
       // `gaveBackMs` of latency, so p99 should fall by about that much. If it fell by less

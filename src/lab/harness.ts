@@ -76,6 +76,7 @@ export interface RuntimeStalls {
   /** Mark-compact collections (the long ones). */
   majorGcs: number;
   eventLoopDelayMaxMs: number;
+  /** Timed at the pipeline's default handler (`sink.write`); a run with its own `handler` reports 0. */
   sinkWriteMaxMs: number;
   /** Sink writes that took more than 5 ms. */
   sinkWritesOver5Ms: number;
