@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chooseWindow, fanOut, fillWaitMs, schedulePeakSecond, sizePreferenceTie, snappedMaxItems, type Candidate } from '../../src/lab/experiments/window-lab.js';
+import { chooseWindow, fanOut, fillWaitMs, refinementCorners, schedulePeakSecond, sizePreferenceTie, snappedMaxItems, type Candidate } from '../../src/lab/experiments/window-lab.js';
 import { constantArrivals } from '../../src/sources/load.js';
 
 const c = (maxItems: number, maxWaitMs: number, opsPerItem: number, low: number, peak: number, sizeBound = false): Candidate => ({
@@ -79,4 +79,16 @@ test('fill wait: the time a Poisson load needs to bring B items in ≈ 97.7% of 
   for (const [b, r] of [[100, 10_000], [1000, 91_000], [16, 500]] as const) assert.ok(fillWaitMs(b, r) > (b / r) * 1000);
   assert.equal(fillWaitMs(100, 0), Infinity);
   assert.equal(fillWaitMs(0, 1000), Infinity);
+});
+
+test('refinement corners: the fill corner (when its wait is longer and within the bound), then B − 1.5√B at the same and the next grid wait', () => {
+  const waits = [0, 2, 5, 10, 15, 20, 40];
+  // B = 428 at 10 ms, 38,400/s: fill wait 12.5 ms; snapped 396 at 10 and 15 ms.
+  assert.deepEqual(refinementCorners(10, 428, 38_400, waits, 17), [
+    { maxItems: 428, maxWaitMs: 12.5 },
+    { maxItems: 396, maxWaitMs: 10 },
+    { maxItems: 396, maxWaitMs: 15 },
+  ]);
+  // A bound of 12 ms leaves out the fill corner and the next wait.
+  assert.deepEqual(refinementCorners(10, 428, 38_400, waits, 12), [{ maxItems: 396, maxWaitMs: 10 }]);
 });

@@ -21,7 +21,7 @@ import { seededRng, type Rng } from '../../core/random.js';
 import { LatencyHistogram, type LatencySummary } from '../../metrics/histogram.js';
 import { poissonArrivals, type ArrivalSchedule } from '../../sources/load.js';
 import type { EventRecord } from '../../sources/records.js';
-import { GRID_ITEMS, MARGIN_FRACTION, chooseWindow, sizePreferenceTie, snappedMaxItems, gridWaits, measureLoads, queueFor, reconciled, runCell, syntheticMake, type Candidate, type CellRun, type Loads } from './window-lab.js';
+import { GRID_ITEMS, MARGIN_FRACTION, chooseWindow, sizePreferenceTie, refinementCorners, gridWaits, measureLoads, queueFor, reconciled, runCell, syntheticMake, type Candidate, type CellRun, type Loads } from './window-lab.js';
 
 type RegimeName = 'low' | 'high';
 const REGIMES: RegimeName[] = ['low', 'high'];
@@ -373,22 +373,21 @@ export const adaptive: Experiment = {
         );
       // What the `window` rule would pick when tuned at one regime only (p99 ≤ SLO − margin there).
       // The `window` rule applied to one regime: ≤ SLO − margin there, fewest ops/item; if the
-      // cheapest is timer-bound, its maxItems snapped below the median batch the regime fills
-      // is measured in both regimes, and a size-bound window is preferred within the band the
-      // snap costs by construction (sizePreferenceTie).
+      // cheapest is timer-bound, the corners of its family (refinementCorners, as `window`
+      // measures them) are measured in both regimes, and a size-bound window is preferred within
+      // the band the snap costs by construction (sizePreferenceTie).
       const tuned: { tunedAt: RegimeName; window: { maxItems: number; maxWaitMs: number } | null; reason: string }[] = [];
       for (const g of REGIMES) {
         const first = chooseWindow(cands(g), limitMs, slo);
         const extra: Candidate[] = [];
         const firstBatch = first.chosen ? st(first.chosen.maxItems, first.chosen.maxWaitMs, g).medianBatch : 0;
-        if (first.chosen && !first.chosen.sizeBound && first.chosen.maxWaitMs > 0) {
-          const maxItems = snappedMaxItems(firstBatch);
-          const maxWaitMs = first.chosen.maxWaitMs;
-          if (!statics.some((x) => x.maxItems === maxItems && x.maxWaitMs === maxWaitMs) && !refineRuns.some((x) => x.maxItems === maxItems && x.maxWaitMs === maxWaitMs))
-            for (const regime of REGIMES) refineRuns.push(await runStatic(maxItems, maxWaitMs, regime, 'refine'));
-          const x = st(maxItems, maxWaitMs, g);
-          extra.push({ maxItems, maxWaitMs, opsPerItem: x.fixedCostOpsPerItem, p99ByLoad: { [g]: x.reconciled ? x.latencyMs.p99 : Infinity }, sizeBound: x.sizeFlushShare >= 0.8 });
-        }
+        if (first.chosen && !first.chosen.sizeBound && first.chosen.maxWaitMs > 0)
+          for (const { maxItems, maxWaitMs } of refinementCorners(first.chosen.maxWaitMs, firstBatch, rate[g], waits, limitMs)) {
+            if (!statics.some((x) => x.maxItems === maxItems && x.maxWaitMs === maxWaitMs) && !refineRuns.some((x) => x.maxItems === maxItems && x.maxWaitMs === maxWaitMs))
+              for (const regime of REGIMES) refineRuns.push(await runStatic(maxItems, maxWaitMs, regime, 'refine'));
+            const x = st(maxItems, maxWaitMs, g);
+            extra.push({ maxItems, maxWaitMs, opsPerItem: x.fixedCostOpsPerItem, p99ByLoad: { [g]: x.reconciled ? x.latencyMs.p99 : Infinity }, sizeBound: x.sizeFlushShare >= 0.8 });
+          }
         const c = chooseWindow([...cands(g), ...extra], limitMs, slo, { tie: sizePreferenceTie(extra.length > 0 ? firstBatch : 0), preferSizeBound: true });
         tuned.push({ tunedAt: g, window: c.chosen ? { maxItems: c.chosen.maxItems, maxWaitMs: c.chosen.maxWaitMs } : null, reason: c.reason });
       }

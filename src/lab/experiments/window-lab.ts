@@ -301,6 +301,25 @@ export function fillWaitMs(items: number, perSec: number): number {
 }
 
 /**
+ * The corners of the timer-bound family around the cheapest cell (`maxWaitMs`, median batch B
+ * at the optimised load of `perSec`), to be measured beside the grid (docs/window.md,
+ * *Refinement*): maxItems B with the wait in which the load fills it (fillWaitMs), when that
+ * wait is longer than the cell's and within `limitMs`; and maxItems B − 1.5√B at the cell's
+ * wait and at the grid's next one (if within `limitMs`). Distinct windows, in that order.
+ */
+export function refinementCorners(maxWaitMs: number, medianBatch: number, perSec: number, waits: readonly number[], limitMs: number): { maxItems: number; maxWaitMs: number }[] {
+  const fillItems = Math.max(1, Math.round(medianBatch));
+  const fillWait = fillWaitMs(fillItems, perSec);
+  const snapped = snappedMaxItems(medianBatch);
+  const nextWait = waits.find((w) => w > maxWaitMs);
+  const corners: { maxItems: number; maxWaitMs: number }[] = [];
+  if (fillWait > maxWaitMs && fillWait <= limitMs) corners.push({ maxItems: fillItems, maxWaitMs: fillWait });
+  corners.push({ maxItems: snapped, maxWaitMs });
+  if (nextWait !== undefined && nextWait <= limitMs) corners.push({ maxItems: snapped, maxWaitMs: nextWait });
+  return corners.filter((c, i) => corners.findIndex((d) => d.maxItems === c.maxItems && d.maxWaitMs === c.maxWaitMs) === i);
+}
+
+/**
  * How much more ops/item a window cut by size at peak may cost and still be preferred to the
  * cheapest timer-bound one: what snapping maxItems to B − 1.5√B costs by construction for the
  * peak's median batch B (1/(1 − 1.5/√B) − 1: +11% at B = 200, +28% at B = 48), plus 2% of

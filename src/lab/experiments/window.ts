@@ -39,9 +39,8 @@ import {
   reconciled,
   runCell,
   schedulePeakSecond,
-  snappedMaxItems,
+  refinementCorners,
   sizePreferenceTie,
-  fillWaitMs,
   syntheticMake,
   type Candidate,
   type CellRun,
@@ -237,15 +236,7 @@ export const windowExperiment: Experiment = {
       // batching), and a smaller maxItems only means more writes than the sink can take.
       if (stage1.chosen && !stage1.chosen.sizeBound && stage1.chosen.maxWaitMs > 0) {
         const base = at('peak', stage1.chosen.maxItems, stage1.chosen.maxWaitMs);
-        const fillItems = Math.max(1, Math.round(base.batchSize.p50));
-        const snapped = snappedMaxItems(base.batchSize.p50);
-        const nextWait = waits.find((w) => w > stage1.chosen!.maxWaitMs);
-        const fillWait = fillWaitMs(fillItems, offered.peak);
-        const corners: { maxItems: number; maxWaitMs: number }[] = [];
-        if (fillWait > stage1.chosen.maxWaitMs && fillWait <= limitMs) corners.push({ maxItems: fillItems, maxWaitMs: fillWait });
-        corners.push({ maxItems: snapped, maxWaitMs: stage1.chosen.maxWaitMs });
-        if (nextWait !== undefined && nextWait <= limitMs) corners.push({ maxItems: snapped, maxWaitMs: nextWait });
-        const todo = corners.filter((c, i) => !grid.some((g) => g.maxItems === c.maxItems && g.maxWaitMs === c.maxWaitMs) && corners.findIndex((d) => d.maxItems === c.maxItems && d.maxWaitMs === c.maxWaitMs) === i);
+        const todo = refinementCorners(stage1.chosen.maxWaitMs, base.batchSize.p50, offered.peak, waits, limitMs).filter((c) => !grid.some((g) => g.maxItems === c.maxItems && g.maxWaitMs === c.maxWaitMs));
         if (todo.length > 0) ctx.progress.start('window: refine', 2 * todo.length);
         for (const { maxItems, maxWaitMs } of todo) {
           for (const load of ['low', 'peak'] as const) {
