@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chooseWindow, fanOut, fillWaitMs, refinementCorners, schedulePeakSecond, sizePreferenceTie, snappedMaxItems, type Candidate } from '../../src/lab/experiments/window-lab.js';
+import { chooseWindow, fanOut, fillWaitMs, refinementCorners, schedulePeakSecond, searchSloCapacity, sizePreferenceTie, snappedMaxItems, type Candidate } from '../../src/lab/experiments/window-lab.js';
 import { constantArrivals } from '../../src/sources/load.js';
 
 const c = (maxItems: number, maxWaitMs: number, opsPerItem: number, low: number, peak: number, sizeBound = false): Candidate => ({
@@ -91,4 +91,20 @@ test('refinement corners: the fill corner (when its wait is longer and within th
   ]);
   // A bound of 12 ms leaves out the fill corner and the next wait.
   assert.deepEqual(refinementCorners(10, 428, 38_400, waits, 12), [{ maxItems: 396, maxWaitMs: 10 }]);
+});
+
+test('capacity at the SLO: up the ramp to the last step that holds; halves below the first step when it fails, down to the floor', async () => {
+  const ramp = [36_000, 54_000, 72_000, 90_000];
+  const tried: number[] = [];
+  const holdsUpTo = (limit: number) => async (rate: number) => (tried.push(rate), rate <= limit);
+  assert.equal(await searchSloCapacity(ramp, 1000, holdsUpTo(60_000)), 54_000);
+  assert.deepEqual(tried, [36_000, 54_000, 72_000]);
+  tried.length = 0;
+  // The first step fails: 18k fails too, 9k holds.
+  assert.equal(await searchSloCapacity(ramp, 1000, holdsUpTo(10_000)), 9000);
+  assert.deepEqual(tried, [36_000, 18_000, 9000]);
+  tried.length = 0;
+  // Nothing holds down to the floor: 0, and no step below the floor is tried.
+  assert.equal(await searchSloCapacity(ramp, 5000, holdsUpTo(100)), 0);
+  assert.deepEqual(tried, [36_000, 18_000, 9000]);
 });
