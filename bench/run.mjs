@@ -196,7 +196,7 @@ async function case3() {
     check(`postgres: Sluice (default ${mode} mode, idempotent on id) ≥ 80% of raw COPY`, rows.sluice?.itemsPerSec ?? null, '>=', rows.copy ? 0.8 * rows.copy.itemsPerSec : null),
     check(`postgres: Sluice ≥ 80% of its sink's ${mode} statement alone`, rows.sluice?.itemsPerSec ?? null, '>=', rows.insert ? 0.8 * rows.insert.itemsPerSec : null),
   ];
-  return { title: `Case 3 — PostgreSQL ${p.serverVersion ?? ''} (Sluice: PostgresSink mode ${mode}, one connection; append, two)`, baseline: 'copy', rows, checks, errors, runs, server: p.serverVersion, sinkMode: mode };
+  return { title: `Case 3 — PostgreSQL ${p.serverVersion ?? ''} (Sluice: PostgresSink mode ${mode}, 512-item window, one connection; append, 4,096-item window, two)`, baseline: 'copy', rows, checks, errors, runs, server: p.serverVersion, sinkMode: mode };
 }
 
 async function case4() {
@@ -351,7 +351,7 @@ function label(name) {
       bottleneck: 'Bottleneck Batcher',
       limit: 'limit: maxItems / fixedCost',
       'sink-alone': 'sink alone, full batches',
-      'sluice-append': 'Sluice, append (COPY), 2 in flight',
+      'sluice-append': 'Sluice, append (COPY), 4,096 items, 2 in flight',
       insert: "sink's statement alone (full batches)",
       copy: 'COPY FROM STDIN (1 session)',
       capacity: 'sink capacity (calibrated)',

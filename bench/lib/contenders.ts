@@ -43,6 +43,10 @@ export interface ContenderOptions {
   otelMaxQueueSize?: number;
   /** Sluice's maxInFlight (case 3's append variant; the peers always write one batch at a time). @default 1 */
   sluiceMaxInFlight?: number;
+  /** Sluice's maxItems (case 3's append variant). @default MAX_ITEMS */
+  sluiceMaxItems?: number;
+  /** Sluice's queue bound in items (case 3's append variant). @default SLUICE_QUEUE_ITEMS */
+  sluiceQueueItems?: number;
 }
 
 export function makeContender<I extends Envelope<unknown>>(name: string, sink: AckSink, o: ContenderOptions = {}): Contender<I> {
@@ -86,8 +90,8 @@ function sluice<I extends Envelope<unknown>>(sink: AckSink, o: ContenderOptions)
   const p = new Pipeline<unknown>({
     name: 'sluice',
     sink,
-    window: { maxItems: MAX_ITEMS, maxWaitMs: MAX_WAIT_MS, maxInFlight: o.sluiceMaxInFlight ?? 1 },
-    queue: { policy: 'block', maxItems: SLUICE_QUEUE_ITEMS },
+    window: { maxItems: o.sluiceMaxItems ?? MAX_ITEMS, maxWaitMs: MAX_WAIT_MS, maxInFlight: o.sluiceMaxInFlight ?? 1 },
+    queue: { policy: 'block', maxItems: o.sluiceQueueItems ?? SLUICE_QUEUE_ITEMS },
     observers: [metrics, ...stamping],
   });
   metrics.attach(p);
