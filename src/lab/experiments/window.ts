@@ -21,6 +21,7 @@ import type { Check, ChartSpec, Experiment, ExperimentContext, ResultEnvelope } 
 import type { Envelope } from '../../core/types.js';
 import { envelope } from '../../core/types.js';
 import { seededRng } from '../../core/random.js';
+import { invalidOption } from '../../core/errors.js';
 import { poissonArrivals, type ArrivalSchedule } from '../../sources/load.js';
 import { burstyArrivals } from '../../sources/bursty.js';
 import { loadTrace, peakSecond, speedupForPeak, traceArrivals, type Trace } from '../../sources/trace.js';
@@ -161,6 +162,10 @@ export const windowExperiment: Experiment = {
 
   async run(ctx) {
     const t0 = Date.now();
+    // Bad replay options fail now, not after a sweep of several minutes.
+    const trace = ctx.args.trace as string | undefined;
+    if (trace !== undefined && !existsSync(trace)) throw invalidOption('--trace', trace, 'an existing trace file (no such file)');
+    if (ctx.args.speedup !== undefined && !(Number(ctx.args.speedup) > 0)) throw invalidOption('--speedup', ctx.args.speedup, 'a number > 0');
     const lab = await openLabSink(ctx, 'window');
     try {
       const loads = await measureLoads(ctx, lab, 'window');
@@ -493,10 +498,13 @@ function tracePlan(ctx: ExperimentContext, label: string, trace: Trace, peakPerS
 
 async function runReplays(ctx: ExperimentContext, lab: LabSink, loads: Loads, win: { maxItems: number; maxWaitMs: number }): Promise<Replay[]> {
   const durationMs = ctx.quick ? 4000 : 10_000;
-  const plans: ReplayPlan[] = [];
+  // Plans are built one at a time, each just before its replay, so a trace is in memory only
+  // during its own replay: the Zeek lines (49k records, 19 MB of heap) otherwise rode through
+  // the Azure replay, and every major GC had them to mark.
+  const plans: (() => ReplayPlan)[] = [];
   // Synthetic on/off: ON at the peak load, peak-to-mean 5; starts ON so even a short run holds a burst.
   const ptm = 5;
-  plans.push({
+  plans.push(() => ({
     trace: 'bursty',
     source: 'synthetic',
     // Fixed sojourns (a square wave of 1.5 s bursts): an exponential ON period is often shorter
@@ -507,26 +515,26 @@ async function runReplays(ctx: ExperimentContext, lab: LabSink, loads: Loads, wi
     itemsPerArrival: 1,
     maxGapMs: null,
     fromMs: 0,
-  });
+  }));
   const shared = ctx.sharedDataDir;
   if (shared) {
     const azure = join(shared, 'traces/azure-llm-2023/AzureLLMInferenceTrace_code.csv');
     const zeek = join(shared, 'payloads/zeek-wrccdc/ssl.json.gz');
-    if (existsSync(azure)) plans.push(tracePlan(ctx, 'azure-code', loadTrace(azure), loads.peakPerSec, durationMs));
+    if (existsSync(azure)) plans.push(() => tracePlan(ctx, 'azure-code', loadTrace(azure), loads.peakPerSec, durationMs));
     else ctx.log(`window: ${azure} missing, Azure replay skipped`);
-    if (existsSync(zeek)) plans.push(tracePlan(ctx, 'zeek-ssl', loadTrace(zeek, { keepLines: true }), loads.peakPerSec, durationMs));
+    if (existsSync(zeek)) plans.push(() => tracePlan(ctx, 'zeek-ssl', loadTrace(zeek, { keepLines: true }), loads.peakPerSec, durationMs));
     else ctx.log(`window: ${zeek} missing, Zeek replay skipped`);
   } else ctx.log('window: ../shared/data not found: replaying the synthetic bursty source only');
   const extra = ctx.args.trace as string | undefined;
   if (extra) {
     const sp = ctx.args.speedup !== undefined ? Number(ctx.args.speedup) : undefined;
-    if (sp !== undefined && !(sp > 0)) throw new Error(`--speedup must be a number > 0, got ${String(ctx.args.speedup)}`);
-    plans.push(tracePlan(ctx, 'trace', loadTrace(extra, { keepLines: /\.(json|ndjson)(\.gz)?$/.test(extra) }), loads.peakPerSec, durationMs, sp));
+    plans.push(() => tracePlan(ctx, 'trace', loadTrace(extra, { keepLines: /\.(json|ndjson)(\.gz)?$/.test(extra) }), loads.peakPerSec, durationMs, sp));
   }
 
   const out: Replay[] = [];
   ctx.progress.start('window: replays', plans.length);
-  for (const p of plans) {
+  for (const plan of plans) {
+    const p = plan();
     const offeredPeak = schedulePeakSecond(p.schedule(), durationMs);
     const counting = countingSchedule(p.schedule(), 1000);
     const sampler = new IntervalSampler<EventRecord>();
