@@ -495,12 +495,15 @@ export class AimdController<T = unknown> extends BaseController<T> {
       reason = `p99 ${fmt(p99)} ms > SLO ${fmt(this.sloMs)} ms by ≤ ${fmt(this.mildBreachMs)} ms, first breach in a row: hold (a second one halves)`;
     } else if (p99 > this.sloMs) {
       const floor = this.capacityFloorItems(rate);
-      if (bound === 'size' || bound === 'both') items = Math.min(items, this.clampItems(Math.max(Math.floor(items / 2), floor)));
-      if (bound === 'time' || bound === 'both' || bound === 'none') wait = this.clampWait(wait / 2);
+      // Halved upwards (ceil; the wait on its 1 µs grid): a halving never moves a knob by more
+      // than a factor of 2 (floor(1001 / 2) = 500 did, and so did a wait rounded to µs only in
+      // the log: a switching phase's band read 2.0001 on 2026-11-27).
+      if (bound === 'size' || bound === 'both') items = Math.min(items, this.clampItems(Math.max(Math.ceil(items / 2), floor)));
+      if (bound === 'time' || bound === 'both' || bound === 'none') wait = this.clampWait(wait / 2, 'up');
       decision = items !== w.maxItems || wait !== w.maxWaitMs ? 'decrease' : 'hold';
       if (decision === 'decrease')
         this.lastHalving = { prev: { maxItems: w.maxItems, maxWaitMs: w.maxWaitMs }, p99BeforeMs: p99, gaveBackMs: this.windowShareMs(bound, w, rate) - this.windowShareMs(bound, { maxItems: items, maxWaitMs: wait }, rate) };
-      const floored = (bound === 'size' || bound === 'both') && floor > Math.floor(w.maxItems / 2) && items > Math.floor(w.maxItems / 2);
+      const floored = (bound === 'size' || bound === 'both') && floor > Math.ceil(w.maxItems / 2) && items > Math.ceil(w.maxItems / 2);
       reason = `p99 ${fmt(p99)} ms > SLO ${fmt(this.sloMs)} ms: halve ${knobName(bound)}${floored ? ` (maxItems held at ≥ ${floor}: smaller batches would keep the sink more than half busy)` : ''}${decision === 'hold' ? ' (already at its lower bound)' : ''}`;
     } else if (p99 >= this.sloMs - this.marginMs) {
       decision = 'hold';
@@ -559,8 +562,10 @@ export class AimdController<T = unknown> extends BaseController<T> {
     return Math.min(this.bounds.maxItems, Math.max(this.bounds.minItems, Math.round(n)));
   }
 
-  private clampWait(ms: number): number {
-    return Math.min(this.bounds.maxWaitMs, Math.max(this.bounds.minWaitMs, ms));
+  /** Within the bounds, on a 1 µs grid (what the decision log shows is the window itself); `up` rounds up. */
+  private clampWait(ms: number, round: 'nearest' | 'up' = 'nearest'): number {
+    const q = round === 'up' ? Math.ceil(ms * 1000 - 1e-6) / 1000 : Math.round(ms * 1000) / 1000;
+    return Math.min(this.bounds.maxWaitMs, Math.max(this.bounds.minWaitMs, q));
   }
 }
 

@@ -103,6 +103,31 @@ test('AIMD halves the binding knob on a breach and holds in the band', () => {
   assert.equal(c.stats().decreases, 2);
 });
 
+test('AIMD: a halving moves a knob by at most a factor of 2 (odd maxItems, a wait off the µs grid), and the log shows the window itself', () => {
+  const clock = new FakeClock();
+  const mk = () => new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100 });
+  const band = (c: AimdController, k: 'maxItems' | 'maxWaitMs') => {
+    const v = c.decisions().map((d) => d[k]);
+    return Math.max(...v) / Math.min(...v);
+  };
+  const size = mk();
+  const ts = fakeTarget(1001, 10);
+  size.attach(ts);
+  drive(clock, size, ts, 500, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => 25 });
+  assert.equal(size.decisions().at(-1)!.decision, 'decrease');
+  assert.equal(ts.window().maxItems, 501); // not 500: 1001 / 500 > 2
+  assert.ok(band(size, 'maxItems') <= 2);
+  const time = mk();
+  const tt = fakeTarget(4096, 14.0005);
+  time.attach(tt);
+  assert.equal(tt.window().maxWaitMs, 14.001); // the starting wait is put on the 1 µs grid
+  drive(clock, time, tt, 500, { reason: 'time', perBatch: 100, batchEveryMs: 5, latencyMs: () => 25 });
+  assert.equal(time.decisions().at(-1)!.decision, 'decrease');
+  assert.equal(tt.window().maxWaitMs, 7.001); // 14.001 / 2, rounded up on the µs grid
+  assert.equal(time.decisions().at(-1)!.maxWaitMs, tt.window().maxWaitMs);
+  assert.ok(band(time, 'maxWaitMs') <= 2);
+});
+
 test('AIMD halves on a mild breach (≤ SLO + mildBreachMs) only when the period before breached too', () => {
   const clock = new FakeClock();
   const c = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100 });
