@@ -45,6 +45,24 @@ function drive(
   }
 }
 
+/**
+ * One control period per call: `batches` timer flushes of 100 items, one every `everyMs`;
+ * `stalled` items of each batch at `stallMs`, the rest at `baseMs`. Returns the last decision.
+ */
+function stallingPeriods(clock: FakeClock, c: AimdController, batches: number, everyMs: number) {
+  return (baseMs: number, stalled = 0, stallMs = 0) => {
+    for (let b = 0; b < batches; b++) {
+      clock.advance(everyMs);
+      const now = clock.now();
+      c.onFlush({ reason: 'time', items: 100, bytes: 0, waitMs: 0 }, now);
+      const batch: Envelope[] = [];
+      for (let i = 0; i < 100; i++) batch.push(envelope(null, { bytes: 1, intendedAtMs: now - (i < stalled ? stallMs : baseMs) }));
+      c.onCommitted(batch, now);
+    }
+    return c.decisions().at(-1)!;
+  };
+}
+
 test('interval histogram: percentiles within 1% and reset', () => {
   const h = new IntervalHistogram();
   for (let i = 1; i <= 1000; i++) h.recordMs(i / 10);
@@ -130,7 +148,8 @@ test('AIMD: a halving moves a knob by at most a factor of 2 (odd maxItems, a wai
 
 test('AIMD halves on a mild breach (≤ SLO + mildBreachMs) only when the period before breached too', () => {
   const clock = new FakeClock();
-  const c = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100 });
+  // One period at a time (slidingPeriods 1): every item of a period has the same latency here.
+  const c = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100, slidingPeriods: 1 });
   const t = fakeTarget(800, 10);
   c.attach(t);
   const period = (lat: number) => drive(clock, c, t, 500, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => lat });
@@ -386,4 +405,57 @@ test('controller metrics register on the pipeline exposition (the documented use
   assert.match(text, /sluice_window_max_items\{pipeline="pc"\} 64/);
   assert.match(text, /sluice_controller_period_p99_ms\{controller="aimd",pipeline="pc"\} [0-9.]+/);
   await p.close();
+});
+
+test('AIMD reads p99 over a sliding interval of the periods at the current window: one stalled period does not halve, a window really too large does', () => {
+  const clock = new FakeClock();
+  const c = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100 });
+  const t = fakeTarget(4096, 10);
+  c.attach(t);
+  // One period: 100 batches of 100 items, `stalled` of every 100 items at `stallMs`, the rest at `baseMs`.
+  const period = stallingPeriods(clock, c, 100, 5);
+  assert.equal(period(18).decision, 'hold'); // in the band: the window stays, the interval starts
+  assert.equal(period(18).decision, 'hold');
+  // A stall delays 2% of this period's items to 26 ms: alone this period's p99 breaches, but
+  // over the three periods at this window it is 0.7% of the samples.
+  const d = period(18, 2, 26);
+  assert.ok(d.p99Ms > 25, `period p99 ${d.p99Ms}`);
+  assert.ok(d.decisionP99Ms! < 19, `sliding p99 ${d.decisionP99Ms}`);
+  assert.equal(d.periodsUsed, 3);
+  assert.equal(d.decision, 'hold');
+  assert.match(d.reason, /over the last 3 periods/);
+  assert.equal(t.window().maxWaitMs, 10);
+  // A tail in every item of a period (24 ms > SLO + mildBreachMs): a third of the sliding
+  // interval's samples, so its p99 breaches too, and the window halves.
+  const h = period(24);
+  assert.equal(h.decisionP99Ms, h.p99Ms);
+  assert.equal(h.decision, 'decrease');
+  assert.equal(t.window().maxWaitMs, 5);
+  // The window moved: the interval starts afresh.
+  assert.equal(period(12).periodsUsed, 1);
+  assert.throws(() => new AimdController({ sloMs: 20, slidingPeriods: 0 }), /slidingPeriods/);
+});
+
+test('AIMD: a mild breach of the sliding interval that this period did not make (an earlier stall still in it) does not halve', () => {
+  const clock = new FakeClock();
+  const c = new AimdController({ sloMs: 20, marginMs: 1.5, mildBreachMs: 3, clock, minPeriodMs: 500, minSamples: 100 });
+  const t = fakeTarget(4096, 14);
+  c.attach(t);
+  const period = stallingPeriods(clock, c, 10, 50);
+  period(19);
+  period(19);
+  // A stall: 5% of this period's items at 22 ms, 1.7% of the interval: a mild breach, first in a row.
+  let d = period(19, 5, 22);
+  assert.equal(d.decision, 'hold');
+  assert.match(d.reason, /first breach in a row/);
+  // The next period is clean, but the interval still holds the stall: no halving.
+  d = period(19);
+  assert.ok(d.decisionP99Ms! > 20 && d.p99Ms < 20, `interval ${d.decisionP99Ms}, period ${d.p99Ms}`);
+  assert.equal(d.decision, 'hold');
+  assert.match(d.reason, /this period alone did not breach/);
+  assert.equal(t.window().maxWaitMs, 14);
+  // A period that breaches on its own after a breach: halve.
+  d = period(21.5);
+  assert.equal(d.decision, 'decrease');
+  assert.equal(t.window().maxWaitMs, 7);
 });
