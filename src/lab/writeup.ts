@@ -165,6 +165,7 @@ export function adaptiveParagraph(r: ResultEnvelope | undefined): WriteupParagra
   if (best) parts.push(`With hindsight, the best static window over both regimes was maxItems = ${fmtInt(best.maxItems as number)} and maxWaitMs = ${fmtNum(best.maxWaitMs as number)} ms.`);
   else if (r.bestStatic === null && statics.length) parts.push('No static window of the grid met the SLO in both regimes.');
   const wins: string[] = [];
+  const staticBreaches: string[] = [];
   const clauses = aimd.map((a) => {
     const regime = a.regime as string;
     const ap = p99Of(a.latencyMs)!;
@@ -177,6 +178,7 @@ export function adaptiveParagraph(r: ResultEnvelope | undefined): WriteupParagra
     const sOps = st && isNum(st.fixedCostOpsPerItem) ? st.fixedCostOpsPerItem : undefined;
     if (st && sOps !== undefined && sOps > 0 && a.meetsSlo === true && st.meetsSlo === true && aOps !== sOps)
       wins.push(aOps < sOps ? `AIMD spends ${pct(sOps - aOps, sOps)} fewer at ${regime} load` : `the static spends ${pct(aOps - sOps, aOps)} fewer at ${regime} load`);
+    if (st && a.meetsSlo === true && st.meetsSlo === false) staticBreaches.push(`${regime} load`);
     return (
       `at ${regime} load p99 ${fmtNum(ap)} ms${verdict} with ${fmtNum(aOps)} fixed-cost ops per item` +
       (isNum(sp) && sOps !== undefined ? ` (the static: ${fmtNum(sp)} ms, ${fmtNum(sOps)})` : '')
@@ -184,6 +186,7 @@ export function adaptiveParagraph(r: ResultEnvelope | undefined): WriteupParagra
   });
   parts.push(`The AIMD controller, which needs no sweep, ran ${listJoin(clauses)}.`);
   if (wins.length) parts.push(`Where both meet the SLO, ${listJoin(wins)}.`);
+  if (staticBreaches.length) parts.push(`At ${listJoin(staticBreaches)} the static, measured as long as AIMD, breaches the SLO that AIMD meets: AIMD wins there whatever either spends.`);
   return { topic: 'Static or adaptive window', text: parts.join(' ') };
 }
 

@@ -110,6 +110,16 @@ test('adaptive: the best static with hindsight against AIMD per regime, and who 
   assert.match(t, /best static window over both regimes was maxItems = 512 and maxWaitMs = 10 ms/);
   assert.match(t, /at low load p99 15\.5 ms, inside the SLO with 0\.125 fixed-cost ops per item \(the static: 14 ms, 0\.2\) and at high load p99 13 ms, inside the SLO with 0\.0026 fixed-cost ops per item \(the static: 12 ms, 0\.0025\)/);
   assert.match(t, /Where both meet the SLO, AIMD spends 37\.5% fewer at low load and the static spends 3\.85% fewer at high load/);
+  // The best static re-measured as long as AIMD breaches at high load: AIMD wins there, said plainly.
+  const breach = adaptiveResult();
+  breach.validatedStatics = [
+    { maxItems: 512, maxWaitMs: 10, regime: 'low', latencyMs: { p50: 8, p99: 14, max: 20, count: 5000 }, fixedCostOpsPerItem: 0.2, meetsSlo: true },
+    { maxItems: 512, maxWaitMs: 10, regime: 'high', latencyMs: { p50: 9, p99: 23.2, max: 40, count: 90000 }, fixedCostOpsPerItem: 0.0025, meetsSlo: false },
+  ];
+  const tb = text([breach]);
+  assert.match(tb, /\(the static: 23\.2 ms, 0\.0025\)/);
+  assert.match(tb, /Where both meet the SLO, AIMD spends 37\.5% fewer at low load\./);
+  assert.match(tb, /At high load the static, measured as long as AIMD, breaches the SLO that AIMD meets: AIMD wins there whatever either spends\./);
   const none = adaptiveResult();
   none.bestStatic = null;
   assert.match(text([none]), /No static window of the grid met the SLO in both regimes\. The AIMD controller/);

@@ -39,6 +39,16 @@ export const SETTLE_PERIODS = 5;
 const PERIOD = { minPeriodMs: 1000, minSamples: 500, maxPeriodMs: 3000 };
 /** Where AIMD starts: the `batching` experiment's guessed window, not a tuned one (a 256-item start saturated the sink at 225k items/s for 2 s before slow start caught up). */
 const AIMD_START = { maxItems: 1024, maxWaitMs: 5 };
+/**
+ * AIMD's margin: half the static selection's (MARGIN_FRACTION). A static window is picked once,
+ * from 2 s cells, and must then hold on traffic it never saw: its margin covers that. AIMD
+ * re-measures every period over a sliding interval of three (whose p99 moved ±0.4 ms at a fixed
+ * window at low load here, 2026-11-27 07:5x) and halves on a breach: its margin only covers the
+ * noise of its own estimate. With the statics' 15% it settled near p99 17 ms where the best
+ * static sat at 19.3–19.6 ms, and spent 1.13× and 1.61× its fixed-cost operations.
+ * Breaches up to the statics' margin above the SLO are still *mild* (two in a row to halve).
+ */
+const AIMD_MARGIN_FRACTION = 0.075;
 /** AIMD's lower bound on maxItems: below it a saturated sink collapses (see AimdController). */
 const AIMD_MIN_ITEMS = 16;
 /** Ops/item within 2% count as equal (run-to-run noise is larger than that). */
@@ -89,7 +99,10 @@ export interface TracePoint {
   tMs: number;
   maxItems: number;
   maxWaitMs: number;
+  /** p99 of the control period. */
   p99Ms: number;
+  /** p99 the decision used: over the period and the ones before it at the same window (AIMD's sliding interval). */
+  decisionP99Ms?: number;
   decision: string;
   reason: string;
   regime?: RegimeName;
@@ -206,6 +219,12 @@ function spanMsFor(ratePerSec: number, quick: boolean, phase: boolean): number {
 /** Fewer post-settling samples than this and a p99 is not evidence: the check fails (NaN). */
 const MIN_EVIDENCE = 200;
 
+/** AIMD's margin as recorded in the result (older results: the statics' 15%). */
+function fmtMargin(r: ResultEnvelope): string {
+  const c = r.controller as { marginMs?: number } | undefined;
+  return String(Math.round((c?.marginMs ?? MARGIN_FRACTION * (r.sloMs as number)) * 100) / 100);
+}
+
 function p99OrNaN(l: LatencySummary): number {
   return l.count >= MIN_EVIDENCE ? l.p99 : NaN;
 }
@@ -218,7 +237,8 @@ async function runAimd(
 ): Promise<{ run: CellRun; rec: PhaseRecorder; controller: AimdController<EventRecord>; bounds: { startMs: number; endMs: number; settleMs: number }[] }> {
   const controller = new AimdController<EventRecord>({
     sloMs: ctx.sloMs,
-    marginMs: MARGIN_FRACTION * ctx.sloMs,
+    marginMs: AIMD_MARGIN_FRACTION * ctx.sloMs,
+    mildBreachMs: MARGIN_FRACTION * ctx.sloMs,
     minItems: AIMD_MIN_ITEMS,
     maxItems: GRID_ITEMS[GRID_ITEMS.length - 1],
     maxWaitMs: ctx.sloMs,
@@ -252,7 +272,7 @@ async function runAimd(
 }
 
 function traceOf(decisions: readonly WindowDecision[], regimeAt?: (tMs: number) => RegimeName): TracePoint[] {
-  return decisions.map((d) => ({ tMs: Math.round(d.tMs), maxItems: d.maxItems, maxWaitMs: d.maxWaitMs, p99Ms: d.p99Ms, decision: d.decision, reason: d.reason, ...(regimeAt ? { regime: regimeAt(d.tMs) } : {}) }));
+  return decisions.map((d) => ({ tMs: Math.round(d.tMs), maxItems: d.maxItems, maxWaitMs: d.maxWaitMs, p99Ms: d.p99Ms, decisionP99Ms: d.decisionP99Ms ?? d.p99Ms, decision: d.decision, reason: d.reason, ...(regimeAt ? { regime: regimeAt(d.tMs) } : {}) }));
 }
 
 export const adaptive: Experiment = {
@@ -475,7 +495,20 @@ export const adaptive: Experiment = {
         for (const g of REGIMES) {
           const s = vst(bestStatic.maxItems, bestStatic.maxWaitMs, g);
           const a = aimdAt(g);
-          checks.push(check(`AIMD ops/item ÷ best static's in ${g} (both measured over AIMD's span; static p99 ${s.latencyMs.p99} ms)`, a.latencyMs.count >= MIN_EVIDENCE ? a.fixedCostOpsPerItem / s.fixedCostOpsPerItem : NaN, '<=', 1.1));
+          const ratio = a.latencyMs.count >= MIN_EVIDENCE ? a.fixedCostOpsPerItem / s.fixedCostOpsPerItem : NaN;
+          const staticMeets = s.latencyMs.p99 <= slo;
+          // The objective ranks meeting the SLO first: a best static (picked on the grid's 2 s
+          // cells) that breaches it when measured as long as AIMD loses there to an AIMD that
+          // meets it, whatever either spends. Otherwise AIMD must be within 10% on ops/item.
+          const pass = ratio <= 1.1 || (!staticMeets && a.meetsSlo);
+          checks.push(
+            check(
+              `AIMD within 10% of the best static's ops/item in ${g}, or meeting the SLO where it breaches (ops ratio ${ratio.toFixed(3)}; p99 AIMD ${p99OrNaN(a.latencyMs)}, static ${s.latencyMs.p99} ms; both over AIMD's span)`,
+              pass,
+              '==',
+              true,
+            ),
+          );
         }
       for (const a of aimd) checks.push(check(`AIMD ${a.regime}: window band after settling (max/min of maxItems, maxWaitMs)`, Math.max(a.bandItems, a.bandWaitMs), '<=', 2));
       for (const p of phases) checks.push(check(`AIMD switching, ${p.regime} phase at ${p.startMs / 1000} s: window band after settling`, Math.max(p.bandItems, p.bandWaitMs), '<=', 2));
@@ -488,7 +521,7 @@ export const adaptive: Experiment = {
         calibration: loads.calibration,
         loads,
         objective: `meet p99 ≤ ${slo} ms in each regime, then minimise fixed-cost operations per item; best static = best worst case over both regimes of ops/item ÷ that regime's best SLO-meeting static`,
-        controller: { kind: 'aimd', start: AIMD_START, minItems: AIMD_MIN_ITEMS, maxItems: GRID_ITEMS[GRID_ITEMS.length - 1], maxWaitMs: slo, marginMs: MARGIN_FRACTION * slo, stepMs: Math.min(0.1 * slo, MARGIN_FRACTION * slo), ...PERIOD, settlePeriods: SETTLE_PERIODS },
+        controller: { kind: 'aimd', start: AIMD_START, minItems: AIMD_MIN_ITEMS, maxItems: GRID_ITEMS[GRID_ITEMS.length - 1], maxWaitMs: slo, marginMs: AIMD_MARGIN_FRACTION * slo, mildBreachMs: MARGIN_FRACTION * slo, stepMs: Math.min(0.1 * slo, AIMD_MARGIN_FRACTION * slo), slidingPeriods: 3, ...PERIOD, settlePeriods: SETTLE_PERIODS },
         regimes,
         cellDurationMs: cellMs,
         statics,
@@ -520,7 +553,7 @@ export const adaptive: Experiment = {
     out.push('');
     out.push(`**Objective:** ${r.objective}.`);
     out.push('');
-    out.push(`Regimes: low ${loads.lowPerSec}/s (0.2 × C1, C1 = ${loads.calibration.unbatchedCapacityPerSec}/s), high ${loads.peakPerSec}/s (0.9 × the capacity at p99 ≤ SLO − margin, ${loads.sloCapacityPerSec ?? '?'}/s, found by a paced ramp; the flat-out probe moved ${loads.measuredCapacityPerSec}/s). AIMD starts at ${AIMD_START.maxItems} items / ${AIMD_START.maxWaitMs} ms; its figures count after ${SETTLE_PERIODS} control periods.`);
+    out.push(`Regimes: low ${loads.lowPerSec}/s (0.2 × C1, C1 = ${loads.calibration.unbatchedCapacityPerSec}/s), high ${loads.peakPerSec}/s (0.9 × the capacity at p99 ≤ SLO − margin, ${loads.sloCapacityPerSec ?? '?'}/s, found by a paced ramp; the flat-out probe moved ${loads.measuredCapacityPerSec}/s). AIMD starts at ${AIMD_START.maxItems} items / ${AIMD_START.maxWaitMs} ms, grows while p99 over its sliding interval (3 control periods) is under SLO − ${fmtMargin(r)} ms and holds up to the SLO; its figures count after ${SETTLE_PERIODS} control periods.`);
     out.push('');
     const validated = (r.validatedStatics as StaticRun[] | undefined) ?? [];
     const find = (rows: StaticRun[], g: RegimeName) => (best ? rows.find((s) => s.maxItems === best.maxItems && s.maxWaitMs === best.maxWaitMs && s.regime === g) : undefined);
@@ -531,7 +564,19 @@ export const adaptive: Experiment = {
         aimd.map((a) => {
           const s = bestRow(a.regime);
           const ratio = s ? a.fixedCostOpsPerItem / s.fixedCostOpsPerItem : NaN;
-          const wins = !s ? 'AIMD (no static meets the SLO in both)' : !a.meetsSlo ? 'static (AIMD breaches)' : ratio < 1 / TIE ? 'AIMD' : ratio > TIE ? 'static' : 'tie (within 2%)';
+          const wins = !s
+            ? 'AIMD (no static meets the SLO in both)'
+            : !a.meetsSlo
+              ? s.meetsSlo
+                ? 'static (AIMD breaches)'
+                : 'neither meets the SLO'
+              : !s.meetsSlo
+                ? 'AIMD (the static breaches the SLO)'
+                : ratio < 1 / TIE
+                  ? 'AIMD'
+                  : ratio > TIE
+                    ? 'static'
+                    : 'tie (within 2%)';
           return [a.regime, a.latencyMs.p99, a.fixedCostOpsPerItem.toFixed(5), `${a.finalWindow.maxItems} / ${a.finalWindow.maxWaitMs} ms`, best ? `${best.maxItems} / ${best.maxWaitMs} ms` : '–', s?.latencyMs.p99 ?? '–', s ? s.fixedCostOpsPerItem.toFixed(5) : '–', Number.isFinite(ratio) ? ratio.toFixed(3) : '–', wins];
         }),
       ),
