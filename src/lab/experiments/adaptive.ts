@@ -21,7 +21,7 @@ import { seededRng, type Rng } from '../../core/random.js';
 import { LatencyHistogram, type LatencySummary } from '../../metrics/histogram.js';
 import { poissonArrivals, type ArrivalSchedule } from '../../sources/load.js';
 import type { EventRecord } from '../../sources/records.js';
-import { GRID_ITEMS, MARGIN_FRACTION, chooseWindow, sizePreferenceTie, refinementCorners, gridWaits, measureLoads, queueFor, reconciled, runCell, syntheticMake, type Candidate, type CellRun, type Loads } from './window-lab.js';
+import { GRID_ITEMS, MARGIN_FRACTION, rampLine, chooseWindow, sizePreferenceTie, refinementCorners, gridWaits, measureLoads, queueFor, reconciled, runCell, syntheticMake, type Candidate, type CellRun, type Loads } from './window-lab.js';
 
 type RegimeName = 'low' | 'high';
 const REGIMES: RegimeName[] = ['low', 'high'];
@@ -279,7 +279,7 @@ export const adaptive: Experiment = {
   name: 'adaptive',
   title: 'Adaptive window: AIMD on the observed p99 against every static window, in two regimes and a switching run',
   description:
-    'Runs every static window of the `window` grid and an AIMD controller at a low load (0.2 × C1) and a high load (0.9 × the capacity at p99 ≤ SLO − margin, found by a paced ramp), ' +
+    'Runs every static window of the `window` grid and an AIMD controller at a low load (0.2 × C1) and a high load (0.9 × the capacity at p99 ≤ SLO − margin, found by a paced ramp and confirmed by a longer run at the peak), ' +
     'then a run that switches between the two several times. Objective: p99 ≤ SLO in each regime, then the fewest fixed-cost operations per item. ' +
     'Compares AIMD with the statics the `window` rule would pick when tuned at one regime only, and with the best static chosen with hindsight.',
 
@@ -553,7 +553,7 @@ export const adaptive: Experiment = {
     out.push('');
     out.push(`**Objective:** ${r.objective}.`);
     out.push('');
-    out.push(`Regimes: low ${loads.lowPerSec}/s (0.2 × C1, C1 = ${loads.calibration.unbatchedCapacityPerSec}/s), high ${loads.peakPerSec}/s (0.9 × the capacity at p99 ≤ SLO − margin, ${loads.sloCapacityPerSec ?? '?'}/s, found by a paced ramp; the flat-out probe moved ${loads.measuredCapacityPerSec}/s). AIMD starts at ${AIMD_START.maxItems} items / ${AIMD_START.maxWaitMs} ms, grows while p99 over its sliding interval (3 control periods) is under SLO − ${fmtMargin(r)} ms and holds up to the SLO; its figures count after ${SETTLE_PERIODS} control periods.`);
+    out.push(`Regimes: low ${loads.lowPerSec}/s (0.2 × C1, C1 = ${loads.calibration.unbatchedCapacityPerSec}/s), high ${loads.peakPerSec}/s (0.9 × the capacity at p99 ≤ SLO − margin, ${loads.sloCapacityPerSec ?? '?'}/s, found by a paced ramp, then confirmed or lowered by a longer run at the peak; the flat-out probe moved ${loads.measuredCapacityPerSec}/s). ${rampLine(loads)}AIMD starts at ${AIMD_START.maxItems} items / ${AIMD_START.maxWaitMs} ms, grows while p99 over its sliding interval (3 control periods) is under SLO − ${fmtMargin(r)} ms and holds up to the SLO; its figures count after ${SETTLE_PERIODS} control periods.`);
     out.push('');
     const validated = (r.validatedStatics as StaticRun[] | undefined) ?? [];
     const find = (rows: StaticRun[], g: RegimeName) => (best ? rows.find((s) => s.maxItems === best.maxItems && s.maxWaitMs === best.maxWaitMs && s.regime === g) : undefined);

@@ -40,6 +40,17 @@ export const RAMP_FRACTIONS = [0.08, 0.12, 0.16, 0.2, 0.25, 0.3, 0.35, 0.42, 0.5
 /** Peak load = this fraction of the capacity at the SLO (with the selection margin): near it, not on its edge. */
 export const PEAK_FRACTION_OF_SLO_CAPACITY = 0.9;
 
+export interface RampStep {
+  offeredPerSec: number;
+  p99Ms: number;
+  pass: boolean;
+  confirm?: boolean;
+}
+
+/** Confirmation runs at the peak load: at most this many, each lowering the peak by PEAK_STEP_DOWN when it fails. */
+export const PEAK_CONFIRMATIONS = 3;
+export const PEAK_STEP_DOWN = 0.8;
+
 export interface Loads {
   calibration: Calibration;
   /** Median time to write one batch of `fullBatchItems` items (ms). */
@@ -55,8 +66,11 @@ export interface Loads {
   peakFraction: number;
   /** Highest paced load of the ramp whose p99 stayed within the selection bound. */
   sloCapacityPerSec: number;
-  /** Each step of the paced ramp: p99 is the worse of its two runs (Infinity: the producer could not keep the schedule). */
-  ramp: { offeredPerSec: number; p99Ms: number; pass: boolean }[];
+  /**
+   * Each step of the paced ramp: p99 is the worse of its two runs (Infinity: the producer could
+   * not keep the schedule). `confirm` steps are the longer runs at the peak load itself.
+   */
+  ramp: RampStep[];
 }
 
 /** One item source for the runs: synthetic records. */
@@ -135,7 +149,7 @@ export async function measureLoads(ctx: ExperimentContext, lab: LabSink, label: 
   const bound = Math.round((1 - MARGIN_FRACTION) * ctx.sloMs * 100) / 100;
   const probeBase = Math.min(measuredCapacityPerSec, sinkBatchedCapacityPerSec);
   const rampWindow = { maxItems: 1024, maxWaitMs: Math.max(1, Math.round(ctx.sloMs / 4)), maxInFlight: 1 };
-  const ramp: { offeredPerSec: number; p99Ms: number; pass: boolean }[] = [];
+  const ramp: RampStep[] = [];
   ctx.progress.start(`${label}: capacity at the SLO`, RAMP_FRACTIONS.length);
   const step = async (rate: number): Promise<boolean> => {
     // A step counts only if two runs in a row hold the bound: the peak must be a load the
@@ -170,9 +184,36 @@ export async function measureLoads(ctx: ExperimentContext, lab: LabSink, label: 
     step,
   );
   ctx.progress.done(`capacity at the SLO ≈ ${sloCapacityPerSec}/s`);
-  await lab.reset();
   // No step held even at the floor: the peak falls back to the floor; the report lists the ramp's steps.
-  const peakPerSec = Math.max(1, Math.round(PEAK_FRACTION_OF_SLO_CAPACITY * (sloCapacityPerSec || floor)));
+  let peakPerSec = Math.max(1, Math.round(PEAK_FRACTION_OF_SLO_CAPACITY * (sloCapacityPerSec || floor)));
+  // Confirm the peak with one run as long as the validation runs: two 1.5 s steps can pass by
+  // luck. In the full lab of 2026-11-27 08:17 the ramp passed 32.1k/s twice, and the `adaptive`
+  // high regime at 28.9k/s then read period p99s of 20–46 ms with a 4.5 ms window (AIMD's p99
+  // 23.5 ms, the grid's cells at 5–10 ms waits 17–38 ms), where the run before had found 10.5k/s. A peak that does
+  // not hold is lowered by PEAK_STEP_DOWN and tried again, PEAK_CONFIRMATIONS times at most (the
+  // last lowering is not run again: the report lists every confirmation).
+  ctx.progress.start(`${label}: confirm the peak load`, PEAK_CONFIRMATIONS);
+  for (let k = 0; k < PEAK_CONFIRMATIONS; k++) {
+    await lab.reset();
+    const fig = await runPipeline({
+      sink: lab.sink,
+      window: rampWindow,
+      queue: queueFor(rampWindow.maxItems),
+      schedule: poissonArrivals(peakPerSec, seededRng(31 + k)),
+      durationMs: ctx.quick ? 2000 : 5000,
+      make: syntheticMake(5),
+      sloMs: ctx.sloMs,
+      offeredPerSec: peakPerSec,
+    });
+    const p99 = fig.notSent <= 0.01 * fig.offered ? fig.latencyMs.p99 : Infinity;
+    const pass = p99 <= bound;
+    ramp.push({ offeredPerSec: peakPerSec, p99Ms: p99, pass, confirm: true });
+    ctx.progress.tick(1, `peak ${peakPerSec}/s p99 ${p99} ms${pass ? '' : ` (over the bound: × ${PEAK_STEP_DOWN})`}`);
+    if (pass) break;
+    peakPerSec = Math.max(1, Math.round(peakPerSec * PEAK_STEP_DOWN));
+  }
+  ctx.progress.done(`peak load ${peakPerSec}/s`);
+  await lab.reset();
   return {
     calibration,
     fullBatchMs: Math.round(fullBatchMs * 1000) / 1000,
@@ -185,6 +226,13 @@ export async function measureLoads(ctx: ExperimentContext, lab: LabSink, label: 
     peakPerSec,
     peakFraction: Math.round((peakPerSec / probeBase) * 1000) / 1000,
   };
+}
+
+/** The ramp's steps in order, each with its worse p99 of two runs: `36k/s 21.9 ms ✗`. */
+export function rampLine(loads: Loads): string {
+  if (!loads.ramp?.length) return '';
+  const fmt = (x: RampStep) => `${x.confirm ? 'peak ' : ''}${x.offeredPerSec}/s ${Number.isFinite(x.p99Ms) ? `${x.p99Ms} ms` : 'schedule not kept'} ${x.pass ? '✓' : '✗'}`;
+  return `Ramp steps (worse p99 of two runs; "peak": one 5 s (2 s quick) run at the peak load itself, lowered × ${PEAK_STEP_DOWN} when it fails): ${loads.ramp.map(fmt).join(', ')}. `;
 }
 
 /** p99 and throughput per sampling interval (resets its histogram at each sample). */

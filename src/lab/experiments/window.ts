@@ -46,6 +46,7 @@ import {
   type Candidate,
   type CellRun,
   type Loads,
+  rampLine,
 } from './window-lab.js';
 
 export type LoadName = 'low' | 'peak';
@@ -152,7 +153,7 @@ export const windowExperiment: Experiment = {
   title: 'Window: tuned to the p99 SLO from measured data, held against bursty and real traffic',
   description:
     'Calibrates the sink and the batched capacity, sweeps a grid of windows (maxItems × maxWaitMs) at a low load (0.2 × C1) ' +
-    'and a peak load (0.9 × the capacity at p99 ≤ SLO − margin, found by a paced ramp), picks the window with the fewest fixed-cost operations per item at peak ' +
+    'and a peak load (0.9 × the capacity at p99 ≤ SLO − margin, found by a paced ramp and confirmed by a longer run at the peak), picks the window with the fewest fixed-cost operations per item at peak ' +
     'whose p99 stays under SLO − margin at both loads, and replays bursty traffic (synthetic on/off, Azure LLM `code`, Zeek `ssl`) ' +
     'through it, sped up so the peak second reaches the peak load.',
   cliOptions: [
@@ -364,7 +365,7 @@ export const windowExperiment: Experiment = {
     out.push(
       `Fixed cost ${loads.calibration.fixedCostMs} ms → C1 = ${loads.calibration.unbatchedCapacityPerSec}/s. A full batch of ${loads.fullBatchItems} takes ${loads.fullBatchMs} ms ` +
         `(sink alone: ${loads.sinkBatchedCapacityPerSec}/s); the saturated batched pipeline committed ${loads.measuredCapacityPerSec}/s. ` +
-        `Low load ${loads.lowPerSec}/s (0.2 × C1), peak load ${loads.peakPerSec}/s (0.9 × the capacity at p99 ≤ SLO − margin, ${loads.sloCapacityPerSec ?? '?'}/s, found by a paced ramp; ${loads.peakFraction} × the flat-out probe). ${rampLine(loads)}Each grid cell ran ${r.cellDurationMs} ms.`,
+        `Low load ${loads.lowPerSec}/s (0.2 × C1), peak load ${loads.peakPerSec}/s (0.9 × the capacity at p99 ≤ SLO − margin, ${loads.sloCapacityPerSec ?? '?'}/s, found by a paced ramp, then confirmed or lowered by a longer run at the peak; ${loads.peakFraction} × the flat-out probe). ${rampLine(loads)}Each grid cell ran ${r.cellDurationMs} ms.`,
     );
     out.push('');
     for (const load of ['low', 'peak'] as const) {
@@ -435,14 +436,6 @@ function pct(x: number): string {
 
 function round2(x: number): number {
   return Math.round(x * 100) / 100;
-}
-
-/** The ramp's steps in order, each with its worse p99 of two runs: `36k/s 21.9 ms ✗`. */
-function rampLine(loads: Loads): string {
-  if (!loads.ramp?.length) return '';
-  const fmt = (x: { offeredPerSec: number; p99Ms: number; pass: boolean }) =>
-    `${x.offeredPerSec}/s ${Number.isFinite(x.p99Ms) ? `${x.p99Ms} ms` : 'schedule not kept'} ${x.pass ? '✓' : '✗'}`;
-  return `Ramp steps (worse p99 of two runs): ${loads.ramp.map(fmt).join(', ')}. `;
 }
 
 // ------------------------------------------------------------------ replays
