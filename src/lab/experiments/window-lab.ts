@@ -151,27 +151,29 @@ export async function measureLoads(ctx: ExperimentContext, lab: LabSink, label: 
   const rampWindow = { maxItems: 1024, maxWaitMs: Math.max(1, Math.round(ctx.sloMs / 4)), maxInFlight: 1 };
   const ramp: RampStep[] = [];
   ctx.progress.start(`${label}: capacity at the SLO`, RAMP_FRACTIONS.length);
+  // p99 of one paced run through the ramp's window; Infinity when the producer could not keep
+  // its schedule (beyond the last timer tick): that load is past capacity.
+  const pacedP99 = async (rate: number, seed: number, durationMs: number): Promise<number> => {
+    await lab.reset();
+    const fig = await runPipeline({
+      sink: lab.sink,
+      window: rampWindow,
+      queue: queueFor(rampWindow.maxItems),
+      schedule: poissonArrivals(rate, seededRng(seed)),
+      durationMs,
+      make: syntheticMake(5),
+      sloMs: ctx.sloMs,
+      offeredPerSec: rate,
+    });
+    return fig.notSent <= 0.01 * fig.offered ? fig.latencyMs.p99 : Infinity;
+  };
   const step = async (rate: number): Promise<boolean> => {
     // A step counts only if two runs in a row hold the bound: the peak must be a load the
     // pipeline serves within the bound reliably, not once. (Counting a step when either try
     // held, until 2026-11-27, let one lucky run at the edge set the peak: at 106k/s the grid's
     // 2048 / 5 ms cell measured p99 15.1 ms and its 5 s re-run 20.4 ms.)
     let worst = 0;
-    for (let attempt = 0; attempt < 2 && worst <= bound; attempt++) {
-      await lab.reset();
-      const fig = await runPipeline({
-        sink: lab.sink,
-        window: rampWindow,
-        queue: queueFor(rampWindow.maxItems),
-        schedule: poissonArrivals(rate, seededRng(11 + attempt)),
-        durationMs: ctx.quick ? 800 : 1500,
-        make: syntheticMake(5),
-        sloMs: ctx.sloMs,
-        offeredPerSec: rate,
-      });
-      // A producer that could not keep its schedule (beyond the last timer tick) is past capacity.
-      worst = fig.notSent <= 0.01 * fig.offered ? Math.max(worst, fig.latencyMs.p99) : Infinity;
-    }
+    for (let attempt = 0; attempt < 2 && worst <= bound; attempt++) worst = Math.max(worst, await pacedP99(rate, 11 + attempt, ctx.quick ? 800 : 1500));
     const pass = worst <= bound;
     ramp.push({ offeredPerSec: rate, p99Ms: worst, pass });
     ctx.progress.tick(1, `${rate}/s p99 ${worst} ms${pass ? '' : ' (over the bound)'}`);
@@ -189,23 +191,13 @@ export async function measureLoads(ctx: ExperimentContext, lab: LabSink, label: 
   // Confirm the peak with one run as long as the validation runs: two 1.5 s steps can pass by
   // luck. In the full lab of 2026-11-27 08:17 the ramp passed 32.1k/s twice, and the `adaptive`
   // high regime at 28.9k/s then read period p99s of 20–46 ms with a 4.5 ms window (AIMD's p99
-  // 23.5 ms, the grid's cells at 5–10 ms waits 17–38 ms), where the run before had found 10.5k/s. A peak that does
-  // not hold is lowered by PEAK_STEP_DOWN and tried again, PEAK_CONFIRMATIONS times at most (the
-  // last lowering is not run again: the report lists every confirmation).
+  // 23.5 ms; the grid's cells at 5–10 ms waits 17–38 ms), where the run before had found
+  // 10.5k/s. A peak that does not hold is lowered by PEAK_STEP_DOWN and tried again,
+  // PEAK_CONFIRMATIONS times at most (the last lowering is not run again: the report lists
+  // every confirmation).
   ctx.progress.start(`${label}: confirm the peak load`, PEAK_CONFIRMATIONS);
   for (let k = 0; k < PEAK_CONFIRMATIONS; k++) {
-    await lab.reset();
-    const fig = await runPipeline({
-      sink: lab.sink,
-      window: rampWindow,
-      queue: queueFor(rampWindow.maxItems),
-      schedule: poissonArrivals(peakPerSec, seededRng(31 + k)),
-      durationMs: ctx.quick ? 2000 : 5000,
-      make: syntheticMake(5),
-      sloMs: ctx.sloMs,
-      offeredPerSec: peakPerSec,
-    });
-    const p99 = fig.notSent <= 0.01 * fig.offered ? fig.latencyMs.p99 : Infinity;
+    const p99 = await pacedP99(peakPerSec, 31 + k, ctx.quick ? 2000 : 5000);
     const pass = p99 <= bound;
     ramp.push({ offeredPerSec: peakPerSec, p99Ms: p99, pass, confirm: true });
     ctx.progress.tick(1, `peak ${peakPerSec}/s p99 ${p99} ms${pass ? '' : ` (over the bound: × ${PEAK_STEP_DOWN})`}`);
