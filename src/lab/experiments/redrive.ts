@@ -118,13 +118,35 @@ export interface BackendResult {
   /** Records written by the second re-drive: published to the stream + rows the sink gained after it. */
   secondRedriveChanged: number;
   ledgers: LedgerSnapshot[];
+  /** Each pipeline pass: whether it drained the stream, and how long it took. */
+  passes: { name: string; drained: boolean; elapsedMs: number }[];
   /** Measured after each pipeline pass: rows in the sink, entries pending in the DLQ. */
   stages: { stage: string; sinkRows: number; dlqPending: number }[];
   reconcile: ReconcileReport;
   elapsedMs: number;
 }
 
-async function pass(be: Backend, name: string, timeoutMs: number): Promise<LedgerSnapshot> {
+/** One pipeline pass: its ledger, and whether it drained the stream before it was stopped. */
+interface PassResult {
+  name: string;
+  ledger: LedgerSnapshot;
+  drained: boolean;
+  elapsedMs: number;
+}
+
+/**
+ * A pass gives up when the stream's lag has not fallen for this long (stuck), or after
+ * PASS_MAX_MS whatever it does. Not a fixed deadline: on 2026-11-27 08:46 PostgreSQL committed
+ * ≈ 3× slower than the day before, the first jetstream+postgres pass needed more than the 60 s
+ * it then had, was stopped with records still in the stream, and the migration ran before they
+ * were read: 335 records that should have been dead-lettered were committed by the next pass,
+ * and six checks failed for a reason none of them named.
+ */
+const PASS_STALL_MS = 30_000;
+const PASS_MAX_MS = 15 * 60_000;
+
+async function pass(be: Backend, name: string): Promise<PassResult> {
+  const t0 = performance.now();
   const source = await be.openSource();
   const handler = splitAndRetry(be.sink, {
     dlq: deadLetterWriter(be.dlqStore, { pipeline: name, sink: be.sink.name, source: source.name }),
@@ -138,17 +160,28 @@ async function pass(be: Backend, name: string, timeoutMs: number): Promise<Ledge
     window: { maxItems: 256, maxWaitMs: 5, maxInFlight: 1 },
     queue: { maxItems: 10_000, policy: 'block', blockTimeoutMs: 3_600_000 },
   });
-  const deadline = performance.now() + timeoutMs;
   // Quiescent when the source has nothing unacknowledged and nothing is held in the pipeline.
-  while (performance.now() < deadline) {
+  let drained = false;
+  let lastLag = Infinity;
+  let lastProgress = t0;
+  for (;;) {
+    const now = performance.now();
     const lag = await source.lag();
     const st = ingest.stats();
-    if (lag === 0 && st.queueItems === 0 && st.inFlightItems === 0) break;
+    if (lag === 0 && st.queueItems === 0 && st.inFlightItems === 0) {
+      drained = true;
+      break;
+    }
+    if (lag < lastLag) {
+      lastLag = lag;
+      lastProgress = now;
+    }
+    if (now - lastProgress > PASS_STALL_MS || now - t0 > PASS_MAX_MS) break;
     await new Promise((r) => setTimeout(r, 20));
   }
   const ledger = await ingest.stop();
   await source.close();
-  return ledger;
+  return { name, ledger, drained, elapsedMs: Math.round(performance.now() - t0) };
 }
 
 async function openBackend(kind: Backend['name'], ctx: ExperimentContext, tag: string): Promise<Backend> {
@@ -264,8 +297,8 @@ async function runBackend(ctx: ExperimentContext, kind: Backend['name'], n: numb
       await be.append(batch);
     }
     ctx.progress.start(`redrive: ${kind}`, 6);
-    const ledgers: LedgerSnapshot[] = [];
-    ledgers.push(await pass(be, `redrive-pass1`, 60_000));
+    const passes: PassResult[] = [];
+    passes.push(await pass(be, `redrive-pass1`));
     ctx.progress.tick(1, 'pass 1');
     const dlq1 = await be.dlq.pending();
     const stages: BackendResult['stages'] = [{ stage: '1. first pass', sinkRows: (await be.sinkRows()).length, dlqPending: dlq1.length }];
@@ -296,12 +329,12 @@ async function runBackend(ctx: ExperimentContext, kind: Backend['name'], n: numb
 
     const redrive1 = await redrive({ ...common, onFail: 'dlq' });
     ctx.progress.tick(3, 're-drive 1');
-    ledgers.push(await pass(be, `redrive-pass2`, 60_000));
+    passes.push(await pass(be, `redrive-pass2`));
     ctx.progress.tick(4, 'pass 2');
     const rowsBefore2 = (await be.sinkRows()).length;
     stages.push({ stage: '2. fix, re-drive, pass', sinkRows: rowsBefore2, dlqPending: (await be.dlq.pending()).length });
     const redrive2 = await redrive({ ...common, migrationSql: null, onFail: 'dlq' });
-    ledgers.push(await pass(be, `redrive-pass3`, 60_000));
+    passes.push(await pass(be, `redrive-pass3`));
     const rowsAfter2 = (await be.sinkRows()).length;
     ctx.progress.tick(5, 're-drive 2 + pass 3');
 
@@ -329,7 +362,8 @@ async function runBackend(ctx: ExperimentContext, kind: Backend['name'], n: numb
       stillDeadList: pending.map((e) => ({ id: e.id, attempts: e.attempts, reason: e.message })),
       attemptsIncremented,
       secondRedriveChanged: redrive2.published + (rowsAfter2 - rowsBefore2),
-      ledgers,
+      ledgers: passes.map((p) => p.ledger),
+      passes: passes.map((p) => ({ name: p.name, drained: p.drained, elapsedMs: p.elapsedMs })),
       stages,
       reconcile: rec,
       elapsedMs: Math.round(performance.now() - t0),
@@ -402,6 +436,8 @@ export const redriveExperiment: Experiment = {
         check(`${b}: records written by the second re-drive`, r.secondRedriveChanged, '==', 0),
         check(`${b}: sink rows + DLQ entries = produced, after every pass`, r.stages.every((st) => st.sinkRows + st.dlqPending === r.produced), '==', true),
         check(`${b}: ledger balanced in every pipeline run`, r.ledgers.every((l) => l.balanced && l.inFlight === 0), '==', true),
+        // A pass stopped with records still in the stream would leave them to the next step.
+        check(`${b}: every pass drained the stream before the next step (${r.passes.map((p) => `${p.name} ${(p.elapsedMs / 1000).toFixed(1)} s${p.drained ? '' : ', stopped undrained'}`).join('; ')})`, r.passes.length === 3 && r.passes.every((p) => p.drained), '==', true),
       );
     }
     const sum = (k: keyof BackendResult) => results.reduce((a, r) => a + (r[k] as number), 0);
