@@ -272,9 +272,10 @@ export interface AimdOptions {
   lateSlackMs?: number;
   /**
    * A *mild* breach — p99 in (sloMs, sloMs + mildBreachMs] — halves only when the period before
-   * breached too and this period's own p99 breaches as well; alone it holds. A breach above it halves at once. At steady high load the
-   * period p99 of one and the same window swung 14–26 ms here (GC pauses and write stalls over
-   * 500 ms periods), and halving on every mild one kept the window moving over a 4× band.
+   * breached too and this period's own p99 breaches as well; alone it holds. A breach above it
+   * halves at once. At steady high load the period p99 of one and the same window swung
+   * 14–26 ms here (GC pauses and write stalls over 500 ms periods), and halving on every mild
+   * one kept the window moving over a 4× band.
    * 0 halves on every breach. @default marginMs
    */
   mildBreachMs?: number;
@@ -482,8 +483,8 @@ export class AimdController<T = unknown> extends BaseController<T> {
     const samples = this.hist.count;
     const periodP99 = this.hist.percentileMs(99);
     // The sliding interval: this period plus the earlier ones kept (slidingPeriods).
-    const now0 = this.target!.window();
-    if (now0.maxItems !== this.pastWindow.maxItems || now0.maxWaitMs !== this.pastWindow.maxWaitMs) this.pastCount = 0;
+    const w = target.window();
+    if (w.maxItems !== this.pastWindow.maxItems || w.maxWaitMs !== this.pastWindow.maxWaitMs) this.pastCount = 0;
     let p99 = periodP99;
     let periodsUsed = 1;
     if (this.pastCount > 0 && samples >= this.minSamplesToAct) {
@@ -499,7 +500,6 @@ export class AimdController<T = unknown> extends BaseController<T> {
     // The binding knob: the one that cut (most of) the batches this period. A clear
     // majority (2:1) picks one knob; a mix moves both.
     const bound: BindingKnob = s + t === 0 ? 'none' : s >= 2 * t ? 'size' : t >= 2 * s ? 'time' : 'both';
-    const w = target.window();
     let items = w.maxItems;
     let wait = w.maxWaitMs;
     let decision: ControlDecision;

@@ -101,7 +101,7 @@ export interface TracePoint {
   maxWaitMs: number;
   /** p99 of the control period. */
   p99Ms: number;
-  /** p99 the decision used: over the period and the ones before it at the same window (AIMD's sliding interval). */
+  /** p99 the decision used: over the period and the ones before it in AIMD's sliding interval. */
   decisionP99Ms?: number;
   decision: string;
   reason: string;
