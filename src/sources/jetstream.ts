@@ -7,6 +7,15 @@
  *   (`observer()`), never before; `flushAcks()` flushes the connection so the acks reached
  *   the server before shutdown. An un-acked message is redelivered after `ackWaitMs`: a crash
  *   between commit and ack redelivers, and the idempotent sink absorbs the duplicate.
+ * - A message held by the pipeline (queued, in flight, waiting for a free queue slot) longer
+ *   than the ack wait would be redelivered while it is still being processed, and processed
+ *   twice: the sink absorbs the duplicate, but a poison record is dead-lettered twice (measured:
+ *   a 354 s first pass of the `redrive` lab against a slow PostgreSQL, 2,191 DLQ entries for
+ *   1,450 poison records). So every `ackWaitMs / 3` the source tells the server it is still
+ *   working on each message it holds (`JsMsg.working()`, the `+WPI` in-progress ack, which
+ *   restarts that message's ack-wait timer). A crash stops the signals and the messages are
+ *   redelivered after one ack wait, as they should be. `redelivered` in `stats()` counts
+ *   deliveries the server marked as redeliveries.
  * - Lag = the consumer's `num_pending + num_ack_pending` (not yet delivered + delivered but
  *   not yet acked).
  * - Offsets are stream sequences; a record's id travels in the `Sluice-Id` header (the
@@ -31,7 +40,10 @@ export interface JetStreamSourceOptions<T> {
   consumer: string;
   /** @default `${stream}.in` */
   subject?: string;
-  /** Redelivery delay of an un-acked message. @default 30_000 */
+  /**
+   * Redelivery delay of an un-acked message that the source no longer signals as in progress
+   * (it signals every `ackWaitMs / 3` while the pipeline holds the message). @default 30_000
+   */
   ackWaitMs?: number;
   /** Delivered-but-unacked messages the server allows. Must exceed the pipeline's queue + in-flight items. @default 50_000 */
   maxAckPending?: number;
@@ -62,6 +74,15 @@ export async function ensureJetStream(jsm: JetStreamManager, o: { stream: string
   }
 }
 
+export interface JetStreamSourceStats extends SourceStats {
+  /** Deliveries the server marked as redeliveries (an ack wait ran out, or an earlier consumer died). */
+  redelivered: number;
+  /** In-progress acks sent for held messages. */
+  inProgressSignals: number;
+  /** Messages delivered and not yet acked (set by `stats()`). */
+  held?: number;
+}
+
 interface JsMeta {
   source: string;
   msg: JsMsg;
@@ -74,7 +95,10 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
   private messages: ConsumerMessages | null = null;
   private stopping = false;
   private readonly decode: (data: Buffer) => T;
-  private readonly st: SourceStats = { delivered: 0, acked: 0, refused: 0 };
+  private readonly st: JetStreamSourceStats = { delivered: 0, acked: 0, refused: 0, redelivered: 0, inProgressSignals: 0 };
+  /** Delivered, handed to the pipeline (or waiting to be), not yet acked: stream sequence → message. */
+  private readonly held = new Map<number, JsMsg>();
+  private heartbeat: NodeJS.Timeout | null = null;
 
   private constructor(private readonly o: JetStreamSourceOptions<T>) {
     this.name = `jetstream:${o.stream}/${o.consumer}`;
@@ -89,26 +113,58 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
     return s;
   }
 
-  stats(): SourceStats {
-    return { ...this.st };
+  stats(): JetStreamSourceStats {
+    return { ...this.st, held: this.held.size };
   }
 
   async run(target: PutTarget<T>): Promise<void> {
     const c = await this.js.consumers.get(this.o.stream, this.o.consumer);
     if (this.stopping) return;
     this.messages = await c.consume({ max_messages: this.o.pullBatch ?? 256 });
+    this.startHeartbeat();
     for await (const m of this.messages) {
       if (this.stopping) break; // delivered, not offered: never acked, redelivered after ack_wait
+      if (m.redelivered) this.st.redelivered++;
       const env = this.toEnvelope(m);
+      this.held.set(m.seq, m);
       let r: OfferResult;
       try {
         r = await offerPatiently(target, env);
       } catch {
+        this.held.delete(m.seq);
         this.st.refused++;
         break;
       }
       if (r === 'accepted' || r === 'dropped') this.st.delivered++;
+      // Dropped by the queue policy: never acked, so the server redelivers it after the ack wait.
+      if (r !== 'accepted') this.held.delete(m.seq);
     }
+  }
+
+  /**
+   * Every ackWaitMs / 3, an in-progress ack for each held message (see the file comment).
+   * It runs until `close()`, so messages still draining through the pipeline after `stop()`
+   * stay claimed too.
+   */
+  private startHeartbeat(): void {
+    const every = Math.max(250, Math.floor((this.o.ackWaitMs ?? 30_000) / 3));
+    this.heartbeat = setInterval(() => {
+      try {
+        for (const m of this.held.values()) {
+          m.working();
+          this.st.inProgressSignals++;
+        }
+      } catch {
+        // connection closed under us: nothing left to claim (the server redelivers after the ack wait)
+        this.stopHeartbeat();
+      }
+    }, every);
+    this.heartbeat.unref();
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = null;
   }
 
   private toEnvelope(m: JsMsg): Envelope<T> {
@@ -132,12 +188,21 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
   }
 
   observer(): PipelineObserver<T> {
-    return ackingObserver(this);
+    return {
+      ...ackingObserver(this),
+      // Dropped by the pipeline (queue policy, handler): no longer held, so no longer claimed;
+      // never acked, the server redelivers it after the ack wait.
+      onDropped: (items) => {
+        if (typeof items !== 'number') for (const e of items) this.held.delete((e.meta as JsMeta).msg.seq);
+      },
+    };
   }
 
   ack(items: readonly Envelope<T>[]): void {
     for (const e of items) {
-      (e.meta as JsMeta).msg.ack();
+      const m = (e.meta as JsMeta).msg;
+      m.ack();
+      this.held.delete(m.seq);
       this.st.acked++;
     }
   }
@@ -153,6 +218,8 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
 
   /** Deletes the consumer and the stream (tests and the lab clean up after themselves). */
   async destroy(): Promise<void> {
+    this.stop();
+    this.stopHeartbeat();
     try {
       await this.jsm!.consumers.delete(this.o.stream, this.o.consumer);
     } catch {
@@ -165,8 +232,10 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
     }
   }
 
+  /** Stops reading and the in-progress signals (call after the pipeline drained), then flushes the acks. */
   async close(): Promise<void> {
     this.stop();
+    this.stopHeartbeat();
     await this.flushAcks();
   }
 }

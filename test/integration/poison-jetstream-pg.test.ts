@@ -77,6 +77,8 @@ test('JetStream → split-and-retry → PostgreSQL: poison in the DLQ, the rest 
     const run2 = new Ingest<EventRecord>({ source: crashing, sink, handler, window: { maxItems: 128, maxWaitMs: 5 } });
     await until('200 handled', async () => run2.stats().ledger.committed + run2.stats().ledger.deadLettered >= 200);
     await run2.stop();
+    // The process dies: its in-progress acks for the messages it still holds stop with it.
+    await crashing.close();
     assert.equal(await sink.countRows(), N - 6 + goodMore);
     assert.ok((await src.lag()) > 0, 'nothing acked: still pending');
     src = await JetStreamSource.open<EventRecord>({ nc, stream, consumer: 'workers', ackWaitMs: 1_000 });
