@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chooseWindow, fanOut, fillWaitMs, refinementCorners, schedulePeakSecond, searchSloCapacity, sizePreferenceTie, snappedMaxItems, type Candidate } from '../../src/lab/experiments/window-lab.js';
+import { chooseWindow, fanOut, fillWaitMs, finalists, medianOf, refinementCorners, schedulePeakSecond, searchSloCapacity, sizePreferenceTie, snappedMaxItems, type Candidate } from '../../src/lab/experiments/window-lab.js';
 import { constantArrivals } from '../../src/sources/load.js';
 
 const c = (maxItems: number, maxWaitMs: number, opsPerItem: number, low: number, peak: number, sizeBound = false): Candidate => ({
@@ -40,6 +40,27 @@ test('window choice: a size-bound window within the tie is preferred to a cheape
   assert.match(r.runnerUpLostOn, /by the timer/);
   const tooDear = c(300, 15, 0.0033, 16, 8, true);
   assert.equal(chooseWindow([timer, tooDear], 17, 20, { tie: 0.1, preferSizeBound: true }).chosen, timer);
+});
+
+test('finals: a timer-bound choice meets the size-bound windows as cheap whose one cell missed the bound', () => {
+  const ok = (x: Candidate) => ({ ...x, cellOk: true });
+  const timer = ok(c(512, 10, 0.0043, 13.4, 15.9, false));
+  const fill = ok(c(230, 13, 0.00437, 16.4, 29.8, true));
+  const snapped = ok(c(207, 15, 0.00485, 18.4, 20.0, true));
+  const dear = ok(c(64, 5, 0.0156, 9, 12, true));
+  const broken = ok(c(230, 20, 0.0044, 24, 60, true)); // misses by more than the SLO: no stall
+  const lost = { ...c(231, 13, 0.0043, 16, 18, true), cellOk: false };
+  const pool = [timer, fill, snapped, dear, broken, lost];
+  assert.deepEqual(finalists(pool, timer, 17, 20, 0.13), [timer, fill, snapped]);
+  assert.deepEqual(finalists(pool, timer, 17, 20, 0.05), [timer, fill], 'outside the band: not a finalist');
+  assert.deepEqual(finalists(pool, fill, 17, 20, 0.13), [], 'a size-bound choice needs no finals');
+  assert.deepEqual(finalists(pool, null, 17, 20, 0.13), []);
+  assert.deepEqual(finalists([timer, dear], timer, 17, 20, 0.13), [], 'no size-bound window as cheap');
+  // The median of three runs ignores one stall-hit run, not two.
+  assert.equal(medianOf([29.8, 15.2, 16.1]), 16.1);
+  assert.equal(medianOf([29.8, 21.5, 16.1]), 21.5);
+  assert.equal(medianOf([16, Infinity, Infinity]), Infinity);
+  assert.equal(medianOf([1, 2, 3, 4]), 2.5);
 });
 
 test('size preference band: what the snapped corner costs by construction + 2%, within [10%, 50%]', () => {

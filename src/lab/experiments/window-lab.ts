@@ -342,6 +342,40 @@ export function chooseWindow<C extends Candidate>(cands: C[], limitMs: number, s
   return { chosen, runnerUp, cheapestInfeasible, reason, runnerUpLostOn };
 }
 
+/** Runs per finalist in the `window` experiment's finals, its grid (or refinement) cell included. */
+export const FINAL_RUNS = 3;
+
+/**
+ * The windows worth re-measuring before the final choice (docs/window.md, *Finals*): a 2 s
+ * cell's p99 is largely whether a disk or GC stall fell inside it (at 20.7k/s on 2026-11-27
+ * 10:2x, 512 / 10 ms read p99 15.9 ms at peak while its fill corner 230 / 13 ms, cut 1 ms
+ * earlier on average, read 29.8 ms and the snapped 207 / 15 ms 20.0 ms; single writes stalled
+ * up to 30 ms). When the choice on single cells (`pre`) is a timer-bound window, the finals are
+ * that window and the (at most two) cheapest windows the peak cuts by size whose ops/item are
+ * within `tie` of the fewest feasible ones, whose cells were sound (`cellOk`) and whose worst
+ * p99 missed the bound by less than the SLO itself (a worse miss is no stall). Empty when the
+ * choice is size-bound already or no such window exists.
+ */
+export function finalists<C extends Candidate & { cellOk: boolean }>(pool: C[], pre: C | null, limitMs: number, sloMs: number, tie: number): C[] {
+  if (!pre || pre.sizeBound) return [];
+  const worst = (c: C) => Math.max(...Object.values(c.p99ByLoad));
+  const feasibleOps = pool.filter((c) => worst(c) <= limitMs && c.opsPerItem > 0).map((c) => c.opsPerItem);
+  const minOps = Math.min(...feasibleOps);
+  const sized = pool
+    .filter((c) => c !== pre && c.sizeBound && c.cellOk && c.opsPerItem > 0 && c.opsPerItem <= minOps * (1 + tie) && worst(c) > limitMs && worst(c) <= limitMs + sloMs)
+    .sort((a, b) => a.opsPerItem - b.opsPerItem)
+    .slice(0, 2);
+  return sized.length > 0 ? [pre, ...sized] : [];
+}
+
+/** Median of the p99s of a finalist's runs (a run that lost items or could not offer the load counts as Infinity). */
+export function medianOf(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  if (n === 0) return Infinity;
+  return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
 /**
  * The corner of the timer-bound family: maxItems 1.5 standard deviations below the median
  * batch B a load fills in maxWaitMs (Poisson: sd = √B), so ≈ 93% of cuts come by size, for
