@@ -520,13 +520,15 @@ export class Pipeline<T = unknown> {
     }
     // Every item of the batch is terminal now: a durable spill store may forget those it held.
     this.spill?.release?.(batch);
+    // The next batch goes to the sink before the observers run: their per-item work (a latency
+    // record per item, source acks) then overlaps the sink's next write instead of delaying it.
+    this.pump(now);
     for (const o of this.observers) {
       if (c > 0) o.onCommitted?.(outcome.committed, now);
       if (d > 0) o.onDeadLettered?.(outcome.deadLettered, now, outcome.error);
       if (x > 0) o.onDropped?.(outcome.dropped, outcome.dropReason ?? 'dropped', now);
       if (outcome.error !== undefined && x > 0) o.onError?.(outcome.error);
     }
-    this.pump(now);
     this.settleFlushes();
   }
 
