@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chooseWindow, fanOut, fillWaitMs, finalists, medianOf, refinementCorners, schedulePeakSecond, searchSloCapacity, sizePreferenceTie, snappedMaxItems, type Candidate } from '../../src/lab/experiments/window-lab.js';
+import { chooseWindow, fanOut, fillWaitMs, finalists, headroomCorner, medianOf, refinementCorners, schedulePeakSecond, searchSloCapacity, sizePreferenceTie, snappedMaxItems, type Candidate } from '../../src/lab/experiments/window-lab.js';
 import { constantArrivals } from '../../src/sources/load.js';
 
 const c = (maxItems: number, maxWaitMs: number, opsPerItem: number, low: number, peak: number, sizeBound = false): Candidate => ({
@@ -112,6 +112,27 @@ test('refinement corners: the fill corner (when its wait is longer and within th
   ]);
   // A bound of 12 ms leaves out the fill corner and the next wait.
   assert.deepEqual(refinementCorners(10, 428, 38_400, waits, 12), [{ maxItems: 396, maxWaitMs: 10 }]);
+  // Given the base cell's low-load p99, the headroom corner comes first.
+  assert.deepEqual(refinementCorners(10, 87, 7701, waits, 17, 13.75)[0], { maxItems: 76, maxWaitMs: 12.5 });
+});
+
+test('headroom corner: the longest wait the low load affords, and what the peak brings in it in ≈ 97.7% of windows', () => {
+  // 10:4x run: 128 / 10 ms read 13.75 ms at low load (overhead 3.75 ms), bound 17 ms, peak 7,701/s:
+  // wait 17 − 3.75 − 0.5 = 12.75 → 12.5 ms; n = 96.3 arrivals, n − 2√n = 76.6 → 76 items.
+  assert.deepEqual(headroomCorner(10, 13.75, 7701, 17), { maxItems: 76, maxWaitMs: 12.5 });
+  // No longer wait fits: none.
+  assert.equal(headroomCorner(10, 16.8, 7701, 17), null);
+  assert.equal(headroomCorner(10, Infinity, 7701, 17), null);
+  assert.equal(headroomCorner(10, 13.75, 0, 17), null);
+  // The peak brings fewer than 2 items in the wait: none.
+  assert.equal(headroomCorner(1, 2, 200, 17), null);
+  // Whatever the inputs, the window it returns is cut by size at least as often as Poisson says.
+  for (const [w, p99, rate] of [[5, 8, 40_000], [10, 12, 20_000], [2, 4, 100_000]] as const) {
+    const c = headroomCorner(w, p99, rate, 17)!;
+    const n = (rate * c.maxWaitMs) / 1000;
+    assert.ok(c.maxWaitMs > w && c.maxWaitMs + (p99 - w) <= 17 - 0.5);
+    assert.ok(c.maxItems <= n - 2 * Math.sqrt(n) && c.maxItems > n - 2 * Math.sqrt(n) - 1);
+  }
 });
 
 test('capacity at the SLO: up the ramp to the last step that holds; halves below the first step when it fails, down to the floor', async () => {

@@ -396,19 +396,54 @@ export function fillWaitMs(items: number, perSec: number): number {
   return Math.ceil(((items + 2 * Math.sqrt(items)) / perSec) * 1000 * 2) / 2;
 }
 
+/** Kept between the headroom corner's estimated low-load p99 and the bound (ms). */
+export const HEADROOM_SAFETY_MS = 0.5;
+
+/**
+ * The headroom corner: the longest wait the low load can afford, and the size the peak fills
+ * in that wait in ≈ 97.7% of windows. The low load's p99 is its wait plus an overhead (the
+ * write, the timer's lateness, the tail), read off the base cell at low load
+ * (`lowP99Ms − maxWaitMs`); the wait is the bound minus that overhead minus HEADROOM_SAFETY_MS,
+ * rounded down to 0.5 ms. maxItems is the peak's arrival count in that wait, n = rate × wait,
+ * minus 2√n (Poisson), counted from the arrivals alone: the timer's lateness and what arrives
+ * during the previous write only add items, so cuts by size can only be more frequent.
+ * (B − 1.5√B from the measured median batch B credits that lateness, which varies: at 7.7k/s on
+ * 2026-11-27 10:4x, 73 items / 10 ms, snapped from B = 87, was cut by size in 84% of its cell's
+ * windows and 79% of its validation's, against the ≈ 93% its construction assumes.)
+ * Null when no wait longer than the cell's fits, or the peak fills fewer than 2 items in it.
+ */
+export function headroomCorner(maxWaitMs: number, lowP99Ms: number, perSec: number, limitMs: number): { maxItems: number; maxWaitMs: number } | null {
+  if (!(lowP99Ms >= maxWaitMs) || !Number.isFinite(lowP99Ms) || !(perSec > 0)) return null;
+  const wait = Math.floor((limitMs - (lowP99Ms - maxWaitMs) - HEADROOM_SAFETY_MS) * 2) / 2;
+  if (!(wait > maxWaitMs)) return null;
+  const n = (perSec * wait) / 1000;
+  const items = Math.floor(n - 2 * Math.sqrt(n));
+  return items >= 2 ? { maxItems: items, maxWaitMs: wait } : null;
+}
+
 /**
  * The corners of the timer-bound family around the cheapest cell (`maxWaitMs`, median batch B
  * at the optimised load of `perSec`), to be measured beside the grid (docs/window.md,
- * *Refinement*): maxItems B with the wait in which the load fills it (fillWaitMs), when that
- * wait is longer than the cell's and within `limitMs`; and maxItems B − 1.5√B at the cell's
- * wait and at the grid's next one (if within `limitMs`). Distinct windows, in that order.
+ * *Refinement*): the headroom corner, when the base cell's low-load p99 is given
+ * (`headroomCorner`); maxItems B with the wait in which the load fills it (fillWaitMs), when
+ * that wait is longer than the cell's and within `limitMs`; and maxItems B − 1.5√B at the
+ * cell's wait and at the grid's next one (if within `limitMs`). Distinct windows, in that order.
  */
-export function refinementCorners(maxWaitMs: number, medianBatch: number, perSec: number, waits: readonly number[], limitMs: number): { maxItems: number; maxWaitMs: number }[] {
+export function refinementCorners(
+  maxWaitMs: number,
+  medianBatch: number,
+  perSec: number,
+  waits: readonly number[],
+  limitMs: number,
+  lowP99Ms?: number,
+): { maxItems: number; maxWaitMs: number }[] {
   const fillItems = Math.max(1, Math.round(medianBatch));
   const fillWait = fillWaitMs(fillItems, perSec);
   const snapped = snappedMaxItems(medianBatch);
   const nextWait = waits.find((w) => w > maxWaitMs);
   const corners: { maxItems: number; maxWaitMs: number }[] = [];
+  const headroom = lowP99Ms === undefined ? null : headroomCorner(maxWaitMs, lowP99Ms, perSec, limitMs);
+  if (headroom) corners.push(headroom);
   if (fillWait > maxWaitMs && fillWait <= limitMs) corners.push({ maxItems: fillItems, maxWaitMs: fillWait });
   corners.push({ maxItems: snapped, maxWaitMs });
   if (nextWait !== undefined && nextWait <= limitMs) corners.push({ maxItems: snapped, maxWaitMs: nextWait });

@@ -233,6 +233,9 @@ export const windowExperiment: Experiment = {
       // of those, timer-bound, with maxItems left open. The corners of that family are measured
       // too, at both loads, each for as long as a grid cell (a longer run meets more disk
       // stalls, and a corner is held to the same p99 bound as the cells it competes with):
+      //  - headroom: the longest wait the low load affords (the bound minus the cheapest cell's
+      //    low-load overhead, p99 − wait, minus 0.5 ms) and maxItems = what the peak brings in
+      //    that wait in ≈ 97.7% of windows, from the arrival rate alone (headroomCorner).
       //  - fill: maxItems = B, the median batch the peak fills in the cheapest cell, with the
       //    wait in which the peak brings B items in ≈ 97.7% of windows (fillWaitMs, off the
       //    grid): the same ops/item, cut by size. Measured on 2026-11-27 at 38.4k/s: B = 428 at
@@ -249,7 +252,7 @@ export const windowExperiment: Experiment = {
       // batching), and a smaller maxItems only means more writes than the sink can take.
       if (stage1.chosen && !stage1.chosen.sizeBound && stage1.chosen.maxWaitMs > 0) {
         const base = at('peak', stage1.chosen.maxItems, stage1.chosen.maxWaitMs);
-        const todo = refinementCorners(stage1.chosen.maxWaitMs, base.batchSize.p50, offered.peak, waits, limitMs).filter((c) => !grid.some((g) => g.maxItems === c.maxItems && g.maxWaitMs === c.maxWaitMs));
+        const todo = refinementCorners(stage1.chosen.maxWaitMs, base.batchSize.p50, offered.peak, waits, limitMs, at('low', stage1.chosen.maxItems, stage1.chosen.maxWaitMs).latencyMs.p99).filter((c) => !grid.some((g) => g.maxItems === c.maxItems && g.maxWaitMs === c.maxWaitMs));
         if (todo.length > 0) ctx.progress.start('window: refine', 2 * todo.length);
         for (const { maxItems, maxWaitMs } of todo) {
           for (const load of ['low', 'peak'] as const) {
@@ -433,7 +436,7 @@ export const windowExperiment: Experiment = {
     if (refine.length > 0)
       pushTitledTable(
         out,
-        '**Refinement** (B = the median batch the peak fills in the cheapest grid cell: maxItems B with the wait in which the peak brings B items in ≈ 97.7% of windows, and maxItems B − 1.5√B at that cell\'s wait and the next one)',
+        '**Refinement** (B = the median batch the peak fills in the cheapest grid cell. Headroom: the longest wait the low load affords, with maxItems = what the peak brings in it in ≈ 97.7% of windows; fill: maxItems B with the wait in which the peak brings B items in ≈ 97.7% of windows; snapped: maxItems B − 1.5√B at that cell\'s wait and the next one)',
         ['maxItems', 'maxWaitMs', 'load', 'p99 ms', 'ops/item', 'median batch', 'flushes size/bytes/time/drain'],
         refine.map((g) => [g.maxItems, g.maxWaitMs, g.load, g.latencyMs.p99, g.fixedCostOpsPerItem.toFixed(5), g.batchSize.p50, `${g.flushReasons.size}/${g.flushReasons.bytes}/${g.flushReasons.time}/${g.flushReasons.drain}`]),
       );
