@@ -279,6 +279,11 @@ export interface Candidate {
   sizeBound?: boolean;
 }
 
+/** A candidate's worst p99 over the loads that constrain it (ms). */
+export function worstP99(c: Candidate): number {
+  return Math.max(...Object.values(c.p99ByLoad));
+}
+
 export interface Choice<C extends Candidate> {
   chosen: C | null;
   runnerUp: C | null;
@@ -305,9 +310,8 @@ export interface ChooseOptions {
  */
 export function chooseWindow<C extends Candidate>(cands: C[], limitMs: number, sloMs: number, opts: ChooseOptions = {}): Choice<C> {
   const tie = opts.tie ?? 0.02;
-  const worst = (c: C) => Math.max(...Object.values(c.p99ByLoad));
-  const feasible = cands.filter((c) => worst(c) <= limitMs && c.opsPerItem > 0);
-  const infeasible = cands.filter((c) => !(worst(c) <= limitMs) && c.opsPerItem > 0);
+  const feasible = cands.filter((c) => worstP99(c) <= limitMs && c.opsPerItem > 0);
+  const infeasible = cands.filter((c) => !(worstP99(c) <= limitMs) && c.opsPerItem > 0);
   const minOps = Math.min(...feasible.map((c) => c.opsPerItem));
   const tied = (c: C) => c.opsPerItem <= minOps * (1 + tie);
   const pref = (c: C) => (opts.preferSizeBound && c.sizeBound ? 0 : 1);
@@ -318,7 +322,7 @@ export function chooseWindow<C extends Candidate>(cands: C[], limitMs: number, s
     if (ta !== tb) return ta - tb;
     if (ta === 0 && pref(a) !== pref(b)) return pref(a) - pref(b);
     if (!near(a, b)) return a.opsPerItem - b.opsPerItem;
-    return worst(a) - worst(b);
+    return worstP99(a) - worstP99(b);
   });
   const chosen = feasible[0] ?? null;
   const runnerUp = feasible[1] ?? null;
@@ -331,12 +335,12 @@ export function chooseWindow<C extends Candidate>(cands: C[], limitMs: number, s
   if (cheapest !== chosen && pref(chosen) < pref(cheapest))
     reason += `; preferred to ${w(cheapest)} (${cheapest.opsPerItem.toFixed(5)} ops/item, timer-bound) because its batches are cut by size at this load: the window is sized by the measured load and bounds each batch (memory, write time); the price is headroom: a burst above the peak is cut into more writes instead of filling larger batches`;
   else if (cheapest !== chosen)
-    reason += `; preferred to ${w(cheapest)} (${cheapest.opsPerItem.toFixed(5)} ops/item, within 2%) for its lower worst-case p99 (${worst(cheapest).toFixed(2)} ms)`;
+    reason += `; preferred to ${w(cheapest)} (${cheapest.opsPerItem.toFixed(5)} ops/item, within 2%) for its lower worst-case p99 (${worstP99(cheapest).toFixed(2)} ms)`;
   if (cheapestInfeasible) reason += `; cheaper windows breach the bound, e.g. ${w(cheapestInfeasible)} (${cheapestInfeasible.opsPerItem.toFixed(5)} ops/item) has p99 ${fmtP(cheapestInfeasible)}`;
   let runnerUpLostOn = 'no runner-up: only one window met the bound';
   if (runnerUp) {
     if (tied(runnerUp) && pref(runnerUp) > pref(chosen)) runnerUpLostOn = `${w(runnerUp)} (${runnerUp.opsPerItem.toFixed(5)} ops/item, p99 ${fmtP(runnerUp)}) is as cheap within ${Math.round(tie * 100)}% but its cuts at this load are by the timer, not by size`;
-    else if (near(runnerUp, chosen)) runnerUpLostOn = `${w(runnerUp)} tied on ops/item (${runnerUp.opsPerItem.toFixed(5)}, within 2%) and lost on worst-case p99: ${worst(runnerUp).toFixed(2)} ms vs ${worst(chosen).toFixed(2)} ms`;
+    else if (near(runnerUp, chosen)) runnerUpLostOn = `${w(runnerUp)} tied on ops/item (${runnerUp.opsPerItem.toFixed(5)}, within 2%) and lost on worst-case p99: ${worstP99(runnerUp).toFixed(2)} ms vs ${worstP99(chosen).toFixed(2)} ms`;
     else runnerUpLostOn = `${w(runnerUp)} lost on fixed-cost ops per item: ${runnerUp.opsPerItem.toFixed(5)} vs ${chosen.opsPerItem.toFixed(5)} (${runnerUp.opsPerItem > chosen.opsPerItem ? '+' : ''}${(100 * (runnerUp.opsPerItem / chosen.opsPerItem - 1)).toFixed(0)}%)${pref(runnerUp) > pref(chosen) ? ', and it is timer-bound at this load' : ''}`;
   }
   return { chosen, runnerUp, cheapestInfeasible, reason, runnerUpLostOn };
@@ -358,11 +362,10 @@ export const FINAL_RUNS = 3;
  */
 export function finalists<C extends Candidate & { cellOk: boolean }>(pool: C[], pre: C | null, limitMs: number, sloMs: number, tie: number): C[] {
   if (!pre || pre.sizeBound) return [];
-  const worst = (c: C) => Math.max(...Object.values(c.p99ByLoad));
-  const feasibleOps = pool.filter((c) => worst(c) <= limitMs && c.opsPerItem > 0).map((c) => c.opsPerItem);
+  const feasibleOps = pool.filter((c) => worstP99(c) <= limitMs && c.opsPerItem > 0).map((c) => c.opsPerItem);
   const minOps = Math.min(...feasibleOps);
   const sized = pool
-    .filter((c) => c !== pre && c.sizeBound && c.cellOk && c.opsPerItem > 0 && c.opsPerItem <= minOps * (1 + tie) && worst(c) > limitMs && worst(c) <= limitMs + sloMs)
+    .filter((c) => c !== pre && c.sizeBound && c.cellOk && c.opsPerItem > 0 && c.opsPerItem <= minOps * (1 + tie) && worstP99(c) > limitMs && worstP99(c) <= limitMs + sloMs)
     .sort((a, b) => a.opsPerItem - b.opsPerItem)
     .slice(0, 2);
   return sized.length > 0 ? [pre, ...sized] : [];
