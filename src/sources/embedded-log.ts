@@ -183,6 +183,8 @@ export interface SourceStats {
   acked: number;
   /** Offers the pipeline refused (closed, block timeout): not acked, redelivered next start. */
   refused: number;
+  /** Deliveries the server marked as redeliveries (JetStream; absent where a run never redelivers). */
+  redelivered?: number;
 }
 
 /** The common face of the two sources with offsets (the lab and `sluice run` use it). */

@@ -39,7 +39,7 @@ import { openConsumableDlq, type ConsumableDlq } from '../../dlq/access.js';
 import { loadTransform, openMainStream, PostgresRevalidator, redrive, schemaRevalidator, type RedriveReport, type Revalidator } from '../../dlq/redrive.js';
 import { reconcileIds, sinkIds, sourceIds, type ReconcileReport } from '../../dlq/reconcile.js';
 import { EmbeddedLogSource, EmbeddedLogWriter, type LogRecord, type OffsetSource } from '../../sources/embedded-log.js';
-import { JetStreamProducer, JetStreamSource, type JetStreamSourceStats } from '../../sources/jetstream.js';
+import { JetStreamProducer, JetStreamSource } from '../../sources/jetstream.js';
 import { connectNats, DEFAULT_NATS_URL } from '../../sources/nats.js';
 import { RecordFactory } from '../../sources/records.js';
 import { Ingest } from '../../run/ingest.js';
@@ -189,7 +189,7 @@ async function pass(be: Backend, name: string): Promise<PassResult> {
   }
   const ledger = await ingest.stop();
   await source.close();
-  const redelivered = (source.stats() as Partial<JetStreamSourceStats>).redelivered ?? 0;
+  const redelivered = source.stats().redelivered ?? 0;
   return { name, ledger, drained, elapsedMs: Math.round(performance.now() - t0), redelivered };
 }
 
