@@ -348,6 +348,8 @@ export function chooseWindow<C extends Candidate>(cands: C[], limitMs: number, s
 
 /** Runs per finalist in the `window` experiment's finals, its grid (or refinement) cell included. */
 export const FINAL_RUNS = 3;
+/** Size-bound windows re-run beside a timer-bound choice in the finals (finalists()). */
+export const FINAL_SIZED = 3;
 
 /**
  * The windows worth re-measuring before the final choice (docs/window.md, *Finals*): a 2 s
@@ -355,10 +357,13 @@ export const FINAL_RUNS = 3;
  * 10:2x, 512 / 10 ms read p99 15.9 ms at peak while its fill corner 230 / 13 ms, cut 1 ms
  * earlier on average, read 29.8 ms and the snapped 207 / 15 ms 20.0 ms; single writes stalled
  * up to 30 ms). When the choice on single cells (`pre`) is a timer-bound window, the finals are
- * that window and the (at most two) cheapest windows the peak cuts by size whose ops/item are
- * within `tie` of the fewest feasible ones, whose cells were sound (`cellOk`) and whose worst
- * p99 missed the bound by less than the SLO itself (a worse miss is no stall). Empty when the
- * choice is size-bound already or no such window exists.
+ * that window and up to FINAL_SIZED windows the peak cuts by size whose ops/item are within
+ * `tie` of the fewest feasible ones, whose cells were sound (`cellOk`) and whose worst p99
+ * missed the bound by less than the SLO itself (a worse miss is no stall): those that missed it
+ * by least first, then the cheaper. (Cheapest first, until 2026-11-27 12:5x, re-ran the corners
+ * with the longest waits, which a low load's p99 penalises most, and left out the one that had
+ * missed by 0.007 ms: 130 / 10 ms, p99 17.007 ms at low against a 17 ms bound, 82% of peak cuts
+ * by size.) Empty when the choice is size-bound already or no such window exists.
  */
 export function finalists<C extends Candidate & { cellOk: boolean }>(pool: C[], pre: C | null, limitMs: number, sloMs: number, tie: number): C[] {
   if (!pre || pre.sizeBound) return [];
@@ -366,8 +371,8 @@ export function finalists<C extends Candidate & { cellOk: boolean }>(pool: C[], 
   const minOps = Math.min(...feasibleOps);
   const sized = pool
     .filter((c) => c !== pre && c.sizeBound && c.cellOk && c.opsPerItem > 0 && c.opsPerItem <= minOps * (1 + tie) && worstP99(c) > limitMs && worstP99(c) <= limitMs + sloMs)
-    .sort((a, b) => a.opsPerItem - b.opsPerItem)
-    .slice(0, 2);
+    .sort((a, b) => worstP99(a) - worstP99(b) || a.opsPerItem - b.opsPerItem)
+    .slice(0, FINAL_SIZED);
   return sized.length > 0 ? [pre, ...sized] : [];
 }
 
@@ -456,14 +461,27 @@ export function refinementCorners(
 /**
  * How much more ops/item a window cut by size at peak may cost and still be preferred to the
  * cheapest timer-bound one: what snapping maxItems to B − 1.5√B costs by construction for the
- * peak's median batch B (1/(1 − 1.5/√B) − 1: +11% at B = 200, +28% at B = 48), plus 2% of
- * run-to-run noise; never below 10%, never above 50% (a corner costing more than half again,
- * B < 20 or so, is no refinement: batches that small are not worth sizing).
+ * peak's median batch B (1/(1 − 1.5/√B) − 1: +11% at B = 200, +28% at B = 48), plus
+ * SIZE_PREFERENCE_NOISE; never below 10%, never above 50% (a corner costing more than half
+ * again, B < 20 or so, is no refinement: batches that small are not worth sizing).
  */
 export function sizePreferenceTie(medianBatch: number): number {
   const penalty = medianBatch > 2.25 ? medianBatch / snappedMaxItems(medianBatch) - 1 : 0;
-  return Math.min(0.5, Math.max(0.1, penalty + 0.02));
+  return Math.min(0.5, Math.max(0.1, penalty + SIZE_PREFERENCE_NOISE));
 }
+
+/**
+ * The noise allowance of sizePreferenceTie. The band is measured against the *minimum* ops/item
+ * of the feasible cells, and the cheapest ones are the timer-bound family at one wait, all
+ * cutting the same batch: on 2026-11-27 at 12:1x (8.1k/s peak, 10 ms) its five cells read
+ * 0.01097–0.01140 ops/item (±2%). The minimum of several such cells sits ≈ 2% below their
+ * centre, and the corner's own cell is as noisy again, so a corner costing exactly its
+ * construction's price can read ≈ 4% over the band's base. With 2% that run's snapped corner
+ * (74 / 10 ms: 84% of cuts by size, p99 14.9 ms low and 15.0 ms peak) read 1.251× the minimum
+ * against a band of 1.223 and lost to the timer-bound 128 / 10 ms, which failed both
+ * "tuned, not guessed" checks at peak.
+ */
+export const SIZE_PREFERENCE_NOISE = 0.05;
 
 /** Wraps a schedule: counts intended arrivals per bucket (for offered-rate-over-time). */
 export function countingSchedule(s: ArrivalSchedule, bucketMs: number): ArrivalSchedule & { counts: number[] } {
