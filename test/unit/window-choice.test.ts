@@ -56,7 +56,7 @@ test('finals: a timer-bound choice meets the size-bound windows as cheap whose o
   assert.deepEqual(finalists(pool, fill, 17, 20, 0.13), [], 'a size-bound choice needs no finals');
   assert.deepEqual(finalists(pool, null, 17, 20, 0.13), []);
   assert.deepEqual(finalists([timer, dear], timer, 17, 20, 0.13), [], 'no size-bound window as cheap');
-  // 2026-11-27 12:5x, peak 13.3k/s: the corner that missed by 0.007 ms is re-run, and at most FINAL_SIZED.
+  // 2026-11-27 12:16 run, peak 13.3k/s: the corner that missed by 0.007 ms is re-run, and at most FINAL_SIZED.
   const t2 = ok(c(512, 10, 0.00677, 14.8, 15.0, false));
   const head = ok(c(128, 11.5, 0.00784, 17.5, 28.0, true));
   const fill2 = ok(c(149, 13.5, 0.00673, 18.4, 15.7, true));
@@ -84,7 +84,7 @@ test('size preference band: what the snapped corner costs by construction + the 
   const tie = sizePreferenceTie(178);
   assert.equal(chooseWindow([timer, corner, tiny], 17, 20, { tie, preferSizeBound: true }).chosen, corner);
   assert.equal(chooseWindow([timer, tiny], 17, 20, { tie, preferSizeBound: true }).chosen, timer);
-  // 2026-11-27 12:1x, peak 8.1k/s: the timer-bound family at 10 ms read 0.01097–0.01140 ops/item
+  // 2026-11-27 12:01 run, peak 8.1k/s: the timer-bound family at 10 ms read 0.01097–0.01140 ops/item
   // (B = 89); its snapped corner 74 / 10 ms read 0.01372, 1.251× the minimum. It wins now.
   const family = [c(1024, 10, 0.01097, 16.1, 16.2, false), c(128, 10, 0.01116, 15.8, 14.7, false), c(2048, 10, 0.0114, 16.6, 14.8, false)];
   const snapped = c(74, 10, 0.01372, 14.9, 15.0, true);

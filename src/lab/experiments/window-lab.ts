@@ -360,7 +360,7 @@ export const FINAL_SIZED = 3;
  * that window and up to FINAL_SIZED windows the peak cuts by size whose ops/item are within
  * `tie` of the fewest feasible ones, whose cells were sound (`cellOk`) and whose worst p99
  * missed the bound by less than the SLO itself (a worse miss is no stall): those that missed it
- * by least first, then the cheaper. (Cheapest first, until 2026-11-27 12:5x, re-ran the corners
+ * by least first, then the cheaper. (Cheapest first, until the 12:16 run of 2026-11-27, re-ran the corners
  * with the longest waits, which a low load's p99 penalises most, and left out the one that had
  * missed by 0.007 ms: 130 / 10 ms, p99 17.007 ms at low against a 17 ms bound, 82% of peak cuts
  * by size.) Empty when the choice is size-bound already or no such window exists.
@@ -473,7 +473,7 @@ export function sizePreferenceTie(medianBatch: number): number {
 /**
  * The noise allowance of sizePreferenceTie. The band is measured against the *minimum* ops/item
  * of the feasible cells, and the cheapest ones are the timer-bound family at one wait, all
- * cutting the same batch: on 2026-11-27 at 12:1x (8.1k/s peak, 10 ms) its five cells read
+ * cutting the same batch: in the 12:01 run of 2026-11-27 (8.1k/s peak, 10 ms) its five cells read
  * 0.01097–0.01140 ops/item (±2%). The minimum of several such cells sits ≈ 2% below their
  * centre, and the corner's own cell is as noisy again, so a corner costing exactly its
  * construction's price can read ≈ 4% over the band's base. With 2% that run's snapped corner

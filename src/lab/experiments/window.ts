@@ -335,7 +335,7 @@ export const windowExperiment: Experiment = {
       // Tuned, not guessed: the chosen window re-measured on longer runs at both loads.
       const validation: ValidationRun[] = [];
       // Each validation run lasts at least 5 s (1.5 s quick) and long enough to hold
-      // VALIDATION_MIN_ITEMS items: at the low load 5 s held 1,780 items (12:5x on 2026-11-27,
+      // VALIDATION_MIN_ITEMS items: at the low load 5 s held 1,780 items (the 12:22 run of 2026-11-27,
       // 356/s), so its p99 was the 18th-worst item, and one 10 ms event-loop stall across four
       // of its ~5-item batches set it (21.6 ms against the chosen window's 16.0–17.3 ms in its
       // three 2 s cells).
