@@ -148,16 +148,19 @@ test('headroom corner: the longest wait the low load affords, and what the peak 
   }
 });
 
-test('capacity at the SLO: up the ramp to the last step that holds; halves below the first step when it fails, down to the floor', async () => {
+test('capacity at the SLO: up the ramp to the last step that holds; halves below the first step when it fails, down to the floor; then bisects', async () => {
   const ramp = [36_000, 54_000, 72_000, 90_000];
   const tried: number[] = [];
   const holdsUpTo = (limit: number) => async (rate: number) => (tried.push(rate), rate <= limit);
+  // 72k fails; the geometric midpoint of 54k and 72k fails too, and 54k/62.4k is within 20%: done.
   assert.equal(await searchSloCapacity(ramp, 1000, holdsUpTo(60_000)), 54_000);
-  assert.deepEqual(tried, [36_000, 54_000, 72_000]);
+  assert.deepEqual(tried, [36_000, 54_000, 72_000, 62_354]);
   tried.length = 0;
-  // The first step fails: 18k fails too, 9k holds.
-  assert.equal(await searchSloCapacity(ramp, 1000, holdsUpTo(10_000)), 9000);
-  assert.deepEqual(tried, [36_000, 18_000, 9000]);
+  // The first step fails: 18k fails too, 9k holds; then two bisection steps between 9k and 18k.
+  assert.equal(await searchSloCapacity(ramp, 1000, holdsUpTo(12_000)), 10_703);
+  assert.deepEqual(tried, [36_000, 18_000, 9000, 12_728, 10_703]);
+  tried.length = 0;
+  assert.equal(await searchSloCapacity(ramp, 1000, holdsUpTo(12_000), 0), 9000, 'no refinement asked: the halving');
   tried.length = 0;
   // Nothing holds down to the floor: 0, and no step below the floor is tried.
   assert.equal(await searchSloCapacity(ramp, 5000, holdsUpTo(100)), 0);
