@@ -91,7 +91,8 @@ export interface FinalistResult {
 
 export interface ValidationRun {
   load: LoadName;
-  durationMs: number;
+  /** Absent in results written before 2026-11-27 12:30 (5 s, 1.5 s quick, then). */
+  durationMs?: number;
   offeredPerSec: number;
   throughputPerSec: number;
   latencyMs: CellRun['latencyMs'];
@@ -342,11 +343,12 @@ export const windowExperiment: Experiment = {
       const valMsFor = (rate: number) => Math.max(ctx.quick ? 1500 : 5000, Math.ceil(((ctx.quick ? VALIDATION_MIN_ITEMS / 2 : VALIDATION_MIN_ITEMS) / rate) * 1000));
       ctx.progress.start('window: validate chosen window', 2);
       for (const load of ['low', 'peak'] as const) {
+        const durationMs = valMsFor(offered[load]);
         const r = await runCell(lab, {
           window: { ...chosenWindow, maxInFlight: 1 },
           queue: queueFor(chosenWindow.maxItems),
           schedule: poissonArrivals(offered[load], seededRng(500 + validation.length)),
-          durationMs: valMsFor(offered[load]),
+          durationMs,
           make,
           sloMs: ctx.sloMs,
           offeredPerSec: offered[load],
@@ -354,7 +356,7 @@ export const windowExperiment: Experiment = {
         const sh = shares(r.flushReasons);
         validation.push({
           load,
-          durationMs: valMsFor(offered[load]),
+          durationMs,
           offeredPerSec: offered[load],
           throughputPerSec: r.throughputPerSec,
           latencyMs: r.latencyMs,
