@@ -203,23 +203,21 @@ export const windowExperiment: Experiment = {
       await runCell(lab, { window: { maxItems: 1024, maxWaitMs: 5 }, queue: queueFor(1024), schedule: poissonArrivals(loads.peakPerSec, seededRng(99)), durationMs: ctx.quick ? 500 : 1000, make, sloMs: ctx.sloMs, offeredPerSec: loads.peakPerSec });
 
       const grid: GridCell[] = [];
-      ctx.progress.start('window: grid', GRID_ITEMS.length * waits.length * 2);
       let seed = 100;
+      // One cell: a window at one load for cellMs, with a fresh seed (grid, refinement and finals alike).
+      const measureCell = (maxItems: number, maxWaitMs: number, load: LoadName, stage: GridCell['stage']): Promise<GridCell> => {
+        const rate = offered[load];
+        return runCell(lab, { window: { maxItems, maxWaitMs, maxInFlight: 1 }, queue: queueFor(maxItems), schedule: poissonArrivals(rate, seededRng(seed++)), durationMs: cellMs, make, sloMs: ctx.sloMs, offeredPerSec: rate }).then((r) =>
+          cellOf(load, maxItems, maxWaitMs, rate, r, stage),
+        );
+      };
+      ctx.progress.start('window: grid', GRID_ITEMS.length * waits.length * 2);
       for (const maxItems of GRID_ITEMS) {
         for (const maxWaitMs of waits) {
           for (const load of ['low', 'peak'] as const) {
-            const rate = offered[load];
-            const r = await runCell(lab, {
-              window: { maxItems, maxWaitMs, maxInFlight: 1 },
-              queue: queueFor(maxItems),
-              schedule: poissonArrivals(rate, seededRng(seed++)),
-              durationMs: cellMs,
-              make,
-              sloMs: ctx.sloMs,
-              offeredPerSec: rate,
-            });
-            grid.push(cellOf(load, maxItems, maxWaitMs, rate, r));
-            ctx.progress.tick(1, `${maxItems}/${maxWaitMs}ms ${load}: p99 ${r.latencyMs.p99} ms, ${r.fixedCostOpsPerItem.toFixed(4)} ops/item`);
+            const g = await measureCell(maxItems, maxWaitMs, load, 'grid');
+            grid.push(g);
+            ctx.progress.tick(1, `${maxItems}/${maxWaitMs}ms ${load}: p99 ${g.latencyMs.p99} ms, ${g.fixedCostOpsPerItem.toFixed(4)} ops/item`);
           }
         }
       }
@@ -271,10 +269,9 @@ export const windowExperiment: Experiment = {
         if (todo.length > 0) ctx.progress.start('window: refine', 2 * todo.length);
         for (const { maxItems, maxWaitMs } of todo) {
           for (const load of ['low', 'peak'] as const) {
-            const rate = offered[load];
-            const r = await runCell(lab, { window: { maxItems, maxWaitMs, maxInFlight: 1 }, queue: queueFor(maxItems), schedule: poissonArrivals(rate, seededRng(seed++)), durationMs: cellMs, make, sloMs: ctx.sloMs, offeredPerSec: rate });
-            grid.push(cellOf(load, maxItems, maxWaitMs, rate, r, 'refine'));
-            ctx.progress.tick(1, `${maxItems}/${maxWaitMs}ms ${load}: p99 ${r.latencyMs.p99} ms`);
+            const g = await measureCell(maxItems, maxWaitMs, load, 'refine');
+            grid.push(g);
+            ctx.progress.tick(1, `${maxItems}/${maxWaitMs}ms ${load}: p99 ${g.latencyMs.p99} ms`);
           }
           refined.push(candidateOf(maxItems, maxWaitMs));
         }
@@ -302,13 +299,11 @@ export const windowExperiment: Experiment = {
         for (let rep = 1; rep < FINAL_RUNS; rep++) {
           for (const [k, c] of contenders.entries()) {
             for (const load of ['low', 'peak'] as const) {
-              const rate = offered[load];
-              const r = await runCell(lab, { window: { maxItems: c.maxItems, maxWaitMs: c.maxWaitMs, maxInFlight: 1 }, queue: queueFor(c.maxItems), schedule: poissonArrivals(rate, seededRng(seed++)), durationMs: cellMs, make, sloMs: ctx.sloMs, offeredPerSec: rate });
-              const g = cellOf(load, c.maxItems, c.maxWaitMs, rate, r, 'final');
+              const g = await measureCell(c.maxItems, c.maxWaitMs, load, 'final');
               finals.push(g);
               runs[k][load].push(g.reconciled && g.dropped === 0 && offeredLoad(g) ? g.latencyMs.p99 : Infinity);
               if (load === 'peak') runs[k].peakReasons.push(g.flushReasons);
-              ctx.progress.tick(1, `${c.maxItems}/${c.maxWaitMs}ms ${load}: p99 ${r.latencyMs.p99} ms`);
+              ctx.progress.tick(1, `${c.maxItems}/${c.maxWaitMs}ms ${load}: p99 ${g.latencyMs.p99} ms`);
             }
           }
         }
