@@ -2,7 +2,7 @@
  * Realistic result envelopes for report tests, shaped like the real result files (the
  * batching figures are from a quick run on the lab machine), so tests never run a sweep.
  */
-import type { Check, HostInfo, ResultEnvelope } from '../../src/lab/types.js';
+import type { Check, HostInfo, ResultEnvelope } from '../../packages/lab/src/types.js';
 
 export const HOST: HostInfo = { cpus: 2, cpuModel: 'AMD EPYC', nodeVersion: 'v20.20.2', platform: 'linux 6.18', totalMemMb: 24106, hostname: 'vm' };
 

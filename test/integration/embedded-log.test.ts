@@ -3,13 +3,13 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EmbeddedLogSource, EmbeddedLogWriter, readCommitted, readLog } from '../../src/sources/embedded-log.js';
-import { Ingest } from '../../src/run/ingest.js';
-import { IdempotentMemorySink, PoisonedSink } from '../../src/sinks/doubles.js';
-import { splitAndRetry } from '../../src/core/reliability.js';
-import { FileDeadLetterStore } from '../../src/dlq/file.js';
-import { deadLetterWriter } from '../../src/dlq/store.js';
-import type { PipelineObserver } from '../../src/core/types.js';
+import { EmbeddedLogSource, EmbeddedLogWriter, readCommitted, readLog } from '../../packages/sluice/src/sources/embedded-log.js';
+import { Ingest } from '../../packages/sluice/src/run/ingest.js';
+import { IdempotentMemorySink, PoisonedSink } from '../../packages/sluice/src/sinks/doubles.js';
+import { splitAndRetry } from '../../packages/sluice/src/core/reliability.js';
+import { FileDeadLetterStore } from '../../packages/sluice/src/dlq/file.js';
+import { deadLetterWriter } from '../../packages/sluice/src/dlq/store.js';
+import type { PipelineObserver } from '../../packages/sluice/src/core/types.js';
 
 const rec = (i: number) => ({ id: `r${i}`, data: Buffer.from(JSON.stringify({ id: `r${i}`, n: i })) });
 

@@ -3,11 +3,11 @@ import assert from 'node:assert/strict';
 import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FileSink, classifyFsError } from '../../src/sinks/file.js';
-import { SinkError } from '../../src/core/errors.js';
-import { Pipeline } from '../../src/core/pipeline.js';
-import { RecordFactory, type EventRecord } from '../../src/sources/records.js';
-import { envelope } from '../../src/core/types.js';
+import { FileSink, classifyFsError } from '../../packages/sluice/src/sinks/file.js';
+import { SinkError } from '../../packages/sluice/src/core/errors.js';
+import { Pipeline } from '../../packages/sluice/src/core/pipeline.js';
+import { RecordFactory, type EventRecord } from '../../packages/lab/src/records/records.js';
+import { envelope } from '../../packages/sluice/src/core/types.js';
 
 const factory = new RecordFactory({ seed: 5 });
 

@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { HttpSink, classifyHttpStatus } from '../../src/sinks/http.js';
-import { HttpReceiver } from '../../src/sinks/http-receiver.js';
-import { availableCodecs } from '../../src/codec/compress.js';
-import { RecordFactory } from '../../src/sources/records.js';
-import { ndjsonBatch } from '../../src/sinks/serialize.js';
-import { SinkError } from '../../src/core/errors.js';
+import { HttpSink, classifyHttpStatus } from '../../packages/sluice/src/sinks/http.js';
+import { HttpReceiver } from '../../packages/sluice/src/sinks/http-receiver.js';
+import { availableCodecs } from '../../packages/sluice/src/codec/compress.js';
+import { RecordFactory } from '../../packages/lab/src/records/records.js';
+import { ndjsonBatch } from '../../packages/sluice/src/sinks/serialize.js';
+import { SinkError } from '../../packages/sluice/src/core/errors.js';
 
 const factory = new RecordFactory({ seed: 11 });
 const batchOf = (start: number, n: number) => Array.from({ length: n }, (_, i) => factory.make(start + i, 0));

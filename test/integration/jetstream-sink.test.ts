@@ -3,11 +3,11 @@ import assert from 'node:assert/strict';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { requireNats, uniqueName } from '../helpers/services.js';
-import { JetStreamPublishSink } from '../../src/sinks/jetstream-publish.js';
-import { createCodec } from '../../src/codec/compress.js';
-import { ndjsonBatch } from '../../src/sinks/serialize.js';
-import { RecordFactory } from '../../src/sources/records.js';
-import { SinkError } from '../../src/core/errors.js';
+import { JetStreamPublishSink } from '../../packages/sluice/src/sinks/jetstream-publish.js';
+import { createCodec } from '../../packages/sluice/src/codec/compress.js';
+import { ndjsonBatch } from '../../packages/sluice/src/sinks/serialize.js';
+import { RecordFactory } from '../../packages/lab/src/records/records.js';
+import { SinkError } from '../../packages/sluice/src/core/errors.js';
 
 const factory = new RecordFactory({ seed: 13 });
 const batchOf = (start: number, n: number) => Array.from({ length: n }, (_, i) => factory.make(start + i, 0));

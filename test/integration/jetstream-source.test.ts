@@ -1,11 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireNats, uniqueName } from '../helpers/services.js';
-import { connectNats } from '../../src/sources/nats.js';
-import { JetStreamProducer, JetStreamSource } from '../../src/sources/jetstream.js';
-import { IdempotentMemorySink } from '../../src/sinks/doubles.js';
-import { Ingest } from '../../src/run/ingest.js';
-import type { Envelope } from '../../src/core/types.js';
+import { connectNats } from '../../packages/sluice/src/sources/nats.js';
+import { JetStreamProducer, JetStreamSource } from '../../packages/sluice/src/sources/jetstream.js';
+import { IdempotentMemorySink } from '../../packages/sluice/src/sinks/doubles.js';
+import { Ingest } from '../../packages/sluice/src/run/ingest.js';
+import type { Envelope } from '../../packages/sluice/src/core/types.js';
 
 /** Commits by id, slowly: each write takes `delayMs`, so records wait in the queue. */
 class SlowIdempotentSink extends IdempotentMemorySink<unknown> {

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 function lab(args: string[]) {
-  return spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'lab', ...args], { encoding: 'utf8', timeout: 60_000 });
+  return spawnSync(process.execPath, ['--import', 'tsx', 'packages/sluice/src/cli/main.ts', 'lab', ...args], { encoding: 'utf8', timeout: 60_000 });
 }
 
 test('sluice lab window: a missing --trace or a bad --speedup is one line and exit 2, before any run', async () => {

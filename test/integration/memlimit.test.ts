@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createMemoryLimit } from '../../src/lab/memlimit.js';
+import { createMemoryLimit } from '../../packages/lab/src/memlimit.js';
 
 // Grows by 8 MB every 10 ms, touching every page (Buffer.alloc zero-fills), forever.
 const GROW_EXTERNAL = 'const k=[];setInterval(()=>k.push(Buffer.alloc(8<<20,1)),10)';

@@ -2,17 +2,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireNats, requirePostgres, uniqueName } from '../helpers/services.js';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { connectNats } from '../../src/sources/nats.js';
-import { JetStreamProducer, JetStreamSource } from '../../src/sources/jetstream.js';
-import { PoisonInput } from '../../src/sources/poison.js';
-import { PostgresSink } from '../../src/sinks/postgres.js';
-import { PostgresDeadLetterStore } from '../../src/dlq/postgres.js';
-import { JetStreamDeadLetterStore } from '../../src/dlq/jetstream.js';
-import { deadLetterWriter } from '../../src/dlq/store.js';
-import { splitAndRetry } from '../../src/core/reliability.js';
-import { Ingest } from '../../src/run/ingest.js';
-import type { EventRecord } from '../../src/sources/records.js';
-import type { PipelineObserver } from '../../src/core/types.js';
+import { connectNats } from '../../packages/sluice/src/sources/nats.js';
+import { JetStreamProducer, JetStreamSource } from '../../packages/sluice/src/sources/jetstream.js';
+import { PoisonInput } from '../../packages/lab/src/records/poison.js';
+import { PostgresSink } from '../../packages/sluice/src/sinks/postgres.js';
+import { PostgresDeadLetterStore } from '../../packages/sluice/src/dlq/postgres.js';
+import { JetStreamDeadLetterStore } from '../../packages/sluice/src/dlq/jetstream.js';
+import { deadLetterWriter } from '../../packages/sluice/src/dlq/store.js';
+import { splitAndRetry } from '../../packages/sluice/src/core/reliability.js';
+import { Ingest } from '../../packages/sluice/src/run/ingest.js';
+import type { EventRecord } from '../../packages/lab/src/records/records.js';
+import type { PipelineObserver } from '../../packages/sluice/src/core/types.js';
 
 async function until(what: string, cond: () => Promise<boolean>, timeoutMs = 15_000) {
   const t0 = Date.now();

@@ -1,11 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
-import { PostgresSink, classifyPgError, POSTGRES_WRITE_MODES, POSTGRES_DEFAULTS } from '../../src/sinks/postgres.js';
-import { ErrorCode, SinkError, SluiceError } from '../../src/core/errors.js';
-import { RecordFactory, type EventRecord } from '../../src/sources/records.js';
-import { envelope, type Envelope } from '../../src/core/types.js';
-import { Pipeline } from '../../src/core/pipeline.js';
+import { PostgresSink, classifyPgError, POSTGRES_WRITE_MODES, POSTGRES_DEFAULTS } from '../../packages/sluice/src/sinks/postgres.js';
+import { ErrorCode, SinkError, SluiceError } from '../../packages/sluice/src/core/errors.js';
+import { RecordFactory, type EventRecord } from '../../packages/lab/src/records/records.js';
+import { envelope, type Envelope } from '../../packages/sluice/src/core/types.js';
+import { Pipeline } from '../../packages/sluice/src/core/pipeline.js';
 import { requirePostgres, uniqueName } from '../helpers/services.js';
 
 const factory = new RecordFactory({ seed: 11 });

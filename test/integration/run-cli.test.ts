@@ -4,12 +4,13 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EmbeddedLogWriter, readCommitted } from '../../src/sources/embedded-log.js';
-import { PoisonInput } from '../../src/sources/poison.js';
-import { findSharedData } from '../../src/lab/runner.js';
+import { EmbeddedLogWriter, readCommitted } from '../../packages/sluice/src/sources/embedded-log.js';
+import { PoisonInput } from '../../packages/lab/src/records/poison.js';
+import { findSharedData } from '../../packages/lab/src/runner.js';
+import { EVENT_RECORD_JSON_SCHEMA } from '../../packages/lab/src/records/event-schema.js';
 
 function startRun(args: string[]) {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'packages/sluice/src/cli/main.ts', 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout.on('data', (d) => (out += d));
@@ -38,7 +39,10 @@ test('sluice run on the embedded log: tails, dead-letters poison, SIGTERM drains
     const input = new PoisonInput({ every: 100, sink: 'file', sharedDataDir: findSharedData() });
     const w = await EmbeddedLogWriter.open(log);
     await w.append(Array.from({ length: 1000 }, (_, i) => input.make(i, Date.now()).rec), { sync: true });
-    run = startRun(['--source', log, '--sink', sink, '--metrics-port', '0', '--max-wait-ms', '2']);
+    // The record shape is the user's to state: a JSON Schema file, as any user would pass it.
+    const schema = join(dir, 'event-record.schema.json');
+    await writeFile(schema, JSON.stringify(EVENT_RECORD_JSON_SCHEMA));
+    run = startRun(['--source', log, '--sink', sink, '--schema', schema, '--metrics-port', '0', '--max-wait-ms', '2']);
     await until('ready', () => run!.out().includes('ready'));
     await until('offset 1000', async () => (await readCommitted(`${log}.committed`)).offset === 1000);
     // still tailing: records appended while it runs are consumed too
@@ -117,6 +121,11 @@ test('sluice run: a bad config file is one clear line and exit 2', async () => {
     const run3 = startRun(['--config', cfg]);
     assert.equal(await run3.exited, 2);
     assert.match(run3.err(), /pgMode: .*append/);
+    // A schema file that is missing or not a JSON Schema: one line, exit 2, before anything opens.
+    await writeFile(cfg, JSON.stringify({ source: join(dir, 'log'), sink: join(dir, 'out'), schema: join(dir, 'nope.json') }));
+    const run4 = startRun(['--config', cfg]);
+    assert.equal(await run4.exited, 2);
+    assert.match(run4.err().trim(), /^sluice: invalid option --schema=.*nope\.json.*\[SLUICE_INVALID_OPTION\]$/);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -16,7 +16,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DiskSpillStore } from '../../src/core/spill.js';
+import { DiskSpillStore } from '../../packages/sluice/src/core/spill.js';
 import { STEP_APPEND, STEP_RELEASE, crashRecord, type CrashRec } from './fixtures/spill-crash-child.js';
 
 const child = fileURLToPath(new URL('./fixtures/spill-crash-child.ts', import.meta.url));

@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { TcpSink } from '../../src/sinks/tcp.js';
-import { TcpReceiver } from '../../src/sinks/tcp-receiver.js';
-import { AckStatus, TCP_ACK_BYTES, TCP_HEADER_BYTES } from '../../src/sinks/tcp-protocol.js';
-import { ndjsonBatch } from '../../src/sinks/serialize.js';
-import { RecordFactory } from '../../src/sources/records.js';
-import { SinkError } from '../../src/core/errors.js';
+import { TcpSink } from '../../packages/sluice/src/sinks/tcp.js';
+import { TcpReceiver } from '../../packages/sluice/src/sinks/tcp-receiver.js';
+import { AckStatus, TCP_ACK_BYTES, TCP_HEADER_BYTES } from '../../packages/sluice/src/sinks/tcp-protocol.js';
+import { ndjsonBatch } from '../../packages/sluice/src/sinks/serialize.js';
+import { RecordFactory } from '../../packages/lab/src/records/records.js';
+import { SinkError } from '../../packages/sluice/src/core/errors.js';
 
 const factory = new RecordFactory({ seed: 5 });
 const batchOf = (start: number, n: number) => Array.from({ length: n }, (_, i) => factory.make(start + i, 0));

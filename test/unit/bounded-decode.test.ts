@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import fc from 'fast-check';
-import { boundedDecode, decodeSmallSync, openDecoderCount, parseContentEncoding, type Coding } from '../../src/codec/bounded-decode.js';
-import { ErrorCode, SluiceError } from '../../src/core/errors.js';
+import { boundedDecode, decodeSmallSync, openDecoderCount, parseContentEncoding, type Coding } from '../../packages/sluice/src/codec/bounded-decode.js';
+import { ErrorCode, SluiceError } from '../../packages/sluice/src/core/errors.js';
 
 const ENCODERS: Record<Coding, (b: Buffer) => Buffer> = {
   identity: (b) => b,

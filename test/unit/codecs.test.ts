@@ -9,10 +9,10 @@ import {
   createCodec,
   zstdAvailability,
   type CodecName,
-} from '../../src/codec/compress.js';
-import { isSluiceError } from '../../src/core/errors.js';
-import { RecordFactory } from '../../src/sources/records.js';
-import { ndjsonBatch } from '../../src/sinks/serialize.js';
+} from '../../packages/sluice/src/codec/compress.js';
+import { isSluiceError } from '../../packages/sluice/src/core/errors.js';
+import { RecordFactory } from '../../packages/lab/src/records/records.js';
+import { ndjsonBatch } from '../../packages/sluice/src/sinks/serialize.js';
 
 const factory = new RecordFactory({ seed: 3 });
 const ndjson = ndjsonBatch(Array.from({ length: 500 }, (_, i) => factory.make(i, 0)));

@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FakeClock } from '../../src/core/clock.js';
-import { AimdController, IntervalHistogram, StaticController, createWindowController, type WindowTarget } from '../../src/core/controller.js';
-import { envelope, type Envelope, type FlushReason } from '../../src/core/types.js';
-import { Pipeline } from '../../src/core/pipeline.js';
+import { FakeClock } from '../../packages/sluice/src/core/clock.js';
+import { AimdController, IntervalHistogram, StaticController, createWindowController, type WindowTarget } from '../../packages/sluice/src/core/controller.js';
+import { envelope, type Envelope, type FlushReason } from '../../packages/sluice/src/core/types.js';
+import { Pipeline } from '../../packages/sluice/src/core/pipeline.js';
 
 /** A window target that records every setWindow. */
 function fakeTarget(maxItems: number, maxWaitMs: number): WindowTarget & { sets: number } {
@@ -352,7 +352,7 @@ test('AIMD slow start: doubles the binding knob while p99 is under half the targ
 
 test('controller metrics: window, last p99 and decisions by kind in the Prometheus exposition', async () => {
   const { default: client } = await import('prom-client');
-  const { registerControllerMetrics } = await import('../../src/metrics/controller-prometheus.js');
+  const { registerControllerMetrics } = await import('../../packages/sluice/src/metrics/controller-prometheus.js');
   const clock = new FakeClock();
   const c = new AimdController({ sloMs: 20, clock, minPeriodMs: 500, minSamples: 100, slowStart: false });
   const t = fakeTarget(64, 2);
@@ -388,11 +388,11 @@ test('AIMD never halves maxItems below what keeps the sink at most half busy (2 
 });
 
 test('controller metrics register on the pipeline exposition (the documented use) without a duplicate window gauge', async () => {
-  const { registerControllerMetrics } = await import('../../src/metrics/controller-prometheus.js');
-  const { prometheusFor } = await import('../../src/metrics/prometheus.js');
-  const { Pipeline } = await import('../../src/core/pipeline.js');
-  const { PipelineMetrics } = await import('../../src/metrics/metrics.js');
-  const { MemorySink } = await import('../../src/sinks/memory.js');
+  const { registerControllerMetrics } = await import('../../packages/sluice/src/metrics/controller-prometheus.js');
+  const { prometheusFor } = await import('../../packages/sluice/src/metrics/prometheus.js');
+  const { Pipeline } = await import('../../packages/sluice/src/core/pipeline.js');
+  const { PipelineMetrics } = await import('../../packages/sluice/src/metrics/metrics.js');
+  const { MemorySink } = await import('../../packages/sluice/src/sinks/memory.js');
   const clock = new FakeClock();
   const sink = new MemorySink<null>();
   const metrics = new PipelineMetrics<null>(sink);

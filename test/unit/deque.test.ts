@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BatchQueue, Deque } from '../../src/core/deque.js';
+import { BatchQueue, Deque } from '../../packages/sluice/src/core/deque.js';
 
 test('deque keeps FIFO order across growth and wrap-around', () => {
   const d = new Deque<number>(16);

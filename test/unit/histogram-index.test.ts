@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as hdr from 'hdr-histogram-js';
-import { withFastIndex, CountHistogram, LatencyHistogram } from '../../src/metrics/histogram.js';
+import { withFastIndex, CountHistogram, LatencyHistogram } from '../../packages/sluice/src/metrics/histogram.js';
 
 const build = () => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 });
 

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { describeExchange, requestTimings, type Segment } from '../../src/lab/loopback-capture.js';
+import { describeExchange, requestTimings, type Segment } from '../../packages/lab/src/loopback-capture.js';
 
 const S = 5000; // receiver port
 const C = 40000; // client port

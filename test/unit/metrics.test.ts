@@ -1,11 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Pipeline } from '../../src/core/pipeline.js';
-import { FakeClock } from '../../src/core/clock.js';
-import { envelope, type Envelope, type FixedCostKind, type Sink } from '../../src/core/types.js';
-import { MemorySink } from '../../src/sinks/memory.js';
-import { PipelineMetrics } from '../../src/metrics/metrics.js';
-import { prometheusFor } from '../../src/metrics/prometheus.js';
+import { Pipeline } from '../../packages/sluice/src/core/pipeline.js';
+import { FakeClock } from '../../packages/sluice/src/core/clock.js';
+import { envelope, type Envelope, type FixedCostKind, type Sink } from '../../packages/sluice/src/core/types.js';
+import { MemorySink } from '../../packages/sluice/src/sinks/memory.js';
+import { PipelineMetrics } from '../../packages/sluice/src/metrics/metrics.js';
+import { prometheusFor } from '../../packages/sluice/src/metrics/prometheus.js';
 
 const settle = () => new Promise<void>((r) => setImmediate(r));
 

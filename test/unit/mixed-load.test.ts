@@ -5,7 +5,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { runMixedLoad, summarize } from '../../src/lab/mixed-load.js';
+import { runMixedLoad, summarize } from '../../packages/lab/src/mixed-load.js';
 
 test('summarize: nearest-rank percentiles', () => {
   const s = summarize(Array.from({ length: 100 }, (_, i) => i + 1));

@@ -3,8 +3,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { overflowChecks, type OverflowVariant } from '../../src/lab/experiments/overflow.js';
-import type { OverflowPolicy } from '../../src/core/options.js';
+import { overflowChecks, type OverflowVariant } from '../../packages/lab/src/experiments/overflow.js';
+import type { OverflowPolicy } from '../../packages/sluice/src/core/options.js';
 
 const C = 1000;
 const opts = { capacityPerSec: C, ratePerSec: 2500, spillMaxBytes: 1000, multiple: 2.5 };

@@ -8,12 +8,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setImmediate as tick } from 'node:timers/promises';
-import { FakeClock } from '../../src/core/clock.js';
-import { Pipeline, type OfferResult } from '../../src/core/pipeline.js';
-import { DiskSpillStore } from '../../src/core/spill.js';
-import { ErrorCode, isSluiceError } from '../../src/core/errors.js';
-import type { OverflowPolicy } from '../../src/core/options.js';
-import { envelope, type Envelope, type Sink } from '../../src/core/types.js';
+import { FakeClock } from '../../packages/sluice/src/core/clock.js';
+import { Pipeline, type OfferResult } from '../../packages/sluice/src/core/pipeline.js';
+import { DiskSpillStore } from '../../packages/sluice/src/core/spill.js';
+import { ErrorCode, isSluiceError } from '../../packages/sluice/src/core/errors.js';
+import type { OverflowPolicy } from '../../packages/sluice/src/core/options.js';
+import { envelope, type Envelope, type Sink } from '../../packages/sluice/src/core/types.js';
 
 class GateSink implements Sink<string> {
   readonly name = 'gate';

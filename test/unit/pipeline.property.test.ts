@@ -12,10 +12,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { Pipeline } from '../../src/core/pipeline.js';
-import { FakeClock } from '../../src/core/clock.js';
-import { envelope, type Envelope, type FixedCostKind, type Sink } from '../../src/core/types.js';
-import type { OverflowPolicy } from '../../src/core/options.js';
+import { Pipeline } from '../../packages/sluice/src/core/pipeline.js';
+import { FakeClock } from '../../packages/sluice/src/core/clock.js';
+import { envelope, type Envelope, type FixedCostKind, type Sink } from '../../packages/sluice/src/core/types.js';
+import type { OverflowPolicy } from '../../packages/sluice/src/core/options.js';
 
 /** A sink whose every write takes a (random) number of fake-clock milliseconds. */
 class TimedSink implements Sink<number> {

@@ -4,12 +4,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Pipeline } from '../../src/core/pipeline.js';
-import { FakeClock } from '../../src/core/clock.js';
-import { ErrorCode, SluiceError } from '../../src/core/errors.js';
-import { envelope, type Envelope, type FixedCostKind, type FlushInfo, type PipelineObserver, type Sink } from '../../src/core/types.js';
-import type { QueueOptions, WindowOptions } from '../../src/core/options.js';
-import { MemorySink } from '../../src/sinks/memory.js';
+import { Pipeline } from '../../packages/sluice/src/core/pipeline.js';
+import { FakeClock } from '../../packages/sluice/src/core/clock.js';
+import { ErrorCode, SluiceError } from '../../packages/sluice/src/core/errors.js';
+import { envelope, type Envelope, type FixedCostKind, type FlushInfo, type PipelineObserver, type Sink } from '../../packages/sluice/src/core/types.js';
+import type { QueueOptions, WindowOptions } from '../../packages/sluice/src/core/options.js';
+import { MemorySink } from '../../packages/sluice/src/sinks/memory.js';
 
 /** A sink whose writes stay pending until `release()` (or `fail()`) settles the oldest one. */
 class GateSink implements Sink<number> {

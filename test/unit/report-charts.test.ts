@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chartFileStem, colorFor, colorScale, logDomain, logTicks, renderChart, themed } from '../../src/lab/charts.js';
-import { batching } from '../../src/lab/experiments/batching.js';
+import { chartFileStem, colorFor, colorScale, logDomain, logTicks, renderChart, themed } from '../../packages/lab/src/charts.js';
+import { batching } from '../../packages/lab/src/experiments/batching.js';
 import { batchingResult } from '../helpers/report-fixtures.js';
 
 test('one colour per variant name, stable across charts', () => {

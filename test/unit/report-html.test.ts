@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { escapeHtml, inlineMarkdown, markdownToHtml, splitRow } from '../../src/lab/html.js';
-import { mdTable } from '../../src/lab/runner.js';
+import { escapeHtml, inlineMarkdown, markdownToHtml, splitRow } from '../../packages/lab/src/html.js';
+import { mdTable } from '../../packages/lab/src/runner.js';
 
 test('headings, paragraphs and lists', () => {
   const html = markdownToHtml('### batching — file sink\n\nFixed cost 0.387 ms\nper operation.\n\n- one\n- two\n  continued\n\n1. first\n2. second');

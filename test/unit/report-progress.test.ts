@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
-import { BarProgress, createProgress, formatEta, isInteractive } from '../../src/lab/progress-tty.js';
-import { LineProgress } from '../../src/lab/progress.js';
+import { BarProgress, createProgress, formatEta, isInteractive } from '../../packages/lab/src/progress-tty.js';
+import { LineProgress } from '../../packages/lab/src/progress.js';
 
 function fakeStream(isTTY: boolean) {
   const s = new PassThrough() as PassThrough & { isTTY?: boolean; columns?: number; text: () => string };

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fmtNum, headlines, writeup, writeupMarkdown } from '../../src/lab/writeup.js';
+import { fmtNum, headlines, writeup, writeupMarkdown } from '../../packages/lab/src/writeup.js';
 import { adaptiveResult, batchingResult, overflowResult, poisonResult, windowResult } from '../helpers/report-fixtures.js';
-import type { ResultEnvelope } from '../../src/lab/types.js';
+import type { ResultEnvelope } from '../../packages/lab/src/types.js';
 
 const text = (results: ResultEnvelope[]) => writeupMarkdown(writeup(results));
 

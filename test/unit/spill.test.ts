@@ -3,10 +3,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, appendFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DiskSpillStore, defaultSpillCodec, jsonSpillCodec, rawLineSpillCodec } from '../../src/core/spill.js';
-import { crc32, crc32Table } from '../../src/core/crc32.js';
-import { isSluiceError, ErrorCode } from '../../src/core/errors.js';
-import { envelope, type Envelope } from '../../src/core/types.js';
+import { DiskSpillStore, defaultSpillCodec, jsonSpillCodec, rawLineSpillCodec } from '../../packages/sluice/src/core/spill.js';
+import { crc32, crc32Table } from '../../packages/sluice/src/core/crc32.js';
+import { isSluiceError, ErrorCode } from '../../packages/sluice/src/core/errors.js';
+import { envelope, type Envelope } from '../../packages/sluice/src/core/types.js';
 
 interface Rec {
   n: number;

@@ -9,13 +9,13 @@ import {
   resolveBackoff,
   retrying,
   splitAndRetry,
-} from '../../src/core/reliability.js';
-import { FakeClock } from '../../src/core/clock.js';
-import { seededRng } from '../../src/core/random.js';
-import { Pipeline } from '../../src/core/pipeline.js';
-import { envelope, type Envelope } from '../../src/core/types.js';
-import { SinkError } from '../../src/core/errors.js';
-import { FlakySink, IdempotentMemorySink, PoisonedSink } from '../../src/sinks/doubles.js';
+} from '../../packages/sluice/src/core/reliability.js';
+import { FakeClock } from '../../packages/sluice/src/core/clock.js';
+import { seededRng } from '../../packages/sluice/src/core/random.js';
+import { Pipeline } from '../../packages/sluice/src/core/pipeline.js';
+import { envelope, type Envelope } from '../../packages/sluice/src/core/types.js';
+import { SinkError } from '../../packages/sluice/src/core/errors.js';
+import { FlakySink, IdempotentMemorySink, PoisonedSink } from '../../packages/sluice/src/sinks/doubles.js';
 
 const batchOf = (n: number): Envelope<number>[] => Array.from({ length: n }, (_, i) => envelope(i, { bytes: 10, intendedAtMs: 0, id: `r${i}` }));
 const noWait = { baseMs: 0, maxMs: 0, jitter: 0 };

@@ -4,10 +4,10 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { burstyArrivals, burstyShape } from '../../src/sources/bursty.js';
-import { loadTrace, parseTimestamp, peakSecond, replayTimes, speedupForPeak, traceArrivals } from '../../src/sources/trace.js';
-import { seededRng } from '../../src/core/random.js';
-import type { ArrivalSchedule } from '../../src/sources/load.js';
+import { burstyArrivals, burstyShape } from '../../packages/sluice/src/sources/bursty.js';
+import { loadTrace, parseTimestamp, peakSecond, replayTimes, speedupForPeak, traceArrivals } from '../../packages/sluice/src/sources/trace.js';
+import { seededRng } from '../../packages/sluice/src/core/random.js';
+import type { ArrivalSchedule } from '../../packages/sluice/src/sources/load.js';
 
 function take(s: ArrivalSchedule, untilMs: number): number[] {
   const out: number[] = [];

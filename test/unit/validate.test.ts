@@ -3,9 +3,10 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Type } from '@sinclair/typebox';
-import { ANY_JSON_SCHEMA, ItemValidator, jsonDepthExceeds, openingBracketsAtMost } from '../../src/codec/validate.js';
-import { NdjsonFramer } from '../../src/codec/ndjson.js';
-import { ErrorCode, SluiceError } from '../../src/core/errors.js';
+import { ANY_JSON_SCHEMA, ItemValidator, jsonDepthExceeds, openingBracketsAtMost } from '../../packages/sluice/src/codec/validate.js';
+import { compileJsonSchema } from '../../packages/sluice/src/codec/json-schema.js';
+import { NdjsonFramer } from '../../packages/sluice/src/codec/ndjson.js';
+import { ErrorCode, SluiceError } from '../../packages/sluice/src/core/errors.js';
 
 const SHARED = process.env.SLUICE_SHARED_DATA ?? resolve(process.cwd(), '../shared/data');
 const SUITE = join(SHARED, 'poison/jsontestsuite/test_parsing');
@@ -90,11 +91,24 @@ test('reasons: invalid UTF-8, malformed JSON, schema, size', () => {
   assert.equal(reason('{"id":1}'), 'schema');
   assert.equal(reason('[]'), 'schema');
   assert.equal(reason(`{"id":"${'x'.repeat(100)}"}`), 'too-large');
-  // Default schema: any JSON object.
+  // Default: a record is any JSON value.
   const d = new ItemValidator();
   assert.ok(d.validate(Buffer.from('{"anything":[1,{"x":null}]}')).ok);
-  assert.equal((d.validate(Buffer.from('"str"')) as { reason: string }).reason, 'schema');
-  assert.equal((d.validate(Buffer.from('null')) as { reason: string }).reason, 'schema');
+  assert.ok(d.validate(Buffer.from('"str"')).ok);
+  assert.ok(d.validate(Buffer.from('null')).ok);
+  assert.equal((d.validate(Buffer.from('{"a":')) as { reason: string }).reason, 'malformed-json');
+});
+
+test('a JSON Schema file (--schema) checks records with Ajv; a bad schema is one clear error', () => {
+  const check = compileJsonSchema({ type: 'object', required: ['msg'], properties: { msg: { type: 'string' }, level: { enum: ['info', 'warn', 'error'] } } });
+  const v = new ItemValidator({ check });
+  assert.ok(v.validate(Buffer.from('{"msg":"hello","level":"info"}')).ok);
+  const r = v.validate(Buffer.from('{"msg":"hello","level":"loud"}')) as { reason: string; message: string };
+  assert.equal(r.reason, 'schema');
+  assert.match(r.message, /^\/level: /);
+  assert.equal((v.validate(Buffer.from('{"level":"info"}')) as { reason: string }).reason, 'schema');
+  assert.throws(() => compileJsonSchema({ type: 'no-such-type' }), /SLUICE_INVALID_OPTION|JSON Schema/);
+  assert.throws(() => new ItemValidator({ check, schema: Type.Object({}) }), /one of schema/);
 });
 
 function frame(chunks: (string | Buffer)[], limits = {}) {

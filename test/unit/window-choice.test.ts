@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chooseWindow, fanOut, fillWaitMs, finalists, headroomCorner, medianOf, refinementCorners, schedulePeakSecond, searchSloCapacity, sizePreferenceTie, snappedMaxItems, SIZE_PREFERENCE_NOISE, type Candidate } from '../../src/lab/experiments/window-lab.js';
-import { constantArrivals } from '../../src/sources/load.js';
+import { chooseWindow, fanOut, fillWaitMs, finalists, headroomCorner, medianOf, refinementCorners, schedulePeakSecond, searchSloCapacity, sizePreferenceTie, snappedMaxItems, SIZE_PREFERENCE_NOISE, type Candidate } from '../../packages/lab/src/experiments/window-lab.js';
+import { constantArrivals } from '../../packages/sluice/src/sources/load.js';
 
 const c = (maxItems: number, maxWaitMs: number, opsPerItem: number, low: number, peak: number, sizeBound = false): Candidate => ({
   maxItems,

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { windowExperiment } from '../../src/lab/experiments/window.js';
-import type { ResultEnvelope } from '../../src/lab/types.js';
+import { windowExperiment } from '../../packages/lab/src/experiments/window.js';
+import type { ResultEnvelope } from '../../packages/lab/src/types.js';
 
 test('window report: the Finals table shows each run and the median the choice read, ∞ for a run that did not count (null once written as JSON)', () => {
   const r = {

@@ -1,0 +1,151 @@
+/**
+ * Experiment `batching`: the before/after table.
+ *
+ * 1. Calibrate the sink's fixed cost (median of single-item writes) → C1 = 1 / cost.
+ * 2. Run the unbatched pipeline (maxItems=1, maxWaitMs=0) and the batched one on the same
+ *    open-loop ladder (multiples of C1), same items, same duration.
+ * 3. Table: offered, throughput, fixed-cost ops per item, p50/p99, mean batch size.
+ */
+import { check } from '../checks.js';
+import { calibrateSink } from '../calibrate.js';
+import { runPipeline, type RunFigures } from '../harness.js';
+import { mdTable } from '../runner.js';
+import { openLabSink } from '../sinks.js';
+import type { Experiment, ResultEnvelope } from '../types.js';
+import { RecordFactory } from '../records/records.js';
+import { poissonArrivals } from 'sluice/testing';
+import { seededRng } from 'sluice';
+import { performance } from 'node:perf_hooks';
+import { batchingCharts } from './batching-charts.js';
+
+export const LADDER = [0.5, 2, 10, 30] as const;
+/** Highest load multiple at which the batched p99 is checked against the SLO. */
+export const SLO_CHECKED_UP_TO = 10;
+
+export interface BatchingRun extends RunFigures {
+  variant: 'unbatched' | 'batched';
+  loadMultiple: number;
+  /** Offered rate the generator really produced (items emitted / duration). */
+  achievedOfferedPerSec: number;
+  /** Records the sink really holds after the run (lines on disk / rows). */
+  storedInSink: number;
+  window: { maxItems: number; maxWaitMs: number; maxInFlight: number };
+}
+
+export const batching: Experiment = {
+  name: 'batching',
+  title: 'Batching: the fixed cost paid once per batch instead of once per item',
+  description:
+    'Calibrates the sink\'s fixed cost per operation, then offers the same open-loop Poisson load ladder ' +
+    '(multiples of the unbatched capacity C1) to an unbatched pipeline and a batched one, and compares throughput, ' +
+    'fixed-cost operations per item and end-to-end latency from each item\'s intended arrival time.',
+
+  async run(ctx) {
+    const factory = new RecordFactory({ seed: 1 });
+    const lab = await openLabSink(ctx, 'batching');
+    try {
+      ctx.progress.start('batching: calibrate', 1);
+      const cal = await calibrateSink(lab.sink, (i) => factory.make(1e9 + i, performance.now()), ctx.quick ? 150 : 300);
+      ctx.progress.done(`fixed cost ${cal.fixedCostMs} ms → C1 ${cal.unbatchedCapacityPerSec}/s`);
+      const c1 = cal.unbatchedCapacityPerSec;
+      const durationMs = ctx.quick ? 1500 : 5000;
+      // The window: a deadline well inside the SLO, and a size the peak load fills.
+      const batchedWindow = { maxItems: 1024, maxWaitMs: Math.min(5, ctx.sloMs / 4), maxInFlight: 1 };
+      const unbatchedWindow = { maxItems: 1, maxWaitMs: 0, maxInFlight: 1 };
+      // The same queue bound for both: 2 windows' worth. Under overload the producer blocks
+      // (and its items keep their intended times), so nothing is dropped and latency is honest.
+      const queue = { maxItems: 2 * batchedWindow.maxItems, maxBytes: 64 * 2 ** 20, policy: 'block' as const, blockTimeoutMs: 60_000 };
+      const runs: BatchingRun[] = [];
+      ctx.progress.start('batching: ladder', LADDER.length * 2);
+      for (const mult of LADDER) {
+        const rate = Math.round(mult * c1);
+        for (const variant of ['unbatched', 'batched'] as const) {
+          await lab.reset();
+          const window = variant === 'batched' ? batchedWindow : unbatchedWindow;
+          const fig = await runPipeline({
+            sink: lab.sink,
+            window,
+            queue,
+            schedule: poissonArrivals(rate, seededRng(1000 + mult * 10)),
+            durationMs,
+            make: (i, t) => factory.make(i, t),
+            sloMs: ctx.sloMs,
+            offeredPerSec: rate,
+          });
+          const stored = await lab.countStored();
+          runs.push({
+            variant,
+            loadMultiple: mult,
+            ...fig,
+            achievedOfferedPerSec: Math.round((fig.offered / durationMs) * 1000),
+            storedInSink: stored,
+            window,
+          });
+          ctx.progress.tick(1, `${variant} ${mult}×C1: ${fig.throughputPerSec}/s p99 ${fig.latencyMs.p99} ms`);
+        }
+      }
+      ctx.progress.done();
+
+      const top = Math.max(...LADDER);
+      const at = (v: string, m: number) => runs.find((r) => r.variant === v && r.loadMultiple === m)!;
+      const ub = at('unbatched', top);
+      const b = at('batched', top);
+      const checks = [
+        check(`batched throughput ÷ unbatched at ${top}×C1`, b.throughputPerSec / Math.max(1, ub.throughputPerSec), '>=', 20),
+        check(`batched fixed-cost ops per item at ${top}×C1`, b.fixedCostOpsPerItem, '<=', 0.01),
+        // The issue's bound: the SLO holds at every load up to 10×C1. Above that (30×C1 on
+        // PostgreSQL here) the offered rate can exceed what the sink takes at all; its p99 is
+        // reported in the table, not judged.
+        ...LADDER.filter((m) => m <= SLO_CHECKED_UP_TO).map((m) => check(`batched p99 ≤ SLO at ${m}×C1 (ms)`, at('batched', m).latencyMs.p99, '<=', ctx.sloMs)),
+        check('ledger balances in every run', runs.every((r) => r.ledgerBalanced && r.inFlight === 0), '==', true),
+        check('committed equals records stored in the sink, every run', runs.every((r) => r.committed === r.storedInSink), '==', true),
+        check('nothing dropped or dead-lettered', runs.reduce((s, r) => s + r.dropped + r.deadLettered, 0), '==', 0),
+      ];
+      const topGen = at('batched', top);
+      const generatorNote =
+        topGen.achievedOfferedPerSec < 0.95 * topGen.offeredPerSec
+          ? `the generator reached only ${topGen.achievedOfferedPerSec}/s of the ${topGen.offeredPerSec}/s asked at ${top}×C1`
+          : `the generator produced every load of the ladder (top: ${topGen.achievedOfferedPerSec}/s)`;
+      return {
+        sink: ctx.sink,
+        sinkDescription: lab.describe,
+        calibration: cal,
+        ladder: LADDER,
+        durationMs,
+        windows: { unbatched: unbatchedWindow, batched: batchedWindow },
+        queue,
+        load: 'poisson',
+        generatorNote,
+        runs,
+        checks,
+      };
+    } finally {
+      await lab.close();
+    }
+  },
+
+  charts: batchingCharts,
+
+  markdown(r: ResultEnvelope) {
+    const runs = r.runs as BatchingRun[];
+    const cal = r.calibration as { fixedCostMs: number; unbatchedCapacityPerSec: number };
+    const head = `### batching — ${r.sink} sink\n\nFixed cost ${cal.fixedCostMs} ms per operation → unbatched capacity C1 = ${cal.unbatchedCapacityPerSec} items/s. ${r.generatorNote}.\n\n`;
+    return (
+      head +
+      mdTable(
+        ['variant', 'load', 'offered/s', 'throughput/s', 'fixed-cost ops/item', 'p50 ms', 'p99 ms', 'mean batch', 'flushes size/bytes/time/drain'],
+        runs.map((x) => [
+          x.variant,
+          `${x.loadMultiple}×C1`,
+          x.offeredPerSec,
+          x.throughputPerSec,
+          x.fixedCostOpsPerItem.toFixed(4),
+          x.latencyMs.p50,
+          x.latencyMs.p99,
+          x.batchSize.mean,
+          `${x.flushReasons.size}/${x.flushReasons.bytes}/${x.flushReasons.time}/${x.flushReasons.drain}`,
+        ]),
+      )
+    );
+  },
+};

@@ -1,0 +1,554 @@
+/**
+ * What the `window` and `adaptive` experiments share: the window grid, the measured loads
+ * (low = a fraction of C1, peak = a fraction of the *measured* batched capacity), one run of
+ * one window on one load with its ledger and sink reconciliation, and the selection rule.
+ */
+import { performance } from 'node:perf_hooks';
+import { calibrateSink, type Calibration } from '../calibrate.js';
+import { runPipeline, type RunFigures, type RunSpec } from '../harness.js';
+import type { LabSink } from '../sinks.js';
+import type { ExperimentContext } from '../types.js';
+import type { Envelope, PipelineObserver } from 'sluice';
+import type { Pipeline } from 'sluice';
+import { LatencyHistogram } from 'sluice';
+import { RecordFactory, type EventRecord } from '../records/records.js';
+import { constantArrivals, poissonArrivals, type ArrivalSchedule } from 'sluice/testing';
+import { seededRng } from 'sluice';
+
+/** maxItems of the grid: 1 (no batching) to a few thousand. */
+export const GRID_ITEMS = [1, 16, 128, 512, 1024, 2048, 4096] as const;
+/** maxWaitMs of the grid, as multiples of the SLO (0 … 2 × SLO; 20 ms SLO → 0, 2, 5, 10, 15, 20, 40 ms). */
+export const GRID_WAIT_SLO = [0, 0.1, 0.25, 0.5, 0.75, 1, 2] as const;
+
+export function gridWaits(sloMs: number): number[] {
+  return GRID_WAIT_SLO.map((f) => Math.round(f * sloMs * 100) / 100);
+}
+
+/** Selection margin: a window must keep p99 ≤ SLO − margin (15% of the SLO) to be chosen. */
+export const MARGIN_FRACTION = 0.15;
+/** Low load: well under C1. */
+export const LOW_FRACTION_OF_C1 = 0.2;
+/**
+ * Peak load is found, not assumed: "near the batched pipeline's capacity" means capacity at
+ * the SLO. A fixed fraction of the flat-out probe did not hold here: the probe runs the
+ * producer unpaced and moved 237k–544k items/s between runs, and at 0.5 × it the paced runs
+ * showed p99 of 13–48 ms (GC pauses up to 10 ms and event-loop lag up to 27 ms, measured with
+ * a GC observer), so `measureLoads` ramps a paced load up in these steps instead.
+ */
+/** Steps of the paced ramp that finds the capacity at the SLO, as fractions of the flat-out probe. */
+export const RAMP_FRACTIONS = [0.08, 0.12, 0.16, 0.2, 0.25, 0.3, 0.35, 0.42, 0.5] as const;
+/** Peak load = this fraction of the capacity at the SLO (with the selection margin): near it, not on its edge. */
+export const PEAK_FRACTION_OF_SLO_CAPACITY = 0.9;
+
+export interface RampStep {
+  offeredPerSec: number;
+  p99Ms: number;
+  pass: boolean;
+  confirm?: boolean;
+}
+
+/** Confirmation runs at the peak load: at most this many, each lowering the peak by PEAK_STEP_DOWN when it fails. */
+export const PEAK_CONFIRMATIONS = 3;
+export const PEAK_STEP_DOWN = 0.8;
+
+export interface Loads {
+  calibration: Calibration;
+  /** Median time to write one batch of `fullBatchItems` items (ms). */
+  fullBatchMs: number;
+  fullBatchItems: number;
+  /** fullBatchItems / fullBatchMs: what the sink alone could take in full batches. */
+  sinkBatchedCapacityPerSec: number;
+  /** Throughput of the whole pipeline (generator included) saturated with the largest window. */
+  measuredCapacityPerSec: number;
+  lowPerSec: number;
+  peakPerSec: number;
+  /** peakPerSec ÷ the flat-out capacity. */
+  peakFraction: number;
+  /** Highest paced load of the ramp whose p99 stayed within the selection bound. */
+  sloCapacityPerSec: number;
+  /**
+   * Each step of the paced ramp: p99 is the worse of its two runs (Infinity: the producer could
+   * not keep the schedule). `confirm` steps are the longer runs at the peak load itself.
+   */
+  ramp: RampStep[];
+}
+
+/** One item source for the runs: synthetic records. */
+export function syntheticMake(seed = 1): (i: number, t: number) => Envelope<EventRecord> {
+  const f = new RecordFactory({ seed });
+  return (i, t) => f.make(i, t);
+}
+
+/** Queue for a window: room for 2 windows (≥ 2048): bounded, `block` so nothing is dropped and a stalled producer still stamps intended times. */
+export function queueFor(maxItems: number) {
+  return { maxItems: Math.max(2048, 2 * maxItems), maxBytes: 256 * 2 ** 20, policy: 'block' as const, blockTimeoutMs: 60_000 };
+}
+
+/**
+ * The highest rate that holds the bound: up the ramp until a step fails. If the very first
+ * step fails (the flat-out probe ran far above what a paced load holds: on 2026-11-27 at
+ * 07:2x UTC the probe moved 497k/s and 36k/s paced read p99 22 ms), halve the rate until a
+ * step holds, down to `floor`, rather than call the capacity 0. Returns 0 when nothing held.
+ */
+export async function searchSloCapacity(rates: readonly number[], floor: number, holds: (rate: number) => Promise<boolean>, refineSteps = SLO_CAPACITY_REFINE_STEPS): Promise<number> {
+  let best = 0;
+  let upper = Infinity;
+  for (const rate of rates) {
+    if (!(await holds(rate))) {
+      upper = rate;
+      break;
+    }
+    best = rate;
+  }
+  for (let rate = Math.round(rates[0] / 2); best === 0 && rate >= floor; rate = Math.round(rate / 2)) {
+    if (await holds(rate)) best = rate;
+    else upper = rate;
+  }
+  // Between the last rate that held and the first that failed above it (a factor of 2 after
+  // halving), geometric bisection: each step halves the uncertainty's log-width.
+  for (let k = 0; k < refineSteps && best > 0 && upper / best > 1.2; k++) {
+    const mid = Math.round(Math.sqrt(best * upper));
+    if (await holds(mid)) best = mid;
+    else upper = mid;
+  }
+  return best;
+}
+
+/**
+ * Bisection steps of searchSloCapacity between the last rate that held and the first that
+ * failed, while they are more than 20% apart. Without them, a ramp whose first step failed
+ * came out at a halving: in the full lab of 2026-11-27 12:30 it passed 4,767/s after failing
+ * 9,534/s (p99 18.6 ms against a 17 ms bound), and the peak, 4,290/s, was 13× the low load.
+ */
+export const SLO_CAPACITY_REFINE_STEPS = 2;
+
+export async function measureLoads(ctx: ExperimentContext, lab: LabSink, label: string): Promise<Loads> {
+  const factory = new RecordFactory({ seed: 7 });
+  ctx.progress.start(`${label}: calibrate`, 3);
+  const calibration = await calibrateSink(lab.sink, (i) => factory.make(1e9 + i, performance.now()), ctx.quick ? 150 : 300);
+  ctx.progress.tick(1, `fixed cost ${calibration.fixedCostMs} ms → C1 ${calibration.unbatchedCapacityPerSec}/s`);
+  // The cost of a full batch of the grid's largest window: what one batched write really takes.
+  const fullBatchItems = GRID_ITEMS[GRID_ITEMS.length - 1];
+  const times: number[] = [];
+  for (let k = 0; k < (ctx.quick ? 9 : 21); k++) {
+    const batch = Array.from({ length: fullBatchItems }, (_, i) => factory.make(2e9 + k * fullBatchItems + i, performance.now()));
+    const t0 = performance.now();
+    await lab.sink.write(batch);
+    times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  const fullBatchMs = times[Math.floor(times.length / 2)];
+  const sinkBatchedCapacityPerSec = Math.round((fullBatchItems / fullBatchMs) * 1000);
+  ctx.progress.tick(1, `full batch of ${fullBatchItems}: ${fullBatchMs.toFixed(2)} ms`);
+  // The pipeline saturated: offer twice what the sink could take in full batches; the
+  // producer blocks on the bounded queue, so what gets committed per second is the capacity
+  // of sink + pipeline + generator together on this machine, now.
+  await lab.reset();
+  const sat = await runPipeline({
+    sink: lab.sink,
+    window: { maxItems: fullBatchItems, maxWaitMs: ctx.sloMs, maxInFlight: 1 },
+    queue: queueFor(fullBatchItems),
+    schedule: constantArrivals(2 * sinkBatchedCapacityPerSec),
+    durationMs: ctx.quick ? 1000 : 2000,
+    make: syntheticMake(3),
+    sloMs: ctx.sloMs,
+    offeredPerSec: 2 * sinkBatchedCapacityPerSec,
+  });
+  const measuredCapacityPerSec = sat.throughputPerSec;
+  ctx.progress.tick(1, `saturated throughput ${measuredCapacityPerSec}/s`);
+  ctx.progress.done();
+  // Capacity at the SLO: a paced ramp through a mid-grid window, from 8% of the flat-out
+  // probe up, stopping at the first step whose p99 exceeds the selection bound (SLO − margin,
+  // the bound every window is chosen by). The flat-out probe alone says what the machine moves
+  // with no latency bound (and varied 237k–632k/s between runs here); the peak load must be
+  // one the pipeline can serve within its SLO *with* the margin, or no window can be chosen
+  // there but by luck. Measured on 2026-11-27 with the SLO itself as the bound: the ramp's p99
+  // sat at 16.4–18.7 ms from 127k to 316k/s, every step passed, the peak came out at 285k/s,
+  // where the disk wrote ≈ 90 MB/s, writes stalled up to 58 ms and the replays reached
+  // 22.7–24.5 ms.
+  const bound = Math.round((1 - MARGIN_FRACTION) * ctx.sloMs * 100) / 100;
+  const probeBase = Math.min(measuredCapacityPerSec, sinkBatchedCapacityPerSec);
+  const rampWindow = { maxItems: 1024, maxWaitMs: Math.max(1, Math.round(ctx.sloMs / 4)), maxInFlight: 1 };
+  const ramp: RampStep[] = [];
+  ctx.progress.start(`${label}: capacity at the SLO`, RAMP_FRACTIONS.length);
+  // p99 of one paced run through the ramp's window; Infinity when the producer could not keep
+  // its schedule (beyond the last timer tick): that load is past capacity.
+  const pacedP99 = async (rate: number, seed: number, durationMs: number): Promise<number> => {
+    await lab.reset();
+    const fig = await runPipeline({
+      sink: lab.sink,
+      window: rampWindow,
+      queue: queueFor(rampWindow.maxItems),
+      schedule: poissonArrivals(rate, seededRng(seed)),
+      durationMs,
+      make: syntheticMake(5),
+      sloMs: ctx.sloMs,
+      offeredPerSec: rate,
+    });
+    return fig.notSent <= 0.01 * fig.offered ? fig.latencyMs.p99 : Infinity;
+  };
+  const step = async (rate: number): Promise<boolean> => {
+    // A step counts only if two runs in a row hold the bound: the peak must be a load the
+    // pipeline serves within the bound reliably, not once. (Counting a step when either try
+    // held, until 2026-11-27, let one lucky run at the edge set the peak: at 106k/s the grid's
+    // 2048 / 5 ms cell measured p99 15.1 ms and its 5 s re-run 20.4 ms.)
+    let worst = 0;
+    for (let attempt = 0; attempt < 2 && worst <= bound; attempt++) worst = Math.max(worst, await pacedP99(rate, 11 + attempt, ctx.quick ? 800 : 1500));
+    const pass = worst <= bound;
+    ramp.push({ offeredPerSec: rate, p99Ms: worst, pass });
+    ctx.progress.tick(1, `${rate}/s p99 ${worst} ms${pass ? '' : ' (over the bound)'}`);
+    return pass;
+  };
+  const floor = 2 * LOW_FRACTION_OF_C1 * calibration.unbatchedCapacityPerSec;
+  const sloCapacityPerSec = await searchSloCapacity(
+    RAMP_FRACTIONS.map((f) => Math.round(f * probeBase)),
+    floor,
+    step,
+  );
+  ctx.progress.done(`capacity at the SLO ≈ ${sloCapacityPerSec}/s`);
+  // No step held even at the floor: the peak falls back to the floor; the report lists the ramp's steps.
+  let peakPerSec = Math.max(1, Math.round(PEAK_FRACTION_OF_SLO_CAPACITY * (sloCapacityPerSec || floor)));
+  // Confirm the peak with one run as long as the validation runs: two 1.5 s steps can pass by
+  // luck. In the full lab of 2026-11-27 08:17 the ramp passed 32.1k/s twice, and the `adaptive`
+  // high regime at 28.9k/s then read period p99s of 20–46 ms with a 4.5 ms window (AIMD's p99
+  // 23.5 ms; the grid's cells at 5–10 ms waits 17–38 ms), where the run before had found
+  // 10.5k/s. A peak that does not hold is lowered by PEAK_STEP_DOWN and tried again,
+  // PEAK_CONFIRMATIONS times at most (the last lowering is not run again: the report lists
+  // every confirmation).
+  ctx.progress.start(`${label}: confirm the peak load`, PEAK_CONFIRMATIONS);
+  for (let k = 0; k < PEAK_CONFIRMATIONS; k++) {
+    const p99 = await pacedP99(peakPerSec, 31 + k, ctx.quick ? 2000 : 5000);
+    const pass = p99 <= bound;
+    ramp.push({ offeredPerSec: peakPerSec, p99Ms: p99, pass, confirm: true });
+    ctx.progress.tick(1, `peak ${peakPerSec}/s p99 ${p99} ms${pass ? '' : ` (over the bound: × ${PEAK_STEP_DOWN})`}`);
+    if (pass) break;
+    peakPerSec = Math.max(1, Math.round(peakPerSec * PEAK_STEP_DOWN));
+  }
+  ctx.progress.done(`peak load ${peakPerSec}/s`);
+  await lab.reset();
+  return {
+    calibration,
+    fullBatchMs: Math.round(fullBatchMs * 1000) / 1000,
+    fullBatchItems,
+    sinkBatchedCapacityPerSec,
+    measuredCapacityPerSec,
+    sloCapacityPerSec,
+    ramp,
+    lowPerSec: Math.max(1, Math.round(LOW_FRACTION_OF_C1 * calibration.unbatchedCapacityPerSec)),
+    peakPerSec,
+    peakFraction: Math.round((peakPerSec / probeBase) * 1000) / 1000,
+  };
+}
+
+/** The ramp's steps in order, each with its worse p99 of two runs: `36k/s 21.9 ms ✗`. */
+export function rampLine(loads: Loads): string {
+  if (!loads.ramp?.length) return '';
+  const fmt = (x: RampStep) => `${x.confirm ? 'peak ' : ''}${x.offeredPerSec}/s ${Number.isFinite(x.p99Ms) ? `${x.p99Ms} ms` : 'schedule not kept'} ${x.pass ? '✓' : '✗'}`;
+  return `Ramp steps (worse p99 of two runs; "peak": one 5 s (2 s quick) run at the peak load itself, lowered × ${PEAK_STEP_DOWN} when it fails): ${loads.ramp.map(fmt).join(', ')}. `;
+}
+
+/** p99 and throughput per sampling interval (resets its histogram at each sample). */
+export class IntervalSampler<T> implements PipelineObserver<T> {
+  private readonly h = new LatencyHistogram();
+  private committed = 0;
+  private lastT = 0;
+  readonly series: { tMs: number; p99Ms: number; committedPerSec: number }[] = [];
+
+  onCommitted(batch: readonly Envelope<T>[], nowMs: number): void {
+    for (let i = 0; i < batch.length; i++) this.h.recordMs(nowMs - batch[i].intendedAtMs);
+    this.committed += batch.length;
+  }
+
+  sample(tMs: number): void {
+    const dt = tMs - this.lastT;
+    if (dt <= 0) return;
+    this.series.push({ tMs: Math.round(tMs), p99Ms: Math.round(this.h.percentileMs(99) * 1000) / 1000, committedPerSec: Math.round((this.committed * 1000) / dt) });
+    this.h.reset();
+    this.committed = 0;
+    this.lastT = tMs;
+  }
+}
+
+export interface CellRun extends RunFigures {
+  storedInSink: number;
+  /** Offered per second the generator really produced (items offered / duration). */
+  achievedOfferedPerSec: number;
+}
+
+/** Runs one spec on a fresh sink and reconciles committed against what the sink stores. */
+export async function runCell(lab: LabSink, spec: Omit<RunSpec<EventRecord>, 'sink'>): Promise<CellRun> {
+  await lab.reset();
+  const fig = await runPipeline({ ...spec, sink: lab.sink });
+  const stored = await lab.countStored();
+  return { ...fig, storedInSink: stored, achievedOfferedPerSec: Math.round((fig.offered / spec.durationMs) * 1000) };
+}
+
+/** True when every accepted item is accounted for and the sink holds exactly what was committed. */
+export function reconciled(r: CellRun): boolean {
+  return r.ledgerBalanced && r.inFlight === 0 && r.committed === r.storedInSink;
+}
+
+export interface Candidate {
+  maxItems: number;
+  maxWaitMs: number;
+  /** ops/item at the load that is optimised. */
+  opsPerItem: number;
+  /** p99 at every load that constrains (ms). */
+  p99ByLoad: Record<string, number>;
+  /** Most cuts at the optimised load were by size: the window is sized by the load it serves. */
+  sizeBound?: boolean;
+}
+
+/** A candidate's worst p99 over the loads that constrain it (ms). */
+export function worstP99(c: Candidate): number {
+  return Math.max(...Object.values(c.p99ByLoad));
+}
+
+export interface Choice<C extends Candidate> {
+  chosen: C | null;
+  runnerUp: C | null;
+  /** Cheapest candidate that failed the latency bound (what tempted and why not). */
+  cheapestInfeasible: C | null;
+  reason: string;
+  runnerUpLostOn: string;
+}
+
+export interface ChooseOptions {
+  /**
+   * Ops/item within this fraction of the minimum count as equal. @default 0.02 (run-to-run
+   * noise). The `window` and `adaptive` experiments pass sizePreferenceTie(B) with `preferSizeBound`.
+   */
+  tie?: number;
+  /** Among equals, prefer windows whose cuts at the optimised load were by size. @default false */
+  preferSizeBound?: boolean;
+}
+
+/**
+ * The selection rule: among candidates whose p99 ≤ limit at every load, the fewest fixed-cost
+ * ops per item. Candidates within `tie` of the minimum count as equal; among them a size-bound
+ * window comes first when asked, then the lower ops/item, then the lower worst-case p99.
+ */
+export function chooseWindow<C extends Candidate>(cands: C[], limitMs: number, sloMs: number, opts: ChooseOptions = {}): Choice<C> {
+  const tie = opts.tie ?? 0.02;
+  const feasible = cands.filter((c) => worstP99(c) <= limitMs && c.opsPerItem > 0);
+  const infeasible = cands.filter((c) => !(worstP99(c) <= limitMs) && c.opsPerItem > 0);
+  const minOps = Math.min(...feasible.map((c) => c.opsPerItem));
+  const tied = (c: C) => c.opsPerItem <= minOps * (1 + tie);
+  const pref = (c: C) => (opts.preferSizeBound && c.sizeBound ? 0 : 1);
+  const near = (a: C, b: C) => Math.abs(a.opsPerItem - b.opsPerItem) <= 0.02 * Math.min(a.opsPerItem, b.opsPerItem);
+  feasible.sort((a, b) => {
+    const ta = tied(a) ? 0 : 1;
+    const tb = tied(b) ? 0 : 1;
+    if (ta !== tb) return ta - tb;
+    if (ta === 0 && pref(a) !== pref(b)) return pref(a) - pref(b);
+    if (!near(a, b)) return a.opsPerItem - b.opsPerItem;
+    return worstP99(a) - worstP99(b);
+  });
+  const chosen = feasible[0] ?? null;
+  const runnerUp = feasible[1] ?? null;
+  const cheapestInfeasible = chosen ? (infeasible.filter((c) => c.opsPerItem < chosen.opsPerItem * 0.98).sort((a, b) => a.opsPerItem - b.opsPerItem)[0] ?? null) : null;
+  const fmtP = (c: C) => Object.entries(c.p99ByLoad).map(([k, v]) => `${v.toFixed(2)} ms at ${k}`).join(', ');
+  const w = (c: C) => `${c.maxItems} items / ${c.maxWaitMs} ms`;
+  if (!chosen) return { chosen, runnerUp, cheapestInfeasible, reason: `no window kept p99 ≤ ${limitMs} ms (SLO ${sloMs} ms − margin) at every load`, runnerUpLostOn: '' };
+  const cheapest = feasible.reduce((m, c) => (c.opsPerItem < m.opsPerItem ? c : m), chosen);
+  let reason = `${w(chosen)}: ${cheapest === chosen ? 'fewest' : `within ${pref(chosen) < pref(cheapest) ? Math.round(tie * 100) : 2}% of the fewest`} fixed-cost ops per item (${chosen.opsPerItem.toFixed(5)}) among the ${feasible.length} windows with p99 ≤ ${limitMs} ms (SLO ${sloMs} ms − margin) at every load (p99 ${fmtP(chosen)})`;
+  if (cheapest !== chosen && pref(chosen) < pref(cheapest))
+    reason += `; preferred to ${w(cheapest)} (${cheapest.opsPerItem.toFixed(5)} ops/item, timer-bound) because its batches are cut by size at this load: the window is sized by the measured load and bounds each batch (memory, write time); the price is headroom: a burst above the peak is cut into more writes instead of filling larger batches`;
+  else if (cheapest !== chosen)
+    reason += `; preferred to ${w(cheapest)} (${cheapest.opsPerItem.toFixed(5)} ops/item, within 2%) for its lower worst-case p99 (${worstP99(cheapest).toFixed(2)} ms)`;
+  if (cheapestInfeasible) reason += `; cheaper windows breach the bound, e.g. ${w(cheapestInfeasible)} (${cheapestInfeasible.opsPerItem.toFixed(5)} ops/item) has p99 ${fmtP(cheapestInfeasible)}`;
+  let runnerUpLostOn = 'no runner-up: only one window met the bound';
+  if (runnerUp) {
+    if (tied(runnerUp) && pref(runnerUp) > pref(chosen)) runnerUpLostOn = `${w(runnerUp)} (${runnerUp.opsPerItem.toFixed(5)} ops/item, p99 ${fmtP(runnerUp)}) is as cheap within ${Math.round(tie * 100)}% but its cuts at this load are by the timer, not by size`;
+    else if (near(runnerUp, chosen)) runnerUpLostOn = `${w(runnerUp)} tied on ops/item (${runnerUp.opsPerItem.toFixed(5)}, within 2%) and lost on worst-case p99: ${worstP99(runnerUp).toFixed(2)} ms vs ${worstP99(chosen).toFixed(2)} ms`;
+    else runnerUpLostOn = `${w(runnerUp)} lost on fixed-cost ops per item: ${runnerUp.opsPerItem.toFixed(5)} vs ${chosen.opsPerItem.toFixed(5)} (${runnerUp.opsPerItem > chosen.opsPerItem ? '+' : ''}${(100 * (runnerUp.opsPerItem / chosen.opsPerItem - 1)).toFixed(0)}%)${pref(runnerUp) > pref(chosen) ? ', and it is timer-bound at this load' : ''}`;
+  }
+  return { chosen, runnerUp, cheapestInfeasible, reason, runnerUpLostOn };
+}
+
+/** Runs per finalist in the `window` experiment's finals, its grid (or refinement) cell included. */
+export const FINAL_RUNS = 3;
+/** Size-bound windows re-run beside a timer-bound choice in the finals (finalists()). */
+export const FINAL_SIZED = 3;
+
+/**
+ * The windows worth re-measuring before the final choice (docs/window.md, *Finals*): a 2 s
+ * cell's p99 is largely whether a disk or GC stall fell inside it (at 20.7k/s on 2026-11-27
+ * 10:2x, 512 / 10 ms read p99 15.9 ms at peak while its fill corner 230 / 13 ms, cut 1 ms
+ * earlier on average, read 29.8 ms and the snapped 207 / 15 ms 20.0 ms; single writes stalled
+ * up to 30 ms). When the choice on single cells (`pre`) is a timer-bound window, the finals are
+ * that window and up to FINAL_SIZED windows the peak cuts by size whose ops/item are within
+ * `tie` of the fewest feasible ones, whose cells were sound (`cellOk`) and whose worst p99
+ * missed the bound by less than the SLO itself (a worse miss is no stall): those that missed it
+ * by least first, then the cheaper. (Cheapest first, until the 12:16 run of 2026-11-27, re-ran the corners
+ * with the longest waits, which a low load's p99 penalises most, and left out the one that had
+ * missed by 0.007 ms: 130 / 10 ms, p99 17.007 ms at low against a 17 ms bound, 82% of peak cuts
+ * by size.) Empty when the choice is size-bound already or no such window exists.
+ */
+export function finalists<C extends Candidate & { cellOk: boolean }>(pool: C[], pre: C | null, limitMs: number, sloMs: number, tie: number): C[] {
+  if (!pre || pre.sizeBound) return [];
+  const feasibleOps = pool.filter((c) => worstP99(c) <= limitMs && c.opsPerItem > 0).map((c) => c.opsPerItem);
+  const minOps = Math.min(...feasibleOps);
+  const sized = pool
+    .filter((c) => c !== pre && c.sizeBound && c.cellOk && c.opsPerItem > 0 && c.opsPerItem <= minOps * (1 + tie) && worstP99(c) > limitMs && worstP99(c) <= limitMs + sloMs)
+    .sort((a, b) => worstP99(a) - worstP99(b) || a.opsPerItem - b.opsPerItem)
+    .slice(0, FINAL_SIZED);
+  return sized.length > 0 ? [pre, ...sized] : [];
+}
+
+/** Median of the p99s of a finalist's runs (a run that lost items or could not offer the load counts as Infinity). */
+export function medianOf(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  if (n === 0) return Infinity;
+  return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+/**
+ * The corner of the timer-bound family: maxItems 1.5 standard deviations below the median
+ * batch B a load fills in maxWaitMs (Poisson: sd = √B), so ≈ 93% of cuts come by size, for
+ * 1/(1 − 1.5/√B) − 1 more fixed-cost ops (+5.6% at B = 800, +11% at B = 200).
+ */
+export function snappedMaxItems(medianBatch: number): number {
+  return Math.max(1, Math.floor(medianBatch - 1.5 * Math.sqrt(medianBatch)));
+}
+
+/**
+ * The wait within which a Poisson load of `perSec` brings `items` items in ≈ 97.7% of windows
+ * (mean + 2 sd of the arrival count), rounded up to 0.5 ms. A window of `items` items with this
+ * wait is cut by size at that load, so it costs the fixed-cost ops per item of a timer-bound
+ * window whose median batch is `items`, without leaving maxItems open.
+ */
+export function fillWaitMs(items: number, perSec: number): number {
+  if (!(perSec > 0) || !(items > 0)) return Infinity;
+  return Math.ceil(((items + 2 * Math.sqrt(items)) / perSec) * 1000 * 2) / 2;
+}
+
+/** Kept between the headroom corner's estimated low-load p99 and the bound (ms). */
+export const HEADROOM_SAFETY_MS = 0.5;
+
+/**
+ * The headroom corner: the longest wait the low load can afford, and the size the peak fills
+ * in that wait in ≈ 97.7% of windows. The low load's p99 is its wait plus an overhead (the
+ * write, the timer's lateness, the tail), read off the base cell at low load
+ * (`lowP99Ms − maxWaitMs`); the wait is the bound minus that overhead minus HEADROOM_SAFETY_MS,
+ * rounded down to 0.5 ms. maxItems is the peak's arrival count in that wait, n = rate × wait,
+ * minus 2√n (Poisson), counted from the arrivals alone: the timer's lateness and what arrives
+ * during the previous write only add items, so cuts by size can only be more frequent.
+ * (B − 1.5√B from the measured median batch B credits that lateness, which varies: at 7.7k/s on
+ * 2026-11-27 10:4x, 73 items / 10 ms, snapped from B = 87, was cut by size in 84% of its cell's
+ * windows and 79% of its validation's, against the ≈ 93% its construction assumes.)
+ * Null when no wait longer than the cell's fits, or the peak fills fewer than 2 items in it.
+ */
+export function headroomCorner(maxWaitMs: number, lowP99Ms: number, perSec: number, limitMs: number): { maxItems: number; maxWaitMs: number } | null {
+  if (!(lowP99Ms >= maxWaitMs) || !Number.isFinite(lowP99Ms) || !(perSec > 0)) return null;
+  const wait = Math.floor((limitMs - (lowP99Ms - maxWaitMs) - HEADROOM_SAFETY_MS) * 2) / 2;
+  if (!(wait > maxWaitMs)) return null;
+  const n = (perSec * wait) / 1000;
+  const items = Math.floor(n - 2 * Math.sqrt(n));
+  return items >= 2 ? { maxItems: items, maxWaitMs: wait } : null;
+}
+
+/**
+ * The corners of the timer-bound family around the cheapest cell (`maxWaitMs`, median batch B
+ * at the optimised load of `perSec`), to be measured beside the grid (docs/window.md,
+ * *Refinement*): the headroom corner, when the base cell's low-load p99 is given
+ * (`headroomCorner`); maxItems B with the wait in which the load fills it (fillWaitMs), when
+ * that wait is longer than the cell's and within `limitMs`; and maxItems B − 1.5√B at the
+ * cell's wait and at the grid's next one (if within `limitMs`). Distinct windows, in that order.
+ */
+export function refinementCorners(
+  maxWaitMs: number,
+  medianBatch: number,
+  perSec: number,
+  waits: readonly number[],
+  limitMs: number,
+  lowP99Ms?: number,
+): { maxItems: number; maxWaitMs: number }[] {
+  const fillItems = Math.max(1, Math.round(medianBatch));
+  const fillWait = fillWaitMs(fillItems, perSec);
+  const snapped = snappedMaxItems(medianBatch);
+  const nextWait = waits.find((w) => w > maxWaitMs);
+  const corners: { maxItems: number; maxWaitMs: number }[] = [];
+  const headroom = lowP99Ms === undefined ? null : headroomCorner(maxWaitMs, lowP99Ms, perSec, limitMs);
+  if (headroom) corners.push(headroom);
+  if (fillWait > maxWaitMs && fillWait <= limitMs) corners.push({ maxItems: fillItems, maxWaitMs: fillWait });
+  corners.push({ maxItems: snapped, maxWaitMs });
+  if (nextWait !== undefined && nextWait <= limitMs) corners.push({ maxItems: snapped, maxWaitMs: nextWait });
+  return corners.filter((c, i) => corners.findIndex((d) => d.maxItems === c.maxItems && d.maxWaitMs === c.maxWaitMs) === i);
+}
+
+/**
+ * How much more ops/item a window cut by size at peak may cost and still be preferred to the
+ * cheapest timer-bound one: what snapping maxItems to B − 1.5√B costs by construction for the
+ * peak's median batch B (1/(1 − 1.5/√B) − 1: +11% at B = 200, +28% at B = 48), plus
+ * SIZE_PREFERENCE_NOISE; never below 10%, never above 50% (a corner costing more than half
+ * again, B < 20 or so, is no refinement: batches that small are not worth sizing).
+ */
+export function sizePreferenceTie(medianBatch: number): number {
+  const penalty = medianBatch > 2.25 ? medianBatch / snappedMaxItems(medianBatch) - 1 : 0;
+  return Math.min(0.5, Math.max(0.1, penalty + SIZE_PREFERENCE_NOISE));
+}
+
+/**
+ * The noise allowance of sizePreferenceTie. The band is measured against the *minimum* ops/item
+ * of the feasible cells, and the cheapest ones are the timer-bound family at one wait, all
+ * cutting the same batch: in the 12:01 run of 2026-11-27 (8.1k/s peak, 10 ms) its five cells read
+ * 0.01097–0.01140 ops/item (±2%). The minimum of several such cells sits ≈ 2% below their
+ * centre, and the corner's own cell is as noisy again, so a corner costing exactly its
+ * construction's price can read ≈ 4% over the band's base. With 2% that run's snapped corner
+ * (74 / 10 ms: 84% of cuts by size, p99 14.9 ms low and 15.0 ms peak) read 1.251× the minimum
+ * against a band of 1.223 and lost to the timer-bound 128 / 10 ms, which failed both
+ * "tuned, not guessed" checks at peak.
+ */
+export const SIZE_PREFERENCE_NOISE = 0.05;
+
+/** Wraps a schedule: counts intended arrivals per bucket (for offered-rate-over-time). */
+export function countingSchedule(s: ArrivalSchedule, bucketMs: number): ArrivalSchedule & { counts: number[] } {
+  const counts: number[] = [];
+  return {
+    counts,
+    description: s.description,
+    next: () => {
+      const t = s.next();
+      if (t !== null) {
+        const b = Math.floor(t / bucketMs);
+        while (counts.length <= b) counts.push(0);
+        counts[b]++;
+      }
+      return t;
+    },
+  };
+}
+
+/** Emits every arrival of `s` `k` times at the same intended time (fan-out of a request into k records). */
+export function fanOut(s: ArrivalSchedule, k: number): ArrivalSchedule {
+  if (k <= 1) return s;
+  let left = 0;
+  let t: number | null = null;
+  return {
+    description: `${s.description} × ${k} items per arrival`,
+    next: () => {
+      if (left === 0) {
+        t = s.next();
+        left = k;
+      }
+      left--;
+      return t;
+    },
+  };
+}
+
+/** Most arrivals in any one-second window of a schedule's first `durationMs` (sliding). */
+export function schedulePeakSecond(s: ArrivalSchedule, durationMs: number): number {
+  const t: number[] = [];
+  for (let x = s.next(); x !== null && x < durationMs; x = s.next()) t.push(x);
+  let best = 0;
+  for (let lo = 0, hi = 0; hi < t.length; hi++) {
+    while (t[hi] - t[lo] >= 1000) lo++;
+    best = Math.max(best, hi - lo + 1);
+  }
+  return best;
+}
+
+export type { Pipeline };

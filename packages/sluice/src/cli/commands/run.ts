@@ -1,0 +1,80 @@
+import { Command, Option } from 'commander';
+import { formatLedger } from '../../core/ledger.js';
+import { resolveRunConfig } from '../../run/config.js';
+import { startService } from '../../run/service.js';
+import { exitWithError } from '../errors.js';
+import { parseColumns } from '../parse.js';
+
+const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+
+/** `sluice run`: the production entry point. Wiring only; the logic lives in src/run/. */
+export function registerRun(program: Command): void {
+  program
+    .command('run')
+    .description('consume a log (embedded log path or nats://host:port/<stream>/<consumer>) into a sink until SIGINT/SIGTERM, then drain, ack and print the ledger')
+    .option('--config <file>', 'JSON config file (flags override it); see docs/run.md')
+    .option('--source <log-or-url>', 'embedded log path, or nats://host:port/<stream>/<consumer>')
+    .option('--sink <path-or-url>', 'file path (NDJSON, fdatasync per batch) or postgres:// URL')
+    .option('--table <name>', 'PostgreSQL sink table (default sluice_records): created as (id, received_at, doc jsonb) when missing, used as it is when it exists')
+    .option('--columns <map>', 'PostgreSQL columns filled from record fields: column=field,… (e.g. level=level,ts=time)')
+    .option('--id-field <path>', "record field holding the id (dotted path); else the message id (Sluice-Id / Nats-Msg-Id header, log record id), else a content hash (docs/records.md)")
+    .option('--schema <file>', 'JSON Schema file every record must match; a record that does not is dead-lettered (off by default)')
+    .addOption(new Option('--pg-mode <mode>', 'PostgreSQL write path (default json; append is not idempotent, see docs/sinks.md)').choices(['json', 'insert', 'copy', 'auto', 'append']))
+    .option('--dlq <path-or-url>', 'dead-letter store: JSON-lines path, postgres:// URL or nats://host:port/<stream> (default <sink>.dlq.jsonl, or table <table>_dlq)')
+    .option('--dlq-table <name>', 'PostgreSQL dead-letter table (default <table>_dlq)')
+    .addOption(new Option('--strategy <s>', 'on a failed batch').choices(['split-and-retry', 'abort-whole-batch']))
+    .option('--max-items <n>', 'window: flush at this many items')
+    .option('--max-bytes <n>', 'window: flush before this many bytes')
+    .option('--max-wait-ms <n>', 'window: flush when the oldest item waited this long')
+    .option('--max-in-flight <n>', 'window: batches written concurrently')
+    .addOption(new Option('--overflow <policy>', 'queue overflow policy').choices(['block', 'drop-newest', 'drop-oldest']))
+    .option('--queue-max-items <n>', 'queue bound (items)')
+    .option('--retry-budget <n>', 'transient retries per batch (or "infinite")')
+    .option('--retry-base-ms <n>', 'first backoff delay')
+    .option('--retry-max-ms <n>', 'backoff cap')
+    .option('--retry-jitter <f>', 'jittered share of each delay, 0..1')
+    .option('--item-retries <n>', 'extra attempts for an isolated record before the DLQ')
+    .option('--ack-wait-ms <n>', 'JetStream: redelivery delay of an unacknowledged message')
+    .option('--metrics-port <port>', 'serve GET /metrics on 127.0.0.1:<port> (0 = any free port)')
+    .option('--name <name>', 'pipeline name (metrics label, DLQ entries)')
+    .action(async (o: Record<string, string | boolean | undefined>) => {
+      const budget = o.retryBudget === 'infinite' ? 'infinite' : num(o.retryBudget as string | undefined);
+      const cfg = resolveRunConfig(o.config as string | undefined, {
+        source: o.source,
+        sink: o.sink,
+        table: o.table,
+        pgMode: o.pgMode,
+        dlq: o.dlq,
+        dlqTable: o.dlqTable,
+        strategy: o.strategy,
+        columns: parseColumns('--columns', o.columns as string | undefined),
+        idField: o.idField,
+        schema: o.schema,
+        name: o.name,
+        window: { maxItems: num(o.maxItems as string), maxBytes: num(o.maxBytes as string), maxWaitMs: num(o.maxWaitMs as string), maxInFlight: num(o.maxInFlight as string) },
+        queue: { policy: o.overflow, maxItems: num(o.queueMaxItems as string) },
+        retry: { budget, baseMs: num(o.retryBaseMs as string), maxMs: num(o.retryMaxMs as string), jitter: num(o.retryJitter as string) },
+        itemRetries: num(o.itemRetries as string),
+        ackWaitMs: num(o.ackWaitMs as string),
+        metricsPort: num(o.metricsPort as string),
+      });
+      const svc = await startService(cfg);
+      const d = svc.describe;
+      process.stdout.write(`sluice run: ${d.source} → ${d.sink} (${d.strategy}, dlq ${d.dlq})${d.metricsUrl ? `, metrics ${d.metricsUrl}` : ''}; ready\n`);
+      let failure: unknown = null;
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', () => resolve());
+        process.once('SIGTERM', () => resolve());
+        svc.ingest.reading.catch((e) => {
+          failure = e;
+          resolve();
+        });
+      });
+      process.stdout.write('sluice run: stopping: no more fetching, draining\n');
+      const r = await svc.stop();
+      process.stdout.write(`ledger: ${formatLedger(r.ledger)}\n`);
+      process.stdout.write(`source: ${d.source} lag=${r.lag}${r.committedOffset !== null ? ` committed_offset=${r.committedOffset}` : ''}\n`);
+      if (failure) exitWithError(failure);
+      if (!r.ledger.balanced) process.exitCode = 1;
+    });
+}

@@ -1,0 +1,115 @@
+/** `sluice serve`: flags and wiring only; the server is src/sources/http.ts. */
+import { join, resolve } from 'node:path';
+import { Command, Option } from 'commander';
+import { invalidOption } from '../../core/errors.js';
+import { formatLedger } from '../../core/ledger.js';
+import type { Sink } from '../../core/types.js';
+import { FileSink } from '../../sinks/file.js';
+import { KNOWN_CODINGS, type Coding } from '../../codec/bounded-decode.js';
+import { ACK_MODES, FLUSH_MODES, INGEST_MODES, SERVE_LIMIT_DEFAULTS, startServer, type AckMode, type FlushMode, type IngestMode } from '../../sources/http.js';
+import { loadJsonSchema } from '../../codec/json-schema.js';
+import { parseColumns, parseIntAtLeast, parseNonNegative } from '../parse.js';
+
+export function registerServe(program: Command): void {
+  const d = SERVE_LIMIT_DEFAULTS;
+  program
+    .command('serve')
+    .description('HTTP ingest: POST /ingest (NDJSON; identity, gzip, deflate or br), GET /metrics, GET /healthz (see docs/serve.md)')
+    .option('--host <host>', 'address to bind', '127.0.0.1')
+    .option('--port <n>', 'port (0 = any free port)', '8080')
+    .option('--data-dir <dir>', 'embedded file sink directory (records go to <dir>/ingest.ndjson)', './sluice-data')
+    .option('--sink <url>', 'postgres://… URL instead of the embedded file sink')
+    .option('--table <name>', 'PostgreSQL table (with --sink postgres://…): created as (id, received_at, doc jsonb) when missing, used as it is when it exists', 'sluice_records')
+    .option('--columns <map>', 'PostgreSQL columns filled from record fields: column=field,… (e.g. level=level,ts=time)')
+    .addOption(new Option('--pg-mode <mode>', 'PostgreSQL write path (docs/sinks.md)').choices(['json', 'insert', 'copy', 'auto', 'append']))
+    .option('--id-field <path>', "record field holding the id (dotted path); without it a record's id is a content hash of its line (docs/records.md)")
+    .option('--schema <file>', 'JSON Schema file every record must match (off by default: any JSON value is a record)')
+    .addOption(new Option('--mode <mode>', 'per-line: good lines kept, bad ones reported; all-or-nothing: any bad line refuses the request').choices([...INGEST_MODES]).default('per-line'))
+    .addOption(new Option('--ack <when>', 'answer after the items are committed, or once accepted').choices([...ACK_MODES]).default('commit'))
+    .addOption(
+      new Option('--flush <when>', "request: a request's items are cut into a batch once all are enqueued (group commit while the sink is busy); window: when --max-items or --max-wait-ms says")
+        .choices([...FLUSH_MODES])
+        .default('request'),
+    )
+    .addOption(new Option('--policy <policy>', 'overflow policy of the queue').choices(['block', 'drop-newest', 'drop-oldest']).default('block'))
+    .option('--block-timeout-ms <ms>', 'block policy: wait for queue space this long, then 429 + Retry-After', '1000')
+    .option('--max-items <n>', 'window: items per batch', '512')
+    .option('--max-wait-ms <ms>', 'window: oldest item waits at most this long (with --flush request, a request is cut once enqueued anyway)', '5')
+    .option('--queue-items <n>', 'queue bound (items)', '10000')
+    .option('--queue-bytes <n>', 'queue bound (bytes)', String(16 * 2 ** 20))
+    .option('--max-compressed-bytes <n>', 'body bytes as sent, per request', String(d.maxCompressedBytes))
+    .option('--max-decompressed-bytes <n>', 'bytes after decompression, per request', String(d.maxDecompressedBytes))
+    .option('--max-line-bytes <n>', 'bytes per NDJSON line (item)', String(d.maxLineBytes))
+    .option('--max-items-per-request <n>', 'items per request', String(d.maxItemsPerRequest))
+    .option('--max-depth <n>', 'JSON nesting depth per item', String(d.maxDepth))
+    .option('--max-concurrent-requests <n>', 'requests decoded at once (more get 503)', String(d.maxConcurrentRequests))
+    .option('--codings <list>', `accepted content codings, comma-separated (of ${KNOWN_CODINGS.join(', ')})`, d.codings.join(','))
+    .option('--retry-after <s>', 'Retry-After seconds on 429/503', '1')
+    .action(async (o: Record<string, string>) => {
+      const codings = o.codings.split(',').map((s) => s.trim()) as Coding[];
+      for (const c of codings) if (!KNOWN_CODINGS.includes(c)) throw invalidOption('--codings', o.codings, `a comma-separated list of ${KNOWN_CODINGS.join(', ')}`);
+      const check = o.schema !== undefined ? loadJsonSchema(o.schema) : undefined;
+      const columns = parseColumns('--columns', o.columns);
+      if (columns && o.sink === undefined) throw invalidOption('--columns', o.columns, 'used with --sink postgres://…');
+      let sink: Sink<unknown>;
+      let where: string;
+      const pg = o.sink !== undefined;
+      if (pg) {
+        if (!/^postgres(ql)?:\/\//.test(o.sink)) throw invalidOption('--sink', o.sink, 'a postgres:// URL');
+        const mod = (await import('../../sinks/postgres.js')) as typeof import('../../sinks/postgres.js');
+        sink = (await new mod.PostgresSink({ connectionString: o.sink, table: o.table, columns, mode: o.pgMode as never }).open()) as unknown as Sink<unknown>;
+        where = `postgres table ${o.table}`;
+      } else {
+        const path = join(resolve(o.dataDir), 'ingest.ndjson');
+        sink = await new FileSink<unknown>({ path }).open();
+        where = path;
+      }
+      const srv = await startServer({
+        sink,
+        host: o.host,
+        port: parseIntAtLeast('--port', o.port, 0),
+        mode: o.mode as IngestMode,
+        ack: o.ack as AckMode,
+        flush: o.flush as FlushMode,
+        check,
+        idField: o.idField,
+        window: { maxItems: parseIntAtLeast('--max-items', o.maxItems, 1), maxWaitMs: parseNonNegative('--max-wait-ms', o.maxWaitMs) },
+        queue: {
+          policy: o.policy as 'block',
+          blockTimeoutMs: parseNonNegative('--block-timeout-ms', o.blockTimeoutMs),
+          maxItems: parseIntAtLeast('--queue-items', o.queueItems, 1),
+          maxBytes: parseIntAtLeast('--queue-bytes', o.queueBytes, 1),
+        },
+        limits: {
+          maxCompressedBytes: parseIntAtLeast('--max-compressed-bytes', o.maxCompressedBytes, 1),
+          maxDecompressedBytes: parseIntAtLeast('--max-decompressed-bytes', o.maxDecompressedBytes, 1),
+          maxLineBytes: parseIntAtLeast('--max-line-bytes', o.maxLineBytes, 1),
+          maxItemsPerRequest: parseIntAtLeast('--max-items-per-request', o.maxItemsPerRequest, 1),
+          maxDepth: parseIntAtLeast('--max-depth', o.maxDepth, 1),
+          maxConcurrentRequests: parseIntAtLeast('--max-concurrent-requests', o.maxConcurrentRequests, 1),
+          codings,
+        },
+        retryAfterSeconds: parseIntAtLeast('--retry-after', o.retryAfter, 0),
+        log: (l) => process.stderr.write(l + '\n'),
+      });
+      process.stdout.write(`sluice serve: listening on ${srv.url} (POST /ingest, GET /metrics, GET /healthz) → ${where}\n`);
+      await new Promise<void>((done) => {
+        const stop = (sig: string) => {
+          process.stdout.write(`sluice serve: ${sig}: no new requests, draining…\n`);
+          srv.close().then(
+            (ledger) => {
+              process.stdout.write(`sluice serve: ledger ${formatLedger(ledger)}\n`);
+              done();
+            },
+            (e) => {
+              process.stderr.write(`sluice serve: drain failed: ${(e as Error).message}\n`);
+              process.exitCode = 1;
+              done();
+            },
+          );
+        };
+        process.once('SIGINT', () => stop('SIGINT'));
+        process.once('SIGTERM', () => stop('SIGTERM'));
+      });
+    });
+}

@@ -1,0 +1,98 @@
+/**
+ * `sluice run` configuration: a JSON file (`--config FILE`) and/or flags, validated once with
+ * zod; flags override the file. A bad value becomes one SLUICE_INVALID_OPTION line naming
+ * the file, the field and what would be valid. See docs/run.md.
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { ErrorCode, SluiceError } from '../core/errors.js';
+
+const posInt = z.number().int().min(1);
+const nonNeg = z.number().min(0);
+
+export const RunConfigSchema = z
+  .object({
+    /** Embedded log path, or `nats://host:port/<stream>/<consumer>`. */
+    source: z.string().min(1),
+    /** File path (NDJSON, fdatasync per batch) or `postgres://…` URL. */
+    sink: z.string().min(1),
+    /** PostgreSQL sink table: created as (id, received_at, doc jsonb) when missing; an existing table is used as it is (docs/records.md). */
+    table: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$/).default('sluice_records'),
+    /** PostgreSQL columns filled from record fields: `{ column: "field.path" }`. A value the column's type refuses dead-letters that record only. */
+    columns: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/), z.string().min(1)).optional(),
+    /** Record field holding the id (dotted path). Else the source's message id, else a content hash (docs/records.md). */
+    idField: z.string().min(1).optional(),
+    /** JSON Schema file every record must match; a record that does not is dead-lettered. Off by default. */
+    schema: z.string().min(1).optional(),
+    /** PostgreSQL write path (docs/sinks.md): `append` is fastest but not idempotent, so a redelivery fails with 23505 and split-and-retry would dead-letter records already stored. */
+    pgMode: z.enum(['json', 'insert', 'copy', 'auto', 'append']).default('json'),
+    /** Dead-letter store: a JSON-lines path, `postgres://…` (table `dlqTable`), or `nats://host:port/<stream>`. Default: `<sink file>.dlq.jsonl`, or the table `<table>_dlq` for a postgres sink. */
+    dlq: z.string().min(1).optional(),
+    dlqTable: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/).optional(),
+    strategy: z.enum(['split-and-retry', 'abort-whole-batch']).default('split-and-retry'),
+    name: z.string().min(1).default('sluice'),
+    window: z
+      .object({ maxItems: posInt, maxBytes: posInt, maxWaitMs: nonNeg, maxInFlight: posInt })
+      .partial()
+      .strict()
+      .default({}),
+    queue: z
+      .object({ maxItems: posInt, maxBytes: posInt, policy: z.enum(['block', 'drop-newest', 'drop-oldest']), blockTimeoutMs: nonNeg })
+      .partial()
+      .strict()
+      .default({}),
+    retry: z
+      .object({ budget: z.union([z.number().int().min(0), z.literal('infinite')]), baseMs: nonNeg, maxMs: nonNeg, jitter: z.number().min(0).max(1) })
+      .partial()
+      .strict()
+      .default({}),
+    itemRetries: z.number().int().min(0).default(0),
+    /** NATS consumer: redelivery delay of an unacknowledged message (ms). */
+    ackWaitMs: posInt.default(30_000),
+    metricsPort: z.number().int().min(0).max(65535).optional(),
+  })
+  .strict();
+
+export type RunConfig = z.infer<typeof RunConfigSchema>;
+
+function firstIssue(err: z.ZodError): string {
+  const i = err.issues[0];
+  const path = i.path.length ? i.path.join('.') : '(top level)';
+  return `${path}: ${i.message}`;
+}
+
+/** Reads and validates a config file (without the flag overrides). */
+export function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new SluiceError(ErrorCode.InvalidOption, `cannot read config ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('expected a JSON object');
+    return v as Record<string, unknown>;
+  } catch (e) {
+    throw new SluiceError(ErrorCode.InvalidOption, `invalid config ${path}: ${(e as Error).message}`);
+  }
+}
+
+function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    if (v === undefined) continue;
+    const prev = out[k];
+    out[k] = prev && typeof prev === 'object' && !Array.isArray(prev) && v && typeof v === 'object' && !Array.isArray(v) ? deepMerge(prev as Record<string, unknown>, v as Record<string, unknown>) : v;
+  }
+  return out;
+}
+
+/** File (if any) overlaid with flag values (undefined = not given), validated. */
+export function resolveRunConfig(file: string | undefined, overrides: Record<string, unknown>): RunConfig {
+  const base = file ? readConfigFile(file) : {};
+  const merged = deepMerge(base, overrides);
+  const r = RunConfigSchema.safeParse(merged);
+  if (!r.success) throw new SluiceError(ErrorCode.InvalidOption, `invalid ${file ? `config ${file}` : 'options'}: ${firstIssue(r.error)}`, { details: { issues: r.error.issues } });
+  return r.data;
+}

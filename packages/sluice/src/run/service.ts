@@ -1,0 +1,173 @@
+/**
+ * `sluice run` as a library: builds source, sink, dead-letter store and handler from a
+ * validated RunConfig, runs the ingest, serves `GET /metrics`, and stops cleanly
+ * (stop fetching → drain → acknowledge what committed → ledger).
+ */
+import http from 'node:http';
+import client from 'prom-client';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { abortWholeBatch, splitAndRetry } from '../core/reliability.js';
+import type { LedgerSnapshot } from '../core/ledger.js';
+import type { BatchHandler, Sink } from '../core/types.js';
+import { FileSink } from '../sinks/file.js';
+import { PostgresSink } from '../sinks/postgres.js';
+import { loadJsonSchema } from '../codec/json-schema.js';
+import { RecordIdRule } from '../codec/record-id.js';
+import { ValidatingSink } from '../sinks/validating.js';
+import { FileDeadLetterStore } from '../dlq/file.js';
+import { PostgresDeadLetterStore } from '../dlq/postgres.js';
+import { JetStreamDeadLetterStore } from '../dlq/jetstream.js';
+import { deadLetterWriter, type DeadLetterStore } from '../dlq/store.js';
+import { EmbeddedLogSource, type OffsetSource } from '../sources/embedded-log.js';
+import { JetStreamSource } from '../sources/jetstream.js';
+import { connectNats, parseNatsUrl } from '../sources/nats.js';
+import { prometheusFor } from '../metrics/prometheus.js';
+import { ErrorCode, SluiceError } from '../core/errors.js';
+import { Ingest } from './ingest.js';
+import type { RunConfig } from './config.js';
+
+export interface RunningService {
+  readonly ingest: Ingest<unknown>;
+  readonly describe: { source: string; sink: string; dlq: string; strategy: string; metricsUrl: string | null };
+  /** Stops fetching, drains, acks, closes everything; resolves with the final ledger and lag. */
+  stop(): Promise<{ ledger: LedgerSnapshot; lag: number; committedOffset: number | null }>;
+}
+
+const isPg = (s: string) => /^postgres(ql)?:\/\//.test(s);
+const isNats = (s: string) => s.startsWith('nats://');
+
+export async function startService(cfg: RunConfig): Promise<RunningService> {
+  // Bad input fails before anything is opened: one line, nothing to clean up.
+  const check = cfg.schema !== undefined ? loadJsonSchema(cfg.schema) : null;
+  const idRule = new RecordIdRule({ idField: cfg.idField });
+  const closers: (() => Promise<unknown>)[] = [];
+  const closeAll = async () => {
+    for (const c of closers.reverse()) await c().catch(() => {});
+    closers.length = 0;
+  };
+  try {
+    const natsConns = new Map<string, NatsConnection>();
+    const nats = async (url: string) => {
+      const key = parseNatsUrl(url).servers;
+      let nc = natsConns.get(key);
+      if (!nc) {
+        nc = await connectNats(url);
+        natsConns.set(key, nc);
+        const c = nc;
+        closers.push(() => c.drain());
+      }
+      return nc;
+    };
+
+    // Sink
+    let sink: Sink<unknown>;
+    if (isPg(cfg.sink)) {
+      const pg = await new PostgresSink({
+        connectionString: cfg.sink,
+        table: cfg.table,
+        columns: cfg.columns,
+        mode: cfg.pgMode,
+        maxConnections: Math.max(1, cfg.window.maxInFlight ?? 1),
+      }).open();
+      sink = pg as unknown as Sink<unknown>;
+    } else {
+      // Idempotent by id: a redelivery after a crash between commit and ack, or a re-drive,
+      // leaves one line per id (docs/dlq.md).
+      sink = await new FileSink<unknown>({ path: cfg.sink, dedupeById: true }).open();
+    }
+    closers.push(() => sink.close());
+    if (check) sink = new ValidatingSink(sink, check);
+
+    // Dead-letter store
+    const dlqSpec = cfg.dlq ?? (isPg(cfg.sink) ? cfg.sink : `${cfg.sink}.dlq.jsonl`);
+    let dlq: DeadLetterStore;
+    if (isPg(dlqSpec)) {
+      const s = new PostgresDeadLetterStore(dlqSpec, cfg.dlqTable ?? `${cfg.table}_dlq`);
+      await s.open();
+      dlq = s;
+    } else if (isNats(dlqSpec)) {
+      const { stream } = parseNatsUrl(dlqSpec);
+      dlq = await new JetStreamDeadLetterStore(await nats(dlqSpec), stream ?? 'SLUICE_DLQ').open();
+    } else {
+      dlq = await new FileDeadLetterStore(dlqSpec).open();
+    }
+    closers.push(() => dlq.close());
+
+    // Source
+    let source: OffsetSource<unknown>;
+    if (isNats(cfg.source)) {
+      const { stream, consumer } = parseNatsUrl(cfg.source);
+      if (!stream || !consumer)
+        throw new SluiceError(ErrorCode.InvalidOption, `invalid --source ${cfg.source}: expected nats://host:port/<stream>/<consumer>`);
+      source = await JetStreamSource.open<unknown>({ nc: await nats(cfg.source), stream, consumer, ackWaitMs: cfg.ackWaitMs });
+    } else {
+      source = await EmbeddedLogSource.open<unknown>({ path: cfg.source });
+    }
+    closers.push(() => source.close());
+
+    // Handler
+    const retry = { ...cfg.retry, budget: cfg.retry.budget === 'infinite' ? Infinity : cfg.retry.budget };
+    const abort = new AbortController();
+    const handler: BatchHandler<unknown> =
+      cfg.strategy === 'abort-whole-batch'
+        ? abortWholeBatch(sink, { ...retry, budget: retry.budget ?? Infinity }, { signal: abort.signal })
+        : splitAndRetry(sink, { dlq: deadLetterWriter(dlq, { pipeline: cfg.name, sink: sink.name, source: source.name }), retry, itemRetries: cfg.itemRetries }, { signal: abort.signal });
+
+    const ingest = new Ingest<unknown>({ source, sink, handler, idRule, name: cfg.name, window: cfg.window, queue: cfg.queue });
+
+    // Metrics
+    let server: http.Server | null = null;
+    let metricsUrl: string | null = null;
+    if (cfg.metricsPort !== undefined) {
+      const expo = prometheusFor(ingest.pipeline, ingest.metrics);
+      new client.Gauge({
+        name: 'sluice_source_lag',
+        help: 'Records in the source not yet acknowledged (log: records − committed offset; JetStream: num_pending + num_ack_pending).',
+        registers: [expo.registry],
+        async collect() {
+          this.set(await source.lag());
+        },
+      });
+      server = http.createServer((req, res) => {
+        if (req.method === 'GET' && req.url?.split('?')[0] === '/metrics') {
+          expo.text().then(
+            (t) => res.writeHead(200, { 'content-type': expo.contentType }).end(t),
+            (e) => res.writeHead(500).end(String(e)),
+          );
+        } else res.writeHead(404).end('not found\n');
+      });
+      await new Promise<void>((resolve, reject) => {
+        server!.once('error', reject);
+        server!.listen(cfg.metricsPort, '127.0.0.1', () => resolve());
+      });
+      const addr = server.address();
+      metricsUrl = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : cfg.metricsPort}/metrics`;
+      const s = server;
+      closers.push(() => new Promise((r) => s.close(() => r(undefined))));
+    }
+
+    let stopping: ReturnType<RunningService['stop']> | null = null;
+    return {
+      ingest,
+      describe: { source: source.name, sink: isPg(cfg.sink) ? `postgres:${cfg.table}` : `file:${cfg.sink}`, dlq: dlq.describe, strategy: cfg.strategy, metricsUrl },
+      stop() {
+        if (!stopping)
+          stopping = (async () => {
+            // abort-whole-batch stalls on poison by design: a stop gives up its held batch (not acked).
+            const ledger = await ingest.stop(() => {
+              if (cfg.strategy === 'abort-whole-batch') abort.abort();
+            });
+            const lag = await source.lag().catch(() => -1);
+            const committedOffset = source instanceof EmbeddedLogSource ? source.committed() : null;
+            await closeAll();
+            return { ledger, lag, committedOffset };
+          })();
+        return stopping;
+      },
+    };
+  } catch (e) {
+    await closeAll();
+    throw e;
+  }
+}
+

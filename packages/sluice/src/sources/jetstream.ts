@@ -1,0 +1,272 @@
+/**
+ * NATS JetStream: a durable pull consumer as a source with offsets and lag, and a producer.
+ *
+ * - The stream (`<stream>`, subject `<stream>.in` unless given) and the durable consumer
+ *   (explicit ack) are created if missing.
+ * - A message is acked only after its batch committed or it was durably dead-lettered
+ *   (`observer()`), never before; `flushAcks()` flushes the connection so the acks reached
+ *   the server before shutdown. An un-acked message is redelivered after `ackWaitMs`: a crash
+ *   between commit and ack redelivers, and the idempotent sink absorbs the duplicate.
+ * - A message held by the pipeline (queued, in flight, waiting for a free queue slot) longer
+ *   than the ack wait would be redelivered while it is still being processed, and processed
+ *   twice: the sink absorbs the duplicate, but a poison record is dead-lettered twice (measured:
+ *   a 354 s first pass of the `redrive` lab against a slow PostgreSQL, 2,191 DLQ entries for
+ *   1,450 poison records). So every `ackWaitMs / 3` the source tells the server it is still
+ *   working on each message it holds (`JsMsg.working()`, the `+WPI` in-progress ack, which
+ *   restarts that message's ack-wait timer). A crash stops the signals and the messages are
+ *   redelivered after one ack wait, as they should be. `redelivered` in `stats()` counts
+ *   deliveries the server marked as redeliveries.
+ * - Lag = the consumer's `num_pending + num_ack_pending` (not yet delivered + delivered but
+ *   not yet acked).
+ * - Offsets are stream sequences; a record's id travels in the `Sluice-Id` header (the
+ *   sequence when absent), its intended time in `Sluice-Ts` (epoch ms).
+ */
+import { performance } from 'node:perf_hooks';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { headers } from '@nats-io/transport-node';
+import { AckPolicy, DeliverPolicy, jetstream, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
+import { ErrorCode, SluiceError } from '../core/errors.js';
+import type { OfferResult } from '../core/pipeline.js';
+import { envelope, type Envelope, type PipelineObserver } from '../core/types.js';
+import { ackingObserver, offerPatiently, type LogRecord, type OffsetSource, type PutTarget, type SourceStats } from './embedded-log.js';
+import { ensureStream, manager } from './nats.js';
+
+export const ID_HEADER = 'Sluice-Id';
+export const TS_HEADER = 'Sluice-Ts';
+/** JetStream's own de-duplication header. */
+export const MSG_ID_HEADER = 'Nats-Msg-Id';
+
+export interface JetStreamSourceOptions<T> {
+  nc: NatsConnection;
+  stream: string;
+  consumer: string;
+  /** @default `${stream}.in` */
+  subject?: string;
+  /**
+   * Redelivery delay of an un-acked message that the source no longer signals as in progress
+   * (it signals every `ackWaitMs / 3` while the pipeline holds the message). @default 30_000
+   */
+  ackWaitMs?: number;
+  /** Delivered-but-unacked messages the server allows. Must exceed the pipeline's queue + in-flight items. @default 50_000 */
+  maxAckPending?: number;
+  /** Messages per pull request. @default 256 */
+  pullBatch?: number;
+  decode?: (data: Buffer) => T;
+}
+
+/** Creates the stream and the durable pull consumer if missing. */
+export async function ensureJetStream(jsm: JetStreamManager, o: { stream: string; consumer: string; subject?: string; ackWaitMs?: number; maxAckPending?: number }): Promise<void> {
+  await ensureStream(jsm, o.stream, [o.subject ?? `${o.stream}.in`]);
+  try {
+    await jsm.consumers.info(o.stream, o.consumer);
+    return;
+  } catch {
+    // missing: create
+  }
+  try {
+    await jsm.consumers.add(o.stream, {
+      durable_name: o.consumer,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      ack_wait: (o.ackWaitMs ?? 30_000) * 1_000_000,
+      max_ack_pending: o.maxAckPending ?? 50_000,
+    });
+  } catch (cause) {
+    throw new SluiceError(ErrorCode.SourceUnavailable, `cannot create consumer ${o.stream}/${o.consumer}: ${(cause as Error).message}`, { cause });
+  }
+}
+
+export interface JetStreamSourceStats extends SourceStats {
+  /** Deliveries the server marked as redeliveries (an ack wait ran out, or an earlier consumer died). */
+  redelivered: number;
+  /** In-progress acks sent for held messages. */
+  inProgressSignals: number;
+  /** Messages delivered and not yet acked (set by `stats()`). */
+  held?: number;
+}
+
+interface JsMeta {
+  source: string;
+  msg: JsMsg;
+}
+
+export class JetStreamSource<T = unknown> implements OffsetSource<T> {
+  readonly name: string;
+  private readonly js: JetStreamClient;
+  private jsm: JetStreamManager | null = null;
+  private messages: ConsumerMessages | null = null;
+  private stopping = false;
+  private readonly decode: (data: Buffer) => T;
+  private readonly st: JetStreamSourceStats = { delivered: 0, acked: 0, refused: 0, redelivered: 0, inProgressSignals: 0 };
+  /** Delivered, handed to the pipeline (or waiting to be), not yet acked: stream sequence → message. */
+  private readonly held = new Map<number, JsMsg>();
+  private heartbeat: NodeJS.Timeout | null = null;
+
+  private constructor(private readonly o: JetStreamSourceOptions<T>) {
+    this.name = `jetstream:${o.stream}/${o.consumer}`;
+    this.js = jetstream(o.nc);
+    this.decode = o.decode ?? ((d) => JSON.parse(d.toString('utf8')) as T);
+  }
+
+  static async open<T>(o: JetStreamSourceOptions<T>): Promise<JetStreamSource<T>> {
+    const s = new JetStreamSource<T>(o);
+    s.jsm = await manager(o.nc);
+    await ensureJetStream(s.jsm, o);
+    return s;
+  }
+
+  stats(): JetStreamSourceStats {
+    return { ...this.st, held: this.held.size };
+  }
+
+  async run(target: PutTarget<T>): Promise<void> {
+    const c = await this.js.consumers.get(this.o.stream, this.o.consumer);
+    if (this.stopping) return;
+    this.messages = await c.consume({ max_messages: this.o.pullBatch ?? 256 });
+    this.startHeartbeat();
+    for await (const m of this.messages) {
+      if (this.stopping) break; // delivered, not offered: never acked, redelivered after ack_wait
+      if (m.redelivered) this.st.redelivered++;
+      const env = this.toEnvelope(m);
+      this.held.set(m.seq, m);
+      let r: OfferResult;
+      try {
+        r = await offerPatiently(target, env);
+      } catch {
+        this.held.delete(m.seq);
+        this.st.refused++;
+        break;
+      }
+      if (r === 'accepted' || r === 'dropped') this.st.delivered++;
+      // Dropped by the queue policy: never acked, so the server redelivers it after the ack wait.
+      if (r !== 'accepted') this.held.delete(m.seq);
+    }
+  }
+
+  /**
+   * Every ackWaitMs / 3, an in-progress ack for each held message (see the file comment).
+   * It runs until `close()`, so messages still draining through the pipeline after `stop()`
+   * stay claimed too.
+   */
+  private startHeartbeat(): void {
+    const every = Math.max(250, Math.floor((this.o.ackWaitMs ?? 30_000) / 3));
+    this.heartbeat = setInterval(() => {
+      try {
+        for (const m of this.held.values()) {
+          m.working();
+          this.st.inProgressSignals++;
+        }
+      } catch {
+        // connection closed under us: nothing left to claim (the server redelivers after the ack wait)
+        this.stopHeartbeat();
+      }
+    }, every);
+    this.heartbeat.unref();
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = null;
+  }
+
+  private toEnvelope(m: JsMsg): Envelope<T> {
+    const data = Buffer.from(m.data);
+    let value: T;
+    try {
+      value = this.decode(data);
+    } catch {
+      value = null as T;
+    }
+    // The message id (docs/records.md): ours, else the publisher's de-duplication id; a
+    // message with neither gets its id from the pipeline's id rule (a content hash).
+    const id = m.headers?.get(ID_HEADER) || m.headers?.get(MSG_ID_HEADER) || undefined;
+    const tsh = Number(m.headers?.get(TS_HEADER));
+    const ts = Number.isFinite(tsh) && tsh > 0 ? tsh : m.info.timestampNanos / 1e6;
+    const meta: JsMeta = { source: this.name, msg: m };
+    return envelope(value, { bytes: data.length, intendedAtMs: ts - performance.timeOrigin, id, raw: data, offset: m.seq, meta });
+  }
+
+  stop(): void {
+    this.stopping = true;
+    void this.messages?.stop();
+  }
+
+  observer(): PipelineObserver<T> {
+    return {
+      ...ackingObserver(this),
+      // Dropped by the pipeline (queue policy, handler): no longer held, so no longer claimed;
+      // never acked, the server redelivers it after the ack wait.
+      onDropped: (items) => {
+        if (typeof items !== 'number') for (const e of items) this.held.delete((e.meta as JsMeta).msg.seq);
+      },
+    };
+  }
+
+  ack(items: readonly Envelope<T>[]): void {
+    for (const e of items) {
+      const m = (e.meta as JsMeta).msg;
+      m.ack();
+      this.held.delete(m.seq);
+      this.st.acked++;
+    }
+  }
+
+  async flushAcks(): Promise<void> {
+    await this.o.nc.flush();
+  }
+
+  async lag(): Promise<number> {
+    const i = await this.jsm!.consumers.info(this.o.stream, this.o.consumer);
+    return i.num_pending + i.num_ack_pending;
+  }
+
+  /** Deletes the consumer and the stream (tests and the lab clean up after themselves). */
+  async destroy(): Promise<void> {
+    this.stop();
+    this.stopHeartbeat();
+    try {
+      await this.jsm!.consumers.delete(this.o.stream, this.o.consumer);
+    } catch {
+      /* already gone */
+    }
+    try {
+      await this.jsm!.streams.delete(this.o.stream);
+    } catch {
+      /* already gone */
+    }
+  }
+
+  /** Stops reading and the in-progress signals (call after the pipeline drained), then flushes the acks. */
+  async close(): Promise<void> {
+    this.stop();
+    this.stopHeartbeat();
+    await this.flushAcks();
+  }
+}
+
+/** Publishes records to the stream (the lab's producer, the next issue's re-drive). Resolves after every PubAck. */
+export class JetStreamProducer {
+  private readonly js: JetStreamClient;
+  readonly subject: string;
+
+  constructor(
+    nc: NatsConnection,
+    readonly stream: string,
+    subject?: string,
+  ) {
+    this.js = jetstream(nc);
+    this.subject = subject ?? `${stream}.in`;
+  }
+
+  async publish(records: readonly LogRecord[]): Promise<number[]> {
+    const acks = await Promise.all(
+      records.map((r) => {
+        const h = headers();
+        h.set(ID_HEADER, r.id);
+        h.set(TS_HEADER, String(r.ts ?? Date.now()));
+        return this.js.publish(this.subject, r.data, { headers: h });
+      }),
+    );
+    return acks.map((a) => a.seq);
+  }
+}
