@@ -25,7 +25,7 @@ import { connectNats, parseNatsUrl } from '../sources/nats.js';
 import { FileDeadLetterStore } from './file.js';
 import { JetStreamDeadLetterStore } from './jetstream.js';
 import { PostgresDeadLetterStore } from './postgres.js';
-import { parseEntry, type DeadLetterEntry } from './store.js';
+import { parseEntry, type DeadLetterEntry, type DeadLetterStore } from './store.js';
 
 export const isPgUrl = (s: string) => /^postgres(ql)?:\/\//.test(s);
 export const isNatsUrl = (s: string) => s.startsWith('nats://');
@@ -281,4 +281,34 @@ export async function openConsumableDlq(spec: DlqSpec, nc?: NatsConnection): Pro
     return new JetStreamDlq(conn, !nc, stream ?? 'SLUICE_DLQ');
   }
   return new FileDlq(spec.dlq);
+}
+
+/**
+ * Opens a dead-letter store for appending (a pipeline's DLQ), creating it when missing: a
+ * JSON-lines path, `postgres://…` (table `opts.table`), or `nats://host:port/<stream>`.
+ */
+export async function openDeadLetterStore(spec: string, opts: { table?: string; nc?: NatsConnection } = {}): Promise<DeadLetterStore> {
+  if (isPgUrl(spec)) {
+    const s = new PostgresDeadLetterStore(spec, opts.table ?? 'sluice_dead_letters');
+    await s.open();
+    return s;
+  }
+  if (isNatsUrl(spec)) {
+    const { stream } = parseNatsUrl(spec);
+    const nc = opts.nc ?? (await connectNats(spec));
+    const s = await new JetStreamDeadLetterStore(nc, stream ?? 'SLUICE_DLQ').open();
+    if (opts.nc) return s;
+    // This store owns the connection it opened: closing it drains that connection too.
+    return {
+      describe: s.describe,
+      append: (entries) => s.append(entries),
+      list: () => s.list(),
+      count: () => s.count(),
+      close: async () => {
+        await s.close();
+        await nc.drain();
+      },
+    };
+  }
+  return new FileDeadLetterStore(spec).open();
 }

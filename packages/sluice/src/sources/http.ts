@@ -23,7 +23,7 @@ import { ErrorCode, SluiceError, invalidOption, isSluiceError } from '../core/er
 import { Pipeline } from '../core/pipeline.js';
 import type { LedgerSnapshot } from '../core/ledger.js';
 import type { QueueOptions, WindowOptions } from '../core/options.js';
-import { envelope, type Envelope, type PipelineObserver, type Sink } from '../core/types.js';
+import { envelope, type BatchHandler, type Envelope, type PipelineObserver, type Sink } from '../core/types.js';
 import { PipelineMetrics } from '../metrics/metrics.js';
 import { prometheusFor, type Exposition } from '../metrics/prometheus.js';
 import { Readable } from 'node:stream';
@@ -99,6 +99,12 @@ export const SERVE_LIMIT_DEFAULTS: Readonly<ServeLimits> = Object.freeze({
 export interface ServeOptions {
   /** The sink the pipeline writes to; the server closes it on close(). */
   sink: Sink<unknown>;
+  /**
+   * What becomes of a batch: e.g. `splitAndRetry(sink, { dlq })`, so that a record the sink
+   * refuses is dead-lettered alone (its line is answered `dead-lettered`, 207) and the rest of
+   * the batch commits. `sluice serve` always gives one. @default the pipeline's default handler
+   */
+  handler?: BatchHandler<unknown>;
   /** @default '127.0.0.1' */
   host?: string;
   /** 0 = a free port. @default 0 */
@@ -254,6 +260,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const metrics = new PipelineMetrics<unknown>(opts.sink);
   const pipeline = new Pipeline<unknown>({
     sink: opts.sink,
+    handler: opts.handler,
     window: opts.window,
     queue: { policy: 'block', blockTimeoutMs: 1000, ...opts.queue },
     observers: [metrics, ticketObserver],

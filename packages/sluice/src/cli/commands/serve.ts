@@ -8,6 +8,9 @@ import { FileSink } from '../../sinks/file.js';
 import { KNOWN_CODINGS, type Coding } from '../../codec/bounded-decode.js';
 import { ACK_MODES, FLUSH_MODES, INGEST_MODES, SERVE_LIMIT_DEFAULTS, startServer, type AckMode, type FlushMode, type IngestMode } from '../../sources/http.js';
 import { loadJsonSchema } from '../../codec/json-schema.js';
+import { splitAndRetry } from '../../core/reliability.js';
+import { openDeadLetterStore } from '../../dlq/access.js';
+import { deadLetterWriter } from '../../dlq/store.js';
 import { parseColumns, parseIntAtLeast, parseNonNegative } from '../parse.js';
 
 export function registerServe(program: Command): void {
@@ -24,6 +27,8 @@ export function registerServe(program: Command): void {
     .addOption(new Option('--pg-mode <mode>', 'PostgreSQL write path (docs/sinks.md)').choices(['json', 'insert', 'copy', 'auto', 'append']))
     .option('--id-field <path>', "record field holding the id (dotted path); without it a record's id is a content hash of its line (docs/records.md)")
     .option('--schema <file>', 'JSON Schema file every record must match (off by default: any JSON value is a record)')
+    .option('--dlq <path-or-url>', 'dead-letter store for records the sink refuses: JSON-lines path, postgres:// URL or nats://host:port/<stream> (default <data-dir>/dlq.jsonl, or table <table>_dlq)')
+    .option('--dlq-table <name>', 'PostgreSQL dead-letter table (default <table>_dlq)')
     .addOption(new Option('--mode <mode>', 'per-line: good lines kept, bad ones reported; all-or-nothing: any bad line refuses the request').choices([...INGEST_MODES]).default('per-line'))
     .addOption(new Option('--ack <when>', 'answer after the items are committed, or once accepted').choices([...ACK_MODES]).default('commit'))
     .addOption(
@@ -64,8 +69,14 @@ export function registerServe(program: Command): void {
         sink = await new FileSink<unknown>({ path }).open();
         where = path;
       }
+      const dlqSpec = (o.dlq as string | undefined) ?? (pg ? o.sink : join(resolve(o.dataDir), 'dlq.jsonl'));
+      const dlq = await openDeadLetterStore(dlqSpec, { table: o.dlqTable ?? `${o.table}_dlq` });
+      // Split-and-retry: a record the sink refuses (a constraint, a column's type) is
+      // dead-lettered alone and its line answered `dead-lettered`; the rest commits.
+      const handler = splitAndRetry(sink, { dlq: deadLetterWriter(dlq, { pipeline: 'serve', sink: sink.name, source: 'http' }) });
       const srv = await startServer({
         sink,
+        handler,
         host: o.host,
         port: parseIntAtLeast('--port', o.port, 0),
         mode: o.mode as IngestMode,
@@ -92,14 +103,14 @@ export function registerServe(program: Command): void {
         retryAfterSeconds: parseIntAtLeast('--retry-after', o.retryAfter, 0),
         log: (l) => process.stderr.write(l + '\n'),
       });
-      process.stdout.write(`sluice serve: listening on ${srv.url} (POST /ingest, GET /metrics, GET /healthz) → ${where}\n`);
+      process.stdout.write(`sluice serve: listening on ${srv.url} (POST /ingest, GET /metrics, GET /healthz) → ${where}, dead letters → ${dlq.describe}\n`);
       await new Promise<void>((done) => {
         const stop = (sig: string) => {
           process.stdout.write(`sluice serve: ${sig}: no new requests, draining…\n`);
           srv.close().then(
             (ledger) => {
               process.stdout.write(`sluice serve: ledger ${formatLedger(ledger)}\n`);
-              done();
+              dlq.close().then(done, done);
             },
             (e) => {
               process.stderr.write(`sluice serve: drain failed: ${(e as Error).message}\n`);
