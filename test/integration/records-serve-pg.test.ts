@@ -1,0 +1,157 @@
+/**
+ * Issue 18's first user, end to end: `sluice serve --sink postgres://… --table T`, then POST
+ * arbitrary JSON lines. Each line is one row of the default table (id, received_at, doc); a
+ * re-POST stores nothing twice; a `--columns` mapping whose type a record breaks dead-letters
+ * that record only.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import pg from 'pg';
+import { requirePostgres, uniqueName } from '../helpers/services.js';
+
+function startServe(args: string[]) {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'packages/sluice/src/cli/main.ts', 'serve', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  const exited = new Promise<number>((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1))));
+  const ready = (async () => {
+    const t0 = Date.now();
+    while (!/listening on (http:\/\/\S+)/.test(out)) {
+      if (Date.now() - t0 > 30_000) throw new Error(`serve did not start: ${err}`);
+      if (child.exitCode !== null) throw new Error(`serve exited ${child.exitCode}: ${err}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return /listening on (http:\/\/\S+)/.exec(out)![1];
+  })();
+  return { child, exited, ready, out: () => out, err: () => err };
+}
+
+async function post(url: string, body: string) {
+  const res = await fetch(`${url}/ingest`, { method: 'POST', body, headers: { 'content-type': 'application/x-ndjson' } });
+  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+}
+
+const LINES = [
+  '{"msg":"hello","level":"info"}',
+  '{"id":"u-1","msg":"with an id"}',
+  '{"nested":{"deep":{"er":[1,2,{"x":"y"}]}},"level":"warn"}',
+  '{"msg":"ünïcödé ✓ 日本語 😀","level":"info"}',
+  '{"amount":"12.50","count":"7","level":"error"}',
+  '[1,"two",{"three":3}]',
+  '"a bare string"',
+  '42',
+];
+
+test('serve → PostgreSQL: any JSON line is one row of the default table; a re-POST stores nothing twice', { timeout: 120_000 }, async (t) => {
+  const url = await requirePostgres(t);
+  if (!url) return;
+  const table = uniqueName('serve_any');
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  const s = startServe(['--sink', url, '--table', table, '--data-dir', `/tmp/${table}`]);
+  try {
+    const base = await s.ready;
+    const r = await post(base, LINES.join('\n') + '\n');
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    assert.equal(r.json.committed, LINES.length);
+    const cols = (await db.query<{ column_name: string }>(`SELECT column_name FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position`, [table])).rows.map((x) => x.column_name);
+    assert.deepEqual(cols, ['id', 'received_at', 'doc']);
+    const rows = (await db.query<{ id: string; doc: unknown }>(`SELECT id, doc FROM "${table}"`)).rows;
+    assert.equal(rows.length, LINES.length);
+    // Each document is the line as posted (jsonb normalises whitespace, not content).
+    const docs = rows.map((x) => JSON.stringify(x.doc)).sort();
+    assert.deepEqual(docs, LINES.map((l) => JSON.stringify(JSON.parse(l))).sort());
+    // Without --id-field the id is a content hash: the same lines again add nothing.
+    const again = await post(base, LINES.join('\n') + '\n');
+    assert.equal(again.status, 200);
+    assert.equal(Number((await db.query(`SELECT count(*) FROM "${table}"`)).rows[0].count), LINES.length);
+  } finally {
+    s.child.kill('SIGTERM');
+    const code = await s.exited;
+    assert.equal(code, 0, s.err());
+    assert.match(s.out(), /ledger .*balanced/);
+    await db.query(`DROP TABLE IF EXISTS "${table}"; DROP TABLE IF EXISTS "${table}_dlq"`);
+    await db.end();
+  }
+});
+
+test('serve → PostgreSQL with --id-field: a re-POST with changed content under the same ids stores no duplicate', { timeout: 120_000 }, async (t) => {
+  const url = await requirePostgres(t);
+  if (!url) return;
+  const table = uniqueName('serve_idf');
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  const s = startServe(['--sink', url, '--table', table, '--id-field', 'event.id', '--data-dir', `/tmp/${table}`]);
+  try {
+    const base = await s.ready;
+    const body = (n: number, tag: string) => Array.from({ length: n }, (_, i) => JSON.stringify({ event: { id: `ev-${i}` }, tag })).join('\n') + '\n';
+    assert.equal((await post(base, body(50, 'first'))).status, 200);
+    // A client retry whose lines differ in bytes (a retry counter, a re-serialisation) but not in id.
+    assert.equal((await post(base, body(50, 'retry'))).status, 200);
+    const rows = (await db.query<{ id: string; tag: string }>(`SELECT id, doc->>'tag' AS tag FROM "${table}" ORDER BY id`)).rows;
+    assert.equal(rows.length, 50);
+    assert.ok(rows.every((x) => x.tag === 'first'), 'the first write of each id stands');
+    assert.deepEqual(rows.map((x) => x.id).sort(), Array.from({ length: 50 }, (_, i) => `ev-${i}`).sort());
+  } finally {
+    s.child.kill('SIGTERM');
+    assert.equal(await s.exited, 0, s.err());
+    await db.query(`DROP TABLE IF EXISTS "${table}"; DROP TABLE IF EXISTS "${table}_dlq"`);
+    await db.end();
+  }
+});
+
+test('serve → an existing user table with --columns: a value the column type refuses dead-letters only that record', { timeout: 120_000 }, async (t) => {
+  const url = await requirePostgres(t);
+  if (!url) return;
+  const table = uniqueName('serve_cols');
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  await db.query(`CREATE TABLE "${table}" (id text PRIMARY KEY, level text NOT NULL, code int, doc jsonb NOT NULL)`);
+  const s = startServe(['--sink', url, '--table', table, '--columns', 'level=level,code=http.status', '--data-dir', `/tmp/${table}`]);
+  try {
+    const base = await s.ready;
+    const lines = Array.from({ length: 40 }, (_, i) => JSON.stringify({ level: i % 2 ? 'info' : 'warn', http: { status: i === 17 ? 'not-a-number' : 200 + i }, i }));
+    const r = await post(base, lines.join('\n') + '\n');
+    assert.equal(r.status, 207, JSON.stringify(r.json));
+    assert.equal(r.json.committed, 39);
+    assert.equal(r.json.deadLettered, 1);
+    const errs = r.json.errors as { line: number; reason: string }[];
+    assert.deepEqual(errs.map((e) => [e.line, e.reason]), [[18, 'dead-lettered']]);
+    const rows = (await db.query<{ level: string; code: number | null; i: string }>(`SELECT level, code, doc->>'i' AS i FROM "${table}" ORDER BY (doc->>'i')::int`)).rows;
+    assert.equal(rows.length, 39);
+    assert.ok(!rows.some((x) => x.i === '17'));
+    assert.equal(rows.find((x) => x.i === '3')!.code, 203);
+    const dead = (await db.query<{ n: string }>(`SELECT count(*)::text AS n FROM "${table}_dlq"`)).rows[0].n;
+    assert.equal(dead, '1');
+  } finally {
+    s.child.kill('SIGTERM');
+    assert.equal(await s.exited, 0, s.err());
+    await db.query(`DROP TABLE IF EXISTS "${table}"; DROP TABLE IF EXISTS "${table}_dlq"`);
+    await db.end();
+  }
+});
+
+test('serve → an existing table it cannot write is one clear error at start, and the table is left as it was', { timeout: 60_000 }, async (t) => {
+  const url = await requirePostgres(t);
+  if (!url) return;
+  const table = uniqueName('serve_bad');
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  await db.query(`CREATE TABLE "${table}" (id text PRIMARY KEY, must_fill text NOT NULL)`);
+  try {
+    const s = startServe(['--sink', url, '--table', table, '--data-dir', `/tmp/${table}`]);
+    const code = await s.exited;
+    assert.notEqual(code, 0);
+    const err = s.err().trim();
+    assert.equal(err.split('\n').length, 1, err);
+    assert.match(err, new RegExp(`${table}.*must_fill`));
+    const cols = (await db.query(`SELECT column_name FROM information_schema.columns WHERE table_name = $1`, [table])).rows.length;
+    assert.equal(cols, 2, 'never ALTERed');
+  } finally {
+    await db.query(`DROP TABLE IF EXISTS "${table}"; DROP TABLE IF EXISTS "${table}_dlq"`);
+    await db.end();
+  }
+});
