@@ -134,7 +134,7 @@ export function writeTimeoutError(sinkName: string, ms: number): SinkError {
  * its rejection handled) and a transient error thrown: retrying rewrites the batch, which
  * the idempotent sinks absorb if the abandoned call did commit.
  */
-export function writeWithTimeout<T>(sink: Sink<T>, batch: readonly Envelope<T>[], ms: number, clock: Clock): Promise<void> {
+export function writeWithTimeout<T>(sink: Sink<T>, batch: readonly Envelope<T>[], ms: number): Promise<void> {
   let p: Promise<void>;
   try {
     p = sink.write(batch);
@@ -142,24 +142,18 @@ export function writeWithTimeout<T>(sink: Sink<T>, batch: readonly Envelope<T>[]
     return Promise.reject(e);
   }
   if (!Number.isFinite(ms)) return p;
+  // A wall-clock bound on real timers, even when a fake clock is injected: a test's clock
+  // jumping ahead must not time out a write that is merely waiting for the test.
   return new Promise<void>((resolve, reject) => {
-    let done = false;
-    const t = clock.setTimer(() => {
-      if (done) return;
-      done = true;
-      reject(writeTimeoutError(sink.name, ms));
-    }, ms);
+    // Not unref'd: a write in flight keeps the process alive until it settles or times out.
+    const t = setTimeout(() => reject(writeTimeoutError(sink.name, ms)), ms);
     p.then(
       () => {
-        if (done) return;
-        done = true;
-        clock.clearTimer(t);
+        clearTimeout(t);
         resolve();
       },
       (e) => {
-        if (done) return;
-        done = true;
-        clock.clearTimer(t);
+        clearTimeout(t);
         reject(e);
       },
     );
@@ -345,7 +339,7 @@ export class RetryingSink<T = unknown> implements Sink<T> {
     for (let attempt = 1; ; attempt++) {
       this.st.calls++;
       try {
-        await writeWithTimeout(this.inner, batch, this.policy.writeTimeoutMs, this.clock);
+        await writeWithTimeout(this.inner, batch, this.policy.writeTimeoutMs);
         this.health.success();
         return;
       } catch (error) {
@@ -606,7 +600,7 @@ export class SplitAndRetryHandler<T = unknown> implements BatchHandler<T> {
     for (let attempt = 1; ; attempt++) {
       calls.n++;
       try {
-        await writeWithTimeout(this.sink, items, this.policy.writeTimeoutMs, this.clock);
+        await writeWithTimeout(this.sink, items, this.policy.writeTimeoutMs);
         this.health.success();
         return { ok: true };
       } catch (error) {
@@ -682,7 +676,7 @@ export class AbortWholeBatchHandler<T = unknown> implements BatchHandler<T> {
       }
       this.st.sinkCalls++;
       try {
-        await writeWithTimeout(this.sink, batch, this.policy.writeTimeoutMs, this.clock);
+        await writeWithTimeout(this.sink, batch, this.policy.writeTimeoutMs);
         this.health.success();
         return { committed: batch, deadLettered: [], dropped: [] };
       } catch (error) {
