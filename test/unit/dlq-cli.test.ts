@@ -13,7 +13,7 @@ import { envelope } from '../../src/core/types.js';
 import { FileSink } from '../../src/sinks/file.js';
 import { openConsumableDlq } from '../../src/dlq/access.js';
 import { redrive, loadTransform, openMainStream, schemaRevalidator } from '../../src/dlq/redrive.js';
-import { reconcileIds, sinkIds } from '../../src/dlq/reconcile.js';
+import { formatReconcile, reconcileIds, sinkIds } from '../../src/dlq/reconcile.js';
 import type { DeadLetterEntry } from '../../src/dlq/store.js';
 import { EmbeddedLogWriter, readLog } from '../../src/sources/embedded-log.js';
 import { FIX_TRANSFORM_SOURCE } from '../../src/lab/experiments/redrive.js';
@@ -207,4 +207,20 @@ test('reconcileIds: committed, dead-lettered, quarantined, unconsumed, missing, 
   );
   assert.deepEqual(r.missingIds, ['e']);
   assert.ok(reconcileIds(['a'], ['a'], []).ok);
+});
+
+test('reconcileIds: a good record dead-lettered with a transient error is a finding (ok false), an item one is not', () => {
+  const entries = [
+    { id: 'p', errorClass: 'item', code: 'SLUICE_SINK_ITEM' },
+    { id: 'g', errorClass: 'transient', code: 'SLUICE_RETRY_EXHAUSTED' },
+  ];
+  const r = reconcileIds(['a', 'p', 'g'], ['a'], entries);
+  assert.equal(r.deadLettered, 2);
+  assert.equal(r.transientInDlq, 1);
+  assert.deepEqual(r.transientInDlqIds, ['g']);
+  assert.equal(r.ok, false);
+  assert.match(formatReconcile(r), /transient_in_dlq=1 NOT OK/);
+  assert.match(formatReconcile(r), /1 good record\(s\) dead-lettered with a transient error/);
+  assert.ok(reconcileIds(['a', 'p'], ['a'], [entries[0]]).ok, 'poison in the DLQ is fine');
+  assert.ok(reconcileIds(['a', 'g'], ['a', 'g'], [entries[1]]).ok, 're-driven since: committed, no longer a finding');
 });
