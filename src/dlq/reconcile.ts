@@ -21,7 +21,7 @@
  *
  * A source read is a snapshot: reconcile a quiescent pipeline (lag 0) for a final verdict.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import pg from 'pg';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
@@ -217,6 +217,8 @@ export async function sinkIds(spec: string, table = 'sluice_events'): Promise<st
       await client.end();
     }
   }
+  const indexed = await indexIds(spec);
+  if (indexed) return indexed;
   let text: string;
   try {
     text = await readFile(spec, 'utf8');
@@ -238,4 +240,37 @@ export async function sinkIds(spec: string, table = 'sluice_events'): Promise<st
     out.push(id);
   }
   return out;
+}
+
+/**
+ * Ids of a file sink written with `dedupeById`, from its sidecar index `<path>.ids` (one entry
+ * per batch, `{end, ids}`; records need no `id` field): entries past the data's size (a batch
+ * that never landed) are left out. null when there is no index, or when it does not cover
+ * the whole file (lines appended without the index): then the lines' `id` fields are read.
+ */
+async function indexIds(path: string): Promise<string[] | null> {
+  let text: string;
+  let size: number;
+  try {
+    text = await readFile(`${path}.ids`, 'utf8');
+    size = (await stat(path)).size;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+  const out: string[] = [];
+  let covered = 0;
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    let e: { end?: unknown; ids?: unknown };
+    try {
+      e = JSON.parse(line);
+    } catch {
+      continue; // a torn last entry
+    }
+    if (typeof e.end !== 'number' || !Array.isArray(e.ids) || e.end > size) continue;
+    covered = Math.max(covered, e.end);
+    for (const id of e.ids) if (typeof id === 'string') out.push(id);
+  }
+  return covered === size ? out : null;
 }

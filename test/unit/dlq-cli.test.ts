@@ -14,6 +14,7 @@ import { FileSink } from '../../src/sinks/file.js';
 import { openConsumableDlq } from '../../src/dlq/access.js';
 import { redrive, loadTransform, openMainStream, schemaRevalidator } from '../../src/dlq/redrive.js';
 import { formatReconcile, reconcileIds, sinkIds } from '../../src/dlq/reconcile.js';
+import { acquireRedriveLock } from '../../src/dlq/redrive.js';
 import type { DeadLetterEntry } from '../../src/dlq/store.js';
 import { EmbeddedLogWriter, readLog } from '../../src/sources/embedded-log.js';
 import { FIX_TRANSFORM_SOURCE } from '../../src/lab/experiments/redrive.js';
@@ -95,12 +96,14 @@ test('dlq list: absent, empty, corrupt, populated; reconcile exit codes; redrive
 
     assert.equal(badRedrive.code, 1);
     assert.match(badRedrive.err, /^sluice: .*dlq\.jsonl:2: not valid JSON \[SLUICE_CORRUPT\]\n$/);
-    assert.deepEqual(await readdir(join(corrupt2, '..')), ['dlq.jsonl'], 're-drive of a corrupt DLQ: no cursor, no lock, no log left behind');
+    // The lock's generation file stays, marked released (never deleted: generations are not reused, see acquireRedriveLock).
+    assert.deepEqual((await readdir(join(corrupt2, '..'))).filter((f) => !/\.lock\.\d+$/.test(f)), ['dlq.jsonl'], 're-drive of a corrupt DLQ: no cursor, no log left behind');
+    await (await acquireRedriveLock(`${corrupt2}.redrive.json.lock`))(); // and no lock held
 
     assert.equal(noLog.code, 1);
     assert.match(noLog.err, /^sluice: main stream .*missing\.log does not exist \(ENOENT\): name the pipeline's log with --to \[SLUICE_SOURCE_UNAVAILABLE\]\n$/);
     assert.deepEqual(await readFile(nl.dlq), nlBefore, 'nothing resolved');
-    assert.deepEqual((await readdir(join(nl.dlq, '..'))).sort(), ['dlq.jsonl', 'fix.mjs', 'log.ndjson'], 'no log created, no cursor left');
+    assert.deepEqual((await readdir(join(nl.dlq, '..'))).filter((f) => !/\.lock\.\d+$/.test(f)).sort(), ['dlq.jsonl', 'fix.mjs', 'log.ndjson'], 'no log created, no cursor left (a released lock generation may stay)');
     assert.equal(await readFile(corrupt2, 'utf8'), corrupt);
 
     assert.equal(shown.code, 0, shown.err);
