@@ -464,6 +464,11 @@ export class Pipeline<T = unknown> {
     for (const o of this.observers) if (o.onDropped) this.notify('onDropped', () => o.onDropped!(items, reason, now));
   }
 
+  /** A source absorbed `n` redeliveries of records already accepted (not offered again): counted apart. */
+  noteRedelivered(n = 1): void {
+    this.ledger.redelivered += n;
+  }
+
   // ---------------------------------------------------------------- batching
 
   /** Changes the window at run time (window controllers use this). */

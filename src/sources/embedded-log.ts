@@ -139,6 +139,8 @@ export async function readCommitted(path: string): Promise<{ offset: number; pos
 export interface PutTarget<T> {
   offer(env: Envelope<T>): OfferResult;
   put(env: Envelope<T>): Promise<OfferResult>;
+  /** A redelivery absorbed by the source (not offered again): counted apart in the ledger. */
+  noteRedelivered?(n: number): void;
 }
 
 /**
