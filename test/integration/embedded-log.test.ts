@@ -140,3 +140,39 @@ test('poison on the log: split-and-retry dead-letters durably (file DLQ) before 
     assert.equal(JSON.parse(await readFile(`${path}.committed`, 'utf8')).offset, 500);
   });
 });
+
+test('embedded log: a failed offset persist is caught, counted, reported and surfaced by flushAcks (no unhandled rejection); the next persist recovers', async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, 'log.ndjson');
+    const w = await EmbeddedLogWriter.open(path);
+    await w.append([0, 1, 2].map(rec));
+    await w.close();
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => void unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      // The committed file lives in a directory that does not exist yet: the persist fails (ENOENT).
+      const committedPath = join(dir, 'later', 'log.committed');
+      const reported: unknown[] = [];
+      const src = await EmbeddedLogSource.open<unknown>({ path, committedPath, stopAtEnd: true, onError: (e) => void reported.push(e) });
+      const got: any[] = [];
+      await src.run({ offer: (e) => (got.push(e), 'accepted'), put: async () => 'accepted' });
+      src.ack(got);
+      await assert.rejects(src.flushAcks(), (e: any) => e.code === 'SLUICE_SOURCE_UNAVAILABLE' && /committed offset 3/.test(e.message));
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(unhandled.length, 0, 'no unhandled rejection');
+      assert.ok(reported.length >= 1);
+      assert.ok((src.stats().persistFailures ?? 0) >= 1);
+      assert.equal(src.persistedOffset(), 0);
+      // The directory appears: the next flush persists the offset and clears the error.
+      const { mkdir } = await import('node:fs/promises');
+      await mkdir(join(dir, 'later'));
+      await src.flushAcks();
+      assert.equal(src.persistedOffset(), 3);
+      assert.equal((await readCommitted(committedPath)).offset, 3);
+      await src.close();
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+});

@@ -135,3 +135,125 @@ test('file sink: a validator that throws makes an item-level error naming the re
     await sink.close();
   });
 });
+
+// ------------------------------------------------------------------ issue 19: faults
+
+/** Patches FileHandle.prototype[method] while `fn` runs; `impl` gets the original. */
+async function patchingFileHandle(dir: string, method: 'write' | 'datasync', impl: (orig: (...a: any[]) => Promise<any>, self: any, args: any[]) => Promise<any>, fn: () => Promise<void>): Promise<void> {
+  const probe = await open(join(dir, '.probe2'), 'w');
+  const proto = Object.getPrototypeOf(probe) as Record<string, (...a: any[]) => Promise<any>>;
+  await probe.close();
+  const orig = proto[method];
+  proto[method] = function (this: unknown, ...args: any[]) {
+    return impl(orig, this, args);
+  };
+  try {
+    await fn();
+  } finally {
+    proto[method] = orig;
+  }
+}
+
+const enospc = () => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+const eio = () => Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
+const rawEnv = (i: number) => envelope({ msg: `m${i}` }, { bytes: 10, intendedAtMs: 0, id: `k${i}`, raw: Buffer.from(JSON.stringify({ msg: `m${i}`, n: i })) });
+
+test('file sink: a write that fails half-way leaves no torn line, and the retry does not append the batch twice', async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, 'out.ndjson');
+    const sink = await new FileSink({ path }).open();
+    await sink.write([rawEnv(0)]);
+    let fail = true;
+    await patchingFileHandle(
+      dir,
+      'write',
+      async (orig, self, args) => {
+        const [buf, off, len, pos] = args as [Buffer, number, number, number];
+        if (fail && len > 10 && (self as { fd: number }).fd >= 0 && buf.includes(Buffer.from('"m1"'))) {
+          fail = false;
+          await orig.call(self, buf, off, Math.floor(len / 2), pos); // half of it lands, then the disk is full
+          throw enospc();
+        }
+        return orig.apply(self, args);
+      },
+      async () => {
+        const batch = [rawEnv(1), rawEnv(2)];
+        await assert.rejects(sink.write(batch), (e: unknown) => e instanceof SinkError && e.failureClass === 'transient' && e.sinkCode === 'ENOSPC' && e.alerting);
+        const after = await readFile(path, 'utf8');
+        assert.ok(after.endsWith('\n'), 'no torn line');
+        assert.equal(after.trim().split('\n').length, 1);
+        await sink.write(batch); // the retry
+      },
+    );
+    const lines = (await readFile(path, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    assert.deepEqual(lines.map((l) => l.n), [0, 1, 2], 'each record once, exactly as received');
+    assert.ok(sink.faults().truncatedBytes > 0);
+    await sink.close();
+  });
+});
+
+test('file sink: a failed fdatasync is fatal for the fd: reopened, tail cut back, the retry writes and syncs the batch once', async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, 'out.ndjson');
+    const sink = await new FileSink({ path }).open();
+    await sink.write([rawEnv(0)]);
+    let fail = true;
+    await patchingFileHandle(
+      dir,
+      'datasync',
+      async (orig, self) => {
+        if (fail) {
+          fail = false;
+          throw eio();
+        }
+        return orig.call(self);
+      },
+      async () => {
+        await assert.rejects(sink.write([rawEnv(1)]), (e: unknown) => e instanceof SinkError && e.failureClass === 'transient' && e.sinkCode === 'EIO');
+        assert.equal(sink.faults().reopens, 1);
+        assert.equal(sink.faults().failedSyncs, 1);
+        await sink.write([rawEnv(1)]);
+      },
+    );
+    const lines = (await readFile(path, 'utf8')).trim().split('\n').map((l) => JSON.parse(l).n);
+    assert.deepEqual(lines, [0, 1]);
+    await sink.close();
+  });
+});
+
+test('file sink: open() cuts a torn last line left by a crash', async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, 'out.ndjson');
+    await writeFile(path, '{"a":1}\n{"a":2');
+    const sink = await new FileSink({ path }).open();
+    await sink.write([rawEnv(3)]);
+    await sink.close();
+    assert.equal(await readFile(path, 'utf8'), '{"a":1}\n{"msg":"m3","n":3}\n');
+  });
+});
+
+test('file sink dedupeById: ids come from env.id (records without an id field), survive a restart through the index, bounded by dedupeWindow', async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, 'out.ndjson');
+    const s1 = await new FileSink({ path, dedupeById: true, dedupeWindow: 10 }).open();
+    for (let b = 0; b < 3; b++) await s1.write(Array.from({ length: 10 }, (_, i) => rawEnv(b * 10 + i)));
+    assert.equal(s1.idsHeld(), 10, 'memory bounded by the window');
+    await s1.close();
+    // restart: only the index's tail is read; the last 10 ids are known again
+    const s2 = await new FileSink({ path, dedupeById: true, dedupeWindow: 10 }).open();
+    assert.equal(s2.idsHeld(), 10);
+    await s2.write([rawEnv(25), rawEnv(29), rawEnv(30)]); // 25, 29 redelivered; 30 new
+    assert.equal(s2.duplicatesSkipped(), 2);
+    await s2.close();
+    const ns = (await readFile(path, 'utf8')).trim().split('\n').map((l) => JSON.parse(l).n);
+    assert.equal(ns.length, 31);
+    assert.deepEqual(ns.slice(-1), [30]);
+    // an index entry whose batch never reached the data file (a crash between the two) is dropped at open
+    const { appendFile } = await import('node:fs/promises');
+    await appendFile(`${path}.ids`, JSON.stringify({ end: 10 ** 9, ids: ['k99'] }) + '\n');
+    const s3 = await new FileSink({ path, dedupeById: true, dedupeWindow: 10 }).open();
+    await s3.write([rawEnv(99)]);
+    assert.equal(s3.duplicatesSkipped(), 0, 'k99 never landed: written, not skipped');
+    await s3.close();
+  });
+});

@@ -61,3 +61,92 @@ test('JetStream source: messages held longer than the ack wait are claimed in pr
     await nc.close();
   }
 });
+
+test('JetStream source: an undecodable message is counted and dead-lettered with its reason (never a silent null), then acked', async (t) => {
+  const natsUrl = await requireNats(t);
+  if (!natsUrl) return;
+  const stream = uniqueName('jsbad').toUpperCase();
+  const nc = await connectNats(natsUrl, 3_000, null);
+  const { MemoryDeadLetters } = await import('../../packages/sluice/src/core/reliability.js');
+  let src: JetStreamSource<unknown> | null = null;
+  try {
+    const dlq = new MemoryDeadLetters<unknown>();
+    src = await JetStreamSource.open<unknown>({ nc, stream, consumer: 'c', deadLetters: dlq });
+    await new JetStreamProducer(nc, stream).publish([
+      { id: 'good1', data: Buffer.from('{"a":1}') },
+      { id: 'bad', data: Buffer.from('{not json') },
+      { id: 'good2', data: Buffer.from('{"a":2}') },
+    ]);
+    const offered: Envelope<unknown>[] = [];
+    const s = src;
+    const running = s.run({ offer: (e) => (offered.push(e), 'accepted'), put: async () => 'accepted' });
+    const t0 = Date.now();
+    while (offered.length < 2 || dlq.letters.length < 1) {
+      if (Date.now() - t0 > 10_000) throw new Error(`timed out: ${offered.length} offered, ${dlq.letters.length} dead-lettered`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.deepEqual(offered.map((e) => e.id), ['good1', 'good2'], 'the undecodable one is never offered');
+    assert.ok(offered.every((e) => e.value !== null));
+    assert.equal(dlq.letters[0].env.id, 'bad');
+    assert.equal(dlq.letters[0].env.raw?.toString(), '{not json');
+    assert.equal((dlq.letters[0].error as { sinkCode?: string }).sinkCode, 'DECODE');
+    assert.match(String((dlq.letters[0].error as Error).message), /undecodable message bad/);
+    assert.equal(s.stats().undecodable, 1);
+    assert.equal(s.stats().undecodableDeadLettered, 1);
+    s.ack(offered);
+    await s.flushAcks();
+    const t1 = Date.now();
+    while ((await s.lag()) !== 0) {
+      if (Date.now() - t1 > 5_000) throw new Error('not all acked');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    s.stop();
+    await running;
+  } finally {
+    if (src) {
+      await src.close();
+      await src.destroy();
+    }
+    await nc.close();
+  }
+});
+
+test('JetStream source: a redelivery of a message still held is absorbed (counted apart, not accepted twice) and acked with it', async (t) => {
+  const natsUrl = await requireNats(t);
+  if (!natsUrl) return;
+  const stream = uniqueName('jsredeliv').toUpperCase();
+  const nc = await connectNats(natsUrl, 3_000, null);
+  let src: JetStreamSource<unknown> | null = null;
+  try {
+    const ackWaitMs = 800;
+    src = await JetStreamSource.open<unknown>({ nc, stream, consumer: 'c', ackWaitMs });
+    await new JetStreamProducer(nc, stream).publish([0, 1, 2].map((i) => ({ id: `r${i}`, data: Buffer.from(JSON.stringify({ i })) })));
+    const offered: Envelope<unknown>[] = [];
+    let noted = 0;
+    const s = src;
+    const running = s.run({ offer: (e) => (offered.push(e), 'accepted'), put: async () => 'accepted', noteRedelivered: (n) => void (noted += n) });
+    while (offered.length < 3) await new Promise((r) => setTimeout(r, 20));
+    // Stop claiming the held messages (as if in-progress acks were lost in an outage): the server redelivers them.
+    (s as unknown as { stopHeartbeat(): void }).stopHeartbeat();
+    const t0 = Date.now();
+    while (s.stats().redeliveriesAbsorbed < 3) {
+      if (Date.now() - t0 > 10_000) throw new Error(`timed out: ${JSON.stringify(s.stats())}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(offered.length, 3, 'each record offered once');
+    assert.equal(noted, s.stats().redeliveriesAbsorbed, 'the ledger hears of each redelivery');
+    s.ack(offered);
+    await s.flushAcks();
+    await new Promise((r) => setTimeout(r, ackWaitMs + 400));
+    assert.equal(offered.length, 3, 'acking the first delivery settled the redelivered ones too');
+    assert.equal(await s.lag(), 0);
+    s.stop();
+    await running;
+  } finally {
+    if (src) {
+      await src.close();
+      await src.destroy();
+    }
+    await nc.close();
+  }
+});

@@ -14,7 +14,8 @@ import { FileSink } from '../../packages/sluice/src/sinks/file.js';
 import { openConsumableDlq } from '../../packages/sluice/src/dlq/access.js';
 import { redrive, loadTransform, openMainStream, jsonRevalidator } from '../../packages/sluice/src/dlq/redrive.js';
 import { checkEventRecord, EVENT_RECORD_JSON_SCHEMA } from '../../packages/lab/src/records/event-schema.js';
-import { reconcileIds, sinkIds } from '../../packages/sluice/src/dlq/reconcile.js';
+import { formatReconcile, reconcileIds, sinkIds } from '../../packages/sluice/src/dlq/reconcile.js';
+import { acquireRedriveLock } from '../../packages/sluice/src/dlq/redrive.js';
 import type { DeadLetterEntry } from '../../packages/sluice/src/dlq/store.js';
 import { EmbeddedLogWriter, readLog } from '../../packages/sluice/src/sources/embedded-log.js';
 import { FIX_TRANSFORM_SOURCE } from '../../packages/lab/src/experiments/redrive.js';
@@ -99,12 +100,14 @@ test('dlq list: absent, empty, corrupt, populated; reconcile exit codes; redrive
 
     assert.equal(badRedrive.code, 1);
     assert.match(badRedrive.err, /^sluice: .*dlq\.jsonl:2: not valid JSON \[SLUICE_CORRUPT\]\n$/);
-    assert.deepEqual(await readdir(join(corrupt2, '..')), ['dlq.jsonl'], 're-drive of a corrupt DLQ: no cursor, no lock, no log left behind');
+    // The lock's generation file stays, marked released (never deleted: generations are not reused, see acquireRedriveLock).
+    assert.deepEqual((await readdir(join(corrupt2, '..'))).filter((f) => !/\.lock\.\d+$/.test(f)), ['dlq.jsonl'], 're-drive of a corrupt DLQ: no cursor, no log left behind');
+    await (await acquireRedriveLock(`${corrupt2}.redrive.json.lock`))(); // and no lock held
 
     assert.equal(noLog.code, 1);
     assert.match(noLog.err, /^sluice: main stream .*missing\.log does not exist \(ENOENT\): name the pipeline's log with --to \[SLUICE_SOURCE_UNAVAILABLE\]\n$/);
     assert.deepEqual(await readFile(nl.dlq), nlBefore, 'nothing resolved');
-    assert.deepEqual((await readdir(join(nl.dlq, '..'))).sort(), ['dlq.jsonl', 'fix.mjs', 'log.ndjson'], 'no log created, no cursor left');
+    assert.deepEqual((await readdir(join(nl.dlq, '..'))).filter((f) => !/\.lock\.\d+$/.test(f)).sort(), ['dlq.jsonl', 'fix.mjs', 'log.ndjson'], 'no log created, no cursor left (a released lock generation may stay)');
     assert.equal(await readFile(corrupt2, 'utf8'), corrupt);
 
     assert.equal(shown.code, 0, shown.err);
@@ -211,4 +214,20 @@ test('reconcileIds: committed, dead-lettered, quarantined, unconsumed, missing, 
   );
   assert.deepEqual(r.missingIds, ['e']);
   assert.ok(reconcileIds(['a'], ['a'], []).ok);
+});
+
+test('reconcileIds: a good record dead-lettered with a transient error is a finding (ok false), an item one is not', () => {
+  const entries = [
+    { id: 'p', errorClass: 'item', code: 'SLUICE_SINK_ITEM' },
+    { id: 'g', errorClass: 'transient', code: 'SLUICE_RETRY_EXHAUSTED' },
+  ];
+  const r = reconcileIds(['a', 'p', 'g'], ['a'], entries);
+  assert.equal(r.deadLettered, 2);
+  assert.equal(r.transientInDlq, 1);
+  assert.deepEqual(r.transientInDlqIds, ['g']);
+  assert.equal(r.ok, false);
+  assert.match(formatReconcile(r), /transient_in_dlq=1 NOT OK/);
+  assert.match(formatReconcile(r), /1 good record\(s\) dead-lettered with a transient error/);
+  assert.ok(reconcileIds(['a', 'p'], ['a'], [entries[0]]).ok, 'poison in the DLQ is fine');
+  assert.ok(reconcileIds(['a', 'g'], ['a', 'g'], [entries[1]]).ok, 're-driven since: committed, no longer a finding');
 });

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Pipeline } from '../../packages/sluice/src/core/pipeline.js';
+import { Pipeline, writeOnce } from '../../packages/sluice/src/core/pipeline.js';
 import { FakeClock } from '../../packages/sluice/src/core/clock.js';
 import { envelope, type Envelope, type FixedCostKind, type Sink } from '../../packages/sluice/src/core/types.js';
 import { MemorySink } from '../../packages/sluice/src/sinks/memory.js';
@@ -88,7 +88,8 @@ test('Prometheus text holds the main series with their values', async () => {
   const clock = new FakeClock();
   const sink = new FakeTimedSink(clock, 1, 2);
   const metrics = new PipelineMetrics<number>(sink);
-  const p = new Pipeline<number>({ sink, clock, window: { maxItems: 2, maxWaitMs: 100 }, queue: { maxItems: 4, policy: 'drop-newest' }, observers: [metrics], name: 'pt' });
+  // writeOnce: a failed batch is dropped `sink-failed` (the default handler would retry it).
+  const p = new Pipeline<number>({ sink, clock, handler: writeOnce(sink), onError: () => {}, window: { maxItems: 2, maxWaitMs: 100 }, queue: { maxItems: 4, policy: 'drop-newest' }, observers: [metrics], name: 'pt' });
   metrics.attach(p);
   for (let i = 0; i < 8; i++) p.offer(envelope(i, { bytes: 10, intendedAtMs: clock.now() }));
   // 2 in flight, 4 queued, 2 dropped (drop-newest).

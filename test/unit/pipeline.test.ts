@@ -5,8 +5,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Pipeline } from '../../packages/sluice/src/core/pipeline.js';
-import { FakeClock } from '../../packages/sluice/src/core/clock.js';
-import { ErrorCode, SluiceError } from '../../packages/sluice/src/core/errors.js';
+import { FakeClock, systemClock } from '../../packages/sluice/src/core/clock.js';
+import { ErrorCode, SinkError, SluiceError } from '../../packages/sluice/src/core/errors.js';
+
+const systemClockForTest = () => systemClock;
 import { envelope, type Envelope, type FixedCostKind, type FlushInfo, type PipelineObserver, type Sink } from '../../packages/sluice/src/core/types.js';
 import type { QueueOptions, WindowOptions } from '../../packages/sluice/src/core/options.js';
 import { MemorySink } from '../../packages/sluice/src/sinks/memory.js';
@@ -584,23 +586,107 @@ test('setWindow(): a smaller window cuts what now fills it; bad values are refus
   assertBalanced(p);
 });
 
-test('a failing sink: the default handler drops the batch, counted as sink-failed; the pipeline goes on', async () => {
+test('a sink rejecting a batch for its records: the default handler drops it as sink-failed, reported through onError; the pipeline goes on', async () => {
   const errors: unknown[] = [];
   const clock = new FakeClock();
   const sink = new GateSink();
-  const p = new Pipeline<number>({ sink, window: { maxItems: 2, maxWaitMs: 0 }, clock, observers: [{ onError: (e) => void errors.push(e) }] });
+  const p = new Pipeline<number>({ sink, window: { maxItems: 2, maxWaitMs: 0 }, clock, onError: () => {}, observers: [{ onError: (e) => void errors.push(e) }] });
   p.offer(item(clock));
   p.offer(item(clock));
   p.offer(item(clock));
-  sink.fail(new Error('disk on fire'));
+  sink.fail(new SinkError('item', 'constraint violated'));
   await settle();
   assert.deepEqual(p.stats().ledger.droppedByReason, { 'sink-failed': 1 });
-  assert.equal((errors[0] as Error).message, 'disk on fire');
+  assert.equal((errors[0] as Error).message, 'constraint violated');
   assertBalanced(p);
   sink.release();
   await settle();
   assert.equal(p.stats().ledger.committed, 2);
   assertBalanced(p);
+});
+
+test('a failing sink: the default handler retries a transient failure until the sink is back (never a silent drop)', async () => {
+  const clock = new FakeClock();
+  const sink = new GateSink();
+  const reported: unknown[] = [];
+  const p = new Pipeline<number>({ sink, window: { maxItems: 2, maxWaitMs: 0 }, clock, onError: (e) => void reported.push(e) });
+  p.offer(item(clock));
+  p.offer(item(clock));
+  for (let i = 0; i < 8; i++) {
+    sink.fail(new Error('disk on fire')); // not a SinkError: transient
+    await settle();
+    clock.advance(10_000); // past any backoff
+    await settle();
+  }
+  assert.equal(p.stats().ledger.dropped, 0);
+  assert.equal(p.sinkHealth()?.isUp(), false);
+  sink.release();
+  await settle();
+  sink.release(); // maxWaitMs 0: the second item is its own batch
+  await settle();
+  assert.equal(p.stats().ledger.committed, 2);
+  assert.equal(p.sinkHealth()?.isUp(), true);
+  assert.equal(p.sinkHealth()?.snapshot().retries, 8);
+  assert.equal(reported.length, 0);
+  assertBalanced(p);
+});
+
+test('observers are guarded: a throwing hook is counted and reported, the others still run, close() resolves', async () => {
+  const sink = new MemorySink<number>();
+  const ctxs: string[] = [];
+  const acked: number[] = [];
+  const p = new Pipeline<number>({
+    sink,
+    window: { maxItems: 4, maxWaitMs: 1 },
+    onError: (_e, ctx) => void ctxs.push(`${ctx.kind}:${ctx.hook}`),
+    observers: [
+      {
+        onAccepted: () => {
+          throw new Error('metrics broke');
+        },
+        onCommitted: () => {
+          throw new Error('ack on a closed connection');
+        },
+        onFlush: () => {
+          throw new Error('flush hook broke');
+        },
+      },
+      { onCommitted: (b) => void acked.push(...b.map((e) => e.value)) },
+    ],
+  });
+  const clock = systemClockForTest();
+  for (let i = 0; i < 8; i++) assert.equal(p.offer(envelope(i, { bytes: 1, intendedAtMs: clock.now() })), 'accepted');
+  await p.close();
+  assert.equal(p.state(), 'closed');
+  assert.deepEqual(acked.sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7], 'the second observer still acked everything');
+  const s = p.stats();
+  assert.ok(s.ledger.balanced);
+  assert.equal(s.ledger.committed, 8);
+  assert.equal(s.observerErrors, 8 + 2 + 2);
+  assert.ok(ctxs.includes('observer:onAccepted') && ctxs.includes('observer:onCommitted') && ctxs.includes('observer:onFlush'));
+});
+
+test('the default onError writes one JSON line to stderr', async () => {
+  const lines: string[] = [];
+  const orig = process.stderr.write.bind(process.stderr);
+  (process.stderr as { write: unknown }).write = (chunk: string) => {
+    lines.push(String(chunk));
+    return true;
+  };
+  try {
+    const sink = new MemorySink<number>();
+    const p = new Pipeline<number>({ sink, name: 'p1', window: { maxItems: 1, maxWaitMs: 0 }, observers: [{ onCommitted: () => { throw new Error('boom'); } }] });
+    p.offer(envelope(1, { bytes: 1, intendedAtMs: systemClockForTest().now() }));
+    await p.close();
+  } finally {
+    (process.stderr as { write: unknown }).write = orig;
+  }
+  assert.equal(lines.length, 1);
+  const o = JSON.parse(lines[0]);
+  assert.equal(o.pipeline, 'p1');
+  assert.equal(o.kind, 'observer');
+  assert.equal(o.hook, 'onCommitted');
+  assert.equal(o.error.message, 'boom');
 });
 
 test('a handler that throws synchronously or loses items is counted, never hidden', async () => {

@@ -134,7 +134,7 @@ test('backoff: exponential, capped, jitter within its share', () => {
   assert.throws(() => resolveBackoff({ jitter: 2 }), /retry.jitter/);
 });
 
-test('budget exhausted: the batch is dead-lettered as transient, not lost; or dropped and counted', async () => {
+test('budget exhausted: the batch fails loudly (dropped retry-exhausted, never dead-lettered); dead-lettered only when opted in', async () => {
   const inner = new IdempotentMemorySink<number>();
   const flaky = new FlakySink(inner, 100);
   const dlq = new MemoryDeadLetters<number>();
@@ -142,13 +142,16 @@ test('budget exhausted: the batch is dead-lettered as transient, not lost; or dr
   const out = await h.handle(batchOf(8));
   assert.equal(flaky.calls, 3, 'first attempt + 2 retries, never split');
   assert.deepEqual(flaky.failedSizes, [8, 8, 8]);
-  assert.equal(out.deadLettered.length, 8);
-  assert.ok(dlq.letters.every((l) => l.failureClass === 'transient' && l.error instanceof RetryExhaustedError && l.attempts === 3));
+  assert.equal(out.dropped.length, 8);
+  assert.equal(out.dropReason, 'retry-exhausted');
+  assert.ok(out.error instanceof RetryExhaustedError);
+  assert.equal(out.deadLettered.length, 0);
+  assert.equal(dlq.letters.length, 0, 'good records are never dead-lettered by default');
 
-  const dropH = splitAndRetry(new FlakySink(inner, 100), { dlq, retry: { budget: 1, ...noWait }, onExhausted: 'drop' });
-  const out2 = await dropH.handle(batchOf(4));
-  assert.equal(out2.dropped.length, 4);
-  assert.equal(out2.dropReason, 'retry-exhausted');
+  const optIn = splitAndRetry(new FlakySink(inner, 100), { dlq, retry: { budget: 1, ...noWait }, deadLetterOnRetryExhausted: true });
+  const out2 = await optIn.handle(batchOf(4));
+  assert.equal(out2.deadLettered.length, 4);
+  assert.ok(dlq.letters.every((l) => l.failureClass === 'transient' && l.error instanceof RetryExhaustedError && l.attempts === 2));
 });
 
 test('pipeline + splitAndRetry: ledger balances; onDeadLettered sees exactly the poison', async () => {

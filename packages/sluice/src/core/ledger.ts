@@ -17,6 +17,12 @@ export interface LedgerSnapshot {
   inFlight: number;
   /** Offers refused with an error (block timeout, closed): never accepted, the caller kept them. */
   rejected: number;
+  /**
+   * Redeliveries of records already accepted (still in flight, or committed and acked but the
+   * ack was lost): counted here and not accepted again, so `accepted` counts each record once.
+   * Outside the conservation law.
+   */
+  redelivered: number;
   balanced: boolean;
 }
 
@@ -25,6 +31,7 @@ export class Ledger {
   committed = 0;
   deadLettered = 0;
   rejected = 0;
+  redelivered = 0;
   /**
    * Bytes (`Envelope.bytes`) of the items accepted into the queue or the spill store; items
    * dropped at the door (`drop-newest`, a full spill) are not counted. Kept here, one add
@@ -53,6 +60,7 @@ export class Ledger {
       deadLettered: this.deadLettered,
       inFlight,
       rejected: this.rejected,
+      redelivered: this.redelivered,
       balanced: this.accepted === this.committed + dropped + this.deadLettered + inFlight,
     };
   }
@@ -66,6 +74,7 @@ export function formatLedger(s: LedgerSnapshot): string {
   return (
     `accepted=${s.accepted} committed=${s.committed} dropped=${s.dropped}${reasons ? `(${reasons})` : ''} ` +
     `dead_lettered=${s.deadLettered} in_flight=${s.inFlight} rejected=${s.rejected} ` +
+    (s.redelivered ? `redelivered=${s.redelivered} ` : '') +
     (s.balanced ? 'balanced' : 'UNBALANCED')
   );
 }

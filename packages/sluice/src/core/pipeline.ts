@@ -32,6 +32,7 @@ import { BatchQueue, Deque } from './deque.js';
 import { ErrorCode, SluiceError, invalidOption } from './errors.js';
 import { Ledger, type LedgerSnapshot } from './ledger.js';
 import { resolveQueue, resolveWindow, type QueueOptions, type WindowOptions } from './options.js';
+import { RetryExhaustedError, SinkHealth, backoffDelayMs, classifyError, resolveBackoff, writeWithTimeout, type BackoffOptions } from './reliability.js';
 import type { BatchHandler, BatchOutcome, Envelope, FlushInfo, FlushReason, PipelineObserver, Sink } from './types.js';
 import type { SpillStore } from './spill-store.js';
 
@@ -46,8 +47,21 @@ export type OfferResult = 'accepted' | 'dropped' | 'full';
 
 export interface PipelineOptions<T> {
   sink: Sink<T>;
-  /** Turns a batch into an outcome. @default writeOnce(sink): a failed write drops the batch, counted as `sink-failed` */
+  /**
+   * Turns a batch into an outcome. @default retryTransient(sink, retry): transient failures
+   * retried with backoff until the sink is back; a batch the sink rejects for its records
+   * (an `item` error) is dropped `sink-failed` and reported through `onError` — give
+   * `splitAndRetry` with a DLQ to keep the good records of such a batch.
+   */
   handler?: BatchHandler<T>;
+  /** Backoff of the default handler (ignored when `handler` is given). @default BACKOFF_DEFAULTS: unlimited */
+  retry?: Partial<BackoffOptions>;
+  /**
+   * Every error the pipeline reports: a batch dropped with an error, a throwing observer, a
+   * handler that lost track of items. Observers' own `onError` hooks are called as well.
+   * @default one JSON line per error on stderr (`defaultOnError`)
+   */
+  onError?: (error: unknown, context: PipelineErrorContext) => void;
   window?: Partial<WindowOptions>;
   queue?: Partial<QueueOptions>;
   /** Required by the `spill` policy: where items go when the memory queue is full. */
@@ -57,8 +71,38 @@ export interface PipelineOptions<T> {
   name?: string;
 }
 
+/** Where an error reported through `onError` came from. */
+export interface PipelineErrorContext {
+  pipeline: string;
+  /** `batch` (an outcome with dropped items), `observer` (a hook threw), `handler` (items unaccounted). */
+  kind: 'batch' | 'observer' | 'handler';
+  /** The observer hook that threw (kind `observer`). */
+  hook?: string;
+  /** Items concerned, and the drop reason (kind `batch`). */
+  items?: number;
+  reason?: string;
+}
+
+/** The default `onError`: one structured JSON line on stderr per error (never throws). */
+export function defaultOnError(error: unknown, ctx: PipelineErrorContext): void {
+  try {
+    const e = error as { name?: string; code?: unknown; message?: string; cause?: { code?: unknown; message?: string } };
+    const line = {
+      level: 'error',
+      msg: 'sluice pipeline error',
+      ...ctx,
+      error: { name: e?.name, code: e?.code, message: String(e?.message ?? error), cause: e?.cause ? { code: e.cause.code, message: e.cause.message } : undefined },
+    };
+    process.stderr.write(JSON.stringify(line) + '\n');
+  } catch {
+    /* nowhere left to report */
+  }
+}
+
 export interface PipelineStats {
   name: string;
+  /** Observer hooks that threw (caught, counted, reported through onError). */
+  observerErrors: number;
   state: PipelineState;
   window: WindowOptions;
   queue: QueueOptions;
@@ -82,7 +126,46 @@ interface Waiter<T> {
   done: boolean;
 }
 
-/** The default handler: one write; a failure drops the batch (counted, reason `sink-failed`). */
+/**
+ * The default handler. A transient failure (SinkError `transient`, or any other error) is
+ * retried whole with capped exponential backoff and random jitter, by default until the sink
+ * is back (issue 19: a down sink is backpressure; the queue bound then pushes back on
+ * producers). A finite `budget` ends it with a drop `retry-exhausted` (a RetryExhaustedError);
+ * an `item` failure drops the batch `sink-failed`. Both are reported through the pipeline's
+ * `onError` (by default a line on stderr): never silent. `handler.health` is the sink's health.
+ */
+export function retryTransient<T>(sink: Sink<T>, retry: Partial<BackoffOptions> = {}, deps: { clock?: Clock; rng?: () => number; health?: SinkHealth } = {}): BatchHandler<T> & { readonly health: SinkHealth } {
+  const policy = resolveBackoff(retry);
+  const clock = deps.clock ?? systemClock;
+  const rng = deps.rng ?? Math.random;
+  const health = deps.health ?? new SinkHealth(clock);
+  return {
+    health,
+    async handle(batch) {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await writeWithTimeout(sink, batch, policy.writeTimeoutMs);
+          health.success();
+          return { committed: batch, deadLettered: [], dropped: [] };
+        } catch (error) {
+          if (classifyError(error) === 'item') {
+            health.success();
+            return { committed: [], deadLettered: [], dropped: batch, dropReason: 'sink-failed', error };
+          }
+          health.failure(error);
+          if (attempt > policy.budget) {
+            health.gaveUp();
+            return { committed: [], deadLettered: [], dropped: batch, dropReason: 'retry-exhausted', error: new RetryExhaustedError(attempt, error) };
+          }
+          health.retried();
+          await new Promise<void>((r) => clock.setTimer(r, backoffDelayMs(policy, attempt, rng)));
+        }
+      }
+    },
+  };
+}
+
+/** One write; a failure drops the batch (counted, reason `sink-failed`, reported through onError). Opt-in only. */
 export function writeOnce<T>(sink: Sink<T>): BatchHandler<T> {
   return {
     async handle(batch) {
@@ -130,13 +213,16 @@ export class Pipeline<T = unknown> {
 
   private readonly onAccepted: NonNullable<PipelineObserver<T>['onAccepted']>[];
   private readonly observers: PipelineObserver<T>[];
+  private readonly onErrorFn: (error: unknown, ctx: PipelineErrorContext) => void;
+  private observerErrors = 0;
 
   constructor(opts: PipelineOptions<T>) {
     if (!opts || !opts.sink) throw invalidOption('sink', opts?.sink, 'a Sink');
     this.name = opts.name ?? opts.sink.name;
     this.sink = opts.sink;
-    this.handler = opts.handler ?? writeOnce(opts.sink);
     this.clock = opts.clock ?? systemClock;
+    this.handler = opts.handler ?? retryTransient(opts.sink, opts.retry, { clock: this.clock });
+    this.onErrorFn = opts.onError ?? defaultOnError;
     this.win = resolveWindow(opts.window);
     this.qopts = resolveQueue(opts.queue, this.win);
     this.q = new BatchQueue<Envelope<T>>(this.win.maxItems);
@@ -149,7 +235,57 @@ export class Pipeline<T = unknown> {
       this.ledger.accepted += this.spill.size();
     }
     this.observers = opts.observers ?? [];
-    this.onAccepted = this.observers.flatMap((o) => (o.onAccepted ? [o.onAccepted.bind(o)] : []));
+    this.onAccepted = this.observers.flatMap((o) => {
+      if (!o.onAccepted) return [];
+      const f = o.onAccepted.bind(o);
+      return [
+        (env: Envelope<T>) => {
+          try {
+            f(env);
+          } catch (e) {
+            this.observerFailed(e, 'onAccepted');
+          }
+        },
+      ];
+    });
+  }
+
+  /** The sink's health as the handler reports it (the default handler and the reliability decorators have one). */
+  sinkHealth(): SinkHealth | undefined {
+    const h = (this.handler as unknown as { health?: unknown }).health;
+    return h instanceof SinkHealth ? h : undefined;
+  }
+
+  /** Reports an error to the observers' onError hooks and to the pipeline's onError; never throws. */
+  private reportError(error: unknown, ctx: Omit<PipelineErrorContext, 'pipeline'>): void {
+    const full: PipelineErrorContext = { pipeline: this.name, ...ctx };
+    for (const o of this.observers) {
+      if (!o.onError) continue;
+      try {
+        o.onError(error);
+      } catch {
+        this.observerErrors++; // an onError that throws is counted, not reported again (no loop)
+      }
+    }
+    try {
+      this.onErrorFn(error, full);
+    } catch {
+      this.observerErrors++;
+    }
+  }
+
+  private observerFailed(error: unknown, hook: string): void {
+    this.observerErrors++;
+    this.reportError(error, { kind: 'observer', hook });
+  }
+
+  /** Calls one observer hook; a throw is counted and reported, never propagated. */
+  private notify(hook: string, f: () => void): void {
+    try {
+      f();
+    } catch (e) {
+      this.observerFailed(e, hook);
+    }
   }
 
   // ---------------------------------------------------------------- producing
@@ -325,7 +461,12 @@ export class Pipeline<T = unknown> {
   private dropNow(items: Envelope<T>[], reason: string): void {
     this.ledger.drop(reason, items.length);
     const now = this.now();
-    for (const o of this.observers) o.onDropped?.(items, reason, now);
+    for (const o of this.observers) if (o.onDropped) this.notify('onDropped', () => o.onDropped!(items, reason, now));
+  }
+
+  /** A source absorbed `n` redeliveries of records already accepted (not offered again): counted apart. */
+  noteRedelivered(n = 1): void {
+    this.ledger.redelivered += n;
   }
 
   // ---------------------------------------------------------------- batching
@@ -458,7 +599,7 @@ export class Pipeline<T = unknown> {
     const firstSeq = batch[0].seq;
     this.inFlightFirstSeqs.push(firstSeq);
     const info: FlushInfo = { reason, items: batch.length, bytes, waitMs: now - batch[0].acceptedAtMs };
-    for (const o of this.observers) o.onFlush?.(info, now);
+    for (const o of this.observers) if (o.onFlush) this.notify('onFlush', () => o.onFlush!(info, now));
     this.admitWaiters();
     let p: Promise<BatchOutcome<T>>;
     try {
@@ -469,7 +610,7 @@ export class Pipeline<T = unknown> {
     p.then(
       (outcome) => this.complete(batch, firstSeq, outcome),
       (error) => this.complete(batch, firstSeq, { committed: [], deadLettered: [], dropped: batch, dropReason: 'handler-failed', error }),
-    );
+    ).catch((error) => this.reportError(error, { kind: 'handler' })); // a bug past the guards: reported, never an unhandled rejection
   }
 
   private admitWaiters(): void {
@@ -515,20 +656,21 @@ export class Pipeline<T = unknown> {
     const missing = batch.length - c - d - x;
     if (missing !== 0) {
       this.ledger.drop('handler-unaccounted', missing);
-      for (const o of this.observers)
-        o.onError?.(new Error(`handler accounted for ${c + d + x} of ${batch.length} items`));
+      this.reportError(new Error(`handler accounted for ${c + d + x} of ${batch.length} items`), { kind: 'handler', items: missing });
     }
     // Every item of the batch is terminal now: a durable spill store may forget those it held.
     this.spill?.release?.(batch);
     // The next batch goes to the sink before the observers run: their per-item work (a latency
     // record per item, source acks) then overlaps the sink's next write instead of delaying it.
     this.pump(now);
+    // Observers are guarded: a throw (an ack on a closed connection) is counted and reported,
+    // and never skips the others, the flush waiters or close().
     for (const o of this.observers) {
-      if (c > 0) o.onCommitted?.(outcome.committed, now);
-      if (d > 0) o.onDeadLettered?.(outcome.deadLettered, now, outcome.error);
-      if (x > 0) o.onDropped?.(outcome.dropped, outcome.dropReason ?? 'dropped', now);
-      if (outcome.error !== undefined && x > 0) o.onError?.(outcome.error);
+      if (c > 0 && o.onCommitted) this.notify('onCommitted', () => o.onCommitted!(outcome.committed, now));
+      if (d > 0 && o.onDeadLettered) this.notify('onDeadLettered', () => o.onDeadLettered!(outcome.deadLettered, now, outcome.error));
+      if (x > 0 && o.onDropped) this.notify('onDropped', () => o.onDropped!(outcome.dropped, outcome.dropReason ?? 'dropped', now));
     }
+    if (outcome.error !== undefined && x > 0) this.reportError(outcome.error, { kind: 'batch', items: x, reason: outcome.dropReason ?? 'dropped' });
     this.settleFlushes();
   }
 
@@ -612,6 +754,7 @@ export class Pipeline<T = unknown> {
   stats(): PipelineStats {
     return {
       name: this.name,
+      observerErrors: this.observerErrors,
       state: this.state(),
       window: { ...this.win },
       queue: { ...this.qopts },

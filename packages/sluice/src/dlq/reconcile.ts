@@ -15,10 +15,13 @@
  *   unexpected   ids in the sink that the source never produced
  *   inSinkAndDlq ids both committed and pending in the DLQ (an unfinished re-drive, or a
  *                record dead-lettered and later delivered again): accounted, listed apart
+ *   transientInDlq ids pending in the DLQ with error class `transient` (or code
+ *                SLUICE_RETRY_EXHAUSTED): good records dead-lettered because the sink was down
+ *                (issue 19: an outage is backpressure, not poison). A finding: `ok` is false.
  *
  * A source read is a snapshot: reconcile a quiescent pipeline (lag 0) for a final verdict.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import pg from 'pg';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
@@ -38,18 +41,35 @@ export interface ReconcileReport {
   duplicated: number;
   unexpected: number;
   inSinkAndDlq: number;
+  /** DLQ entries of error class `transient`: good records dead-lettered during an outage (a finding). */
+  transientInDlq: number;
   /** Up to 20 of each, for the operator. */
   missingIds: string[];
+  transientInDlqIds: string[];
   duplicatedIds: string[];
   unexpectedIds: string[];
   ok: boolean;
 }
 
-/** Pure comparison. `sinkIds` keeps multiplicity (one element per stored row/line). */
+/** A DLQ entry as reconcile needs it: its id, and how it failed when known. */
+export type DlqRef = string | { id: string; errorClass?: string; code?: string };
+
+const TRANSIENT_CODES = new Set(['SLUICE_RETRY_EXHAUSTED', 'SLUICE_SINK_TRANSIENT']);
+
+/** A DLQ entry that a down sink put there, not its record (class transient or a transient code). */
+export function isTransientEntry(e: DlqRef): boolean {
+  return typeof e !== 'string' && (e.errorClass === 'transient' || (e.code !== undefined && TRANSIENT_CODES.has(e.code)));
+}
+
+/**
+ * Pure comparison. `sinkIds` keeps multiplicity (one element per stored row/line). `dlq`
+ * takes ids, or entries (`DeadLetterEntry` works as is) so that good records dead-lettered
+ * with a transient error are reported.
+ */
 export function reconcileIds(
   produced: Iterable<string>,
   sinkIds: Iterable<string>,
-  dlqIds: Iterable<string>,
+  dlqRefs: Iterable<DlqRef>,
   quarantineIds: Iterable<string> = [],
   unackedIds: Iterable<string> = [],
 ): ReconcileReport {
@@ -57,7 +77,13 @@ export function reconcileIds(
   const src = new Set(produced);
   const counts = new Map<string, number>();
   for (const id of sinkIds) counts.set(id, (counts.get(id) ?? 0) + 1);
-  const dlq = new Set(dlqIds);
+  const dlq = new Set<string>();
+  const transient = new Set<string>();
+  for (const e of dlqRefs) {
+    const id = typeof e === 'string' ? e : e.id;
+    dlq.add(id);
+    if (isTransientEntry(e)) transient.add(id);
+  }
   const quarantine = new Set(quarantineIds);
   let committed = 0, deadLettered = 0, quarantined = 0, inSinkAndDlq = 0, unconsumed = 0;
   const missingIds: string[] = [];
@@ -72,6 +98,8 @@ export function reconcileIds(
   }
   const duplicatedIds = [...counts].filter(([, n]) => n > 1).map(([id]) => id);
   const unexpectedIds = [...counts.keys()].filter((id) => !src.has(id));
+  // Committed since (a re-drive that went through) is no longer a good record stuck in the DLQ.
+  const transientIds = [...transient].filter((id) => !counts.has(id));
   return {
     produced: src.size,
     committed,
@@ -82,20 +110,26 @@ export function reconcileIds(
     duplicated: duplicatedIds.length,
     unexpected: unexpectedIds.length,
     inSinkAndDlq,
+    transientInDlq: transientIds.length,
     missingIds: missingIds.slice(0, 20),
+    transientInDlqIds: transientIds.slice(0, 20),
     duplicatedIds: duplicatedIds.slice(0, 20),
     unexpectedIds: unexpectedIds.slice(0, 20),
-    ok: missingIds.length === 0 && duplicatedIds.length === 0,
+    ok: missingIds.length === 0 && duplicatedIds.length === 0 && transientIds.length === 0,
   };
 }
 
 export function formatReconcile(r: ReconcileReport): string {
   let s =
     `produced=${r.produced} committed=${r.committed} dead_lettered=${r.deadLettered} quarantined=${r.quarantined} unconsumed=${r.unconsumed} ` +
-    `missing=${r.missing} duplicated=${r.duplicated} unexpected=${r.unexpected} in_sink_and_dlq=${r.inSinkAndDlq} ${r.ok ? 'ok' : 'NOT OK'}`;
+    `missing=${r.missing} duplicated=${r.duplicated} unexpected=${r.unexpected} in_sink_and_dlq=${r.inSinkAndDlq} transient_in_dlq=${r.transientInDlq} ${r.ok ? 'ok' : 'NOT OK'}`;
   if (r.unconsumed) s += `\n${r.unconsumed} not yet consumed at the source (in flight): reconcile again at lag 0 for a final verdict`;
   if (r.missing) s += `\nmissing: ${r.missingIds.join(' ')}${r.missing > r.missingIds.length ? ' …' : ''}`;
   if (r.duplicated) s += `\nduplicated: ${r.duplicatedIds.join(' ')}${r.duplicated > r.duplicatedIds.length ? ' …' : ''}`;
+  if (r.transientInDlq)
+    s +=
+      `\n${r.transientInDlq} good record(s) dead-lettered with a transient error (the sink was down, not the record): ` +
+      `${r.transientInDlqIds.join(' ')}${r.transientInDlq > r.transientInDlqIds.length ? ' …' : ''}; re-drive them (sluice dlq redrive)`;
   return s;
 }
 
@@ -183,6 +217,8 @@ export async function sinkIds(spec: string, table = 'sluice_events'): Promise<st
       await client.end();
     }
   }
+  const indexed = await indexIds(spec);
+  if (indexed) return indexed;
   let text: string;
   try {
     text = await readFile(spec, 'utf8');
@@ -204,4 +240,37 @@ export async function sinkIds(spec: string, table = 'sluice_events'): Promise<st
     out.push(id);
   }
   return out;
+}
+
+/**
+ * Ids of a file sink written with `dedupeById`, from its sidecar index `<path>.ids` (one entry
+ * per batch, `{end, ids}`; records need no `id` field): entries past the data's size (a batch
+ * that never landed) are left out. null when there is no index, or when it does not cover
+ * the whole file (lines appended without the index): then the lines' `id` fields are read.
+ */
+async function indexIds(path: string): Promise<string[] | null> {
+  let text: string;
+  let size: number;
+  try {
+    text = await readFile(`${path}.ids`, 'utf8');
+    size = (await stat(path)).size;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+  const out: string[] = [];
+  let covered = 0;
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    let e: { end?: unknown; ids?: unknown };
+    try {
+      e = JSON.parse(line);
+    } catch {
+      continue; // a torn last entry
+    }
+    if (typeof e.end !== 'number' || !Array.isArray(e.ids) || e.end > size) continue;
+    covered = Math.max(covered, e.end);
+    for (const id of e.ids) if (typeof id === 'string') out.push(id);
+  }
+  return covered === size ? out : null;
 }

@@ -25,11 +25,15 @@
  * anything else. Sinks are idempotent on the id (PostgreSQL `ON CONFLICT (id) DO NOTHING`, the
  * file sink's id index), so even a record consumed twice lands once.
  *
- * A lock file (`<cursor>.lock`, holding the pid) keeps two re-drives of one DLQ apart; a lock
- * left by a dead process (kill -9) is taken over.
+ * A lock (`acquireRedriveLock`: generation files `<cursor>.lock.<n>`, each holding pid,
+ * process start time and a nonce) keeps two re-drives of one DLQ apart; a lock left by a dead
+ * process (kill -9) is taken over without a window in which two takers both proceed.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readFile, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { basename } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
@@ -403,23 +407,111 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-async function acquireLock(path: string): Promise<() => Promise<void>> {
-  await mkdir(dirname(path), { recursive: true });
-  for (let tries = 0; tries < 3; tries++) {
-    try {
-      const fh = await open(path, 'wx');
-      await fh.writeFile(String(process.pid));
-      await fh.close();
-      return () => unlink(path).catch(() => {});
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid))
-        throw new SluiceError(ErrorCode.InvalidOption, `another re-drive (pid ${pid}) holds ${path}`, { details: { pid } });
-      await unlink(path).catch(() => {}); // stale: its process is gone (kill -9)
-    }
+/** A process's start time in clock ticks since boot (Linux /proc/<pid>/stat field 22), or null elsewhere. */
+function procStart(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
+  } catch {
+    return null;
   }
-  throw new SluiceError(ErrorCode.InvalidOption, `cannot take the re-drive lock ${path}`);
+}
+
+interface LockHolder {
+  pid: number;
+  start: string | null;
+  nonce: string;
+  released?: boolean;
+}
+
+/** Holds iff its process is alive and is the same process (start time), and it has not released. */
+function holderAlive(h: LockHolder | null): boolean {
+  if (!h || h.released) return false;
+  if (h.pid === process.pid) return h.start === procStart(process.pid) || h.start === null;
+  if (!Number.isInteger(h.pid) || h.pid <= 0 || !pidAlive(h.pid)) return false;
+  const now = procStart(h.pid);
+  return h.start === null || now === null || now === h.start; // a reused pid is another process
+}
+
+async function readHolder(path: string): Promise<LockHolder | null> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as LockHolder;
+  } catch {
+    return null; // gone (cleaned up) or never complete: it cannot be complete-and-unreadable (link publishes whole files)
+  }
+}
+
+/**
+ * The re-drive lock: at most one holder, even when several processes take over a stale lock at
+ * once (issue 19). The lock is a series of generation files `<base>.<n>`, each created with
+ * link(2) — O_EXCL semantics, and the file is complete before its name appears — and never
+ * reused: the holder is the creator of the highest generation, while its process lives.
+ *
+ * To take it: read the highest generation n; if its holder is alive (pid signalable and the
+ * same /proc start time, so a reused pid does not count) the lock is busy; otherwise create
+ * n + 1. Only one taker can create n + 1. A taker that created a generation then lists the
+ * directory again and backs off if a higher one exists (it acted on a stale listing). Why no
+ * two proceed: a taker that sees no higher generation after creating n+1 can only be
+ * overtaken by someone who observed n+1's holder dead, and it is alive. Release marks the
+ * file released (rename of a complete file over it) and is never a delete of the highest
+ * generation, so numbers are never reused; lower generations are deleted by the next holder.
+ * The previous scheme (O_EXCL create, unlink a stale lock, create again) let a slow taker
+ * unlink the lock a faster one had just created, and both proceeded.
+ */
+export async function acquireRedriveLock(base: string): Promise<() => Promise<void>> {
+  const dir = dirname(base);
+  const prefix = `${basename(base)}.`;
+  await mkdir(dir, { recursive: true });
+  const generations = async (): Promise<number[]> =>
+    (await readdir(dir))
+      .filter((f) => f.startsWith(prefix) && /^\d+$/.test(f.slice(prefix.length)))
+      .map((f) => Number(f.slice(prefix.length)))
+      .sort((a, b) => a - b);
+  const me: LockHolder = { pid: process.pid, start: procStart(process.pid), nonce: randomBytes(8).toString('hex') };
+  for (let tries = 0; tries < 20; tries++) {
+    const gens = await generations();
+    const top = gens.length ? gens[gens.length - 1] : 0;
+    if (top > 0) {
+      const h = await readHolder(`${base}.${top}`);
+      if (holderAlive(h)) throw new SluiceError(ErrorCode.InvalidOption, `another re-drive (pid ${h!.pid}) holds ${base}.${top}`, { details: { pid: h!.pid } });
+    }
+    const mine = `${base}.${top + 1}`;
+    const tmp = `${base}.tmp-${me.nonce}`;
+    await writeFile(tmp, JSON.stringify(me));
+    try {
+      await link(tmp, mine);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue; // another taker got n + 1: look again
+      throw e;
+    } finally {
+      await unlink(tmp).catch(() => {});
+    }
+    const after = await generations();
+    if (after[after.length - 1] !== top + 1) {
+      // Acted on a stale listing: a higher generation exists. Give ours up and look again.
+      await releaseFile(mine, me);
+      continue;
+    }
+    for (const g of after) if (g < top + 1) await unlink(`${base}.${g}`).catch(() => {});
+    let released = false;
+    return async () => {
+      if (released) return;
+      released = true;
+      await releaseFile(mine, me);
+    };
+  }
+  throw new SluiceError(ErrorCode.InvalidOption, `cannot take the re-drive lock ${base}`);
+}
+
+async function releaseFile(path: string, me: LockHolder): Promise<void> {
+  const tmp = `${path}.rel-${me.nonce}`;
+  try {
+    await writeFile(tmp, JSON.stringify({ ...me, released: true }));
+    await rename(tmp, path);
+  } catch {
+    await unlink(tmp).catch(() => {});
+  }
 }
 
 /** The default cursor: beside a file DLQ, else in the working directory, named after the DLQ. */
@@ -546,7 +638,7 @@ export async function redrive(o: RedriveOptions): Promise<RedriveReport> {
     return report;
   }
 
-  const unlock = await acquireLock(`${cursorPath}.lock`);
+  const unlock = await acquireRedriveLock(`${cursorPath}.lock`);
   let target: MainStream | null = null;
   try {
     let c = await readCursor(cursorPath);

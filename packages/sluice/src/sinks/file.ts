@@ -3,11 +3,25 @@
  * One `write` and one `fdatasync` per batch, through libuv's thread pool (off the event
  * loop): when `write()` resolves, every item of the batch is on disk. The fixed cost is
  * the fdatasync (≈140–150 µs on this project's reference machine; `write` alone ≈2 µs).
+ * Each record is written exactly as received (`env.raw`; JSON of the value when absent).
+ *
+ * Failure semantics (issue 19). Batches are written one at a time at an explicit position,
+ * the end of what is durable (`durableSize`: the size after the last successful fdatasync).
+ * - A write that fails half-way (ENOSPC, EIO) leaves no torn line and no duplicate on retry:
+ *   the file is truncated back to `durableSize` before the error is thrown (transient), so
+ *   the retry writes the batch again at the same place.
+ * - A failed fdatasync is fatal for that file descriptor: Linux reports a writeback error
+ *   once and may drop the dirty pages it could not write, so a second fdatasync on the same
+ *   fd can succeed with the data gone (the PostgreSQL "fsyncgate" discussion,
+ *   https://wiki.postgresql.org/wiki/Fsync_Errors, and https://lwn.net/Articles/752063/).
+ *   The sink closes the fd, reopens the file, re-verifies the tail (truncates back to
+ *   `durableSize`), and the retry writes and syncs the whole batch again.
+ * - `open()` cuts a torn last line (a crash mid-write) back to the last newline.
  */
-import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Envelope, FixedCostKind, Sink } from '../core/types.js';
-import { SinkError } from '../core/errors.js';
+import { SinkError, invalidOption } from '../core/errors.js';
 import { ndjsonBatch } from './serialize.js';
 
 export interface FileSinkOptions {
@@ -17,40 +31,58 @@ export interface FileSinkOptions {
   /** Record validation before writing; a throw becomes an item-level SinkError. */
   validate?: (env: Envelope<unknown>) => void;
   /**
-   * Idempotent by id (issue 6, docs/dlq.md): an index of the ids already in the file, rebuilt
-   * from the file at `open()`, skips records whose `id` is there (or earlier in the same
-   * batch), so a redelivery or a re-drive leaves one line per id. Batches are then written
-   * one at a time (the index is updated only after the fdatasync, so a failed write skips
-   * nothing). Memory: one string per stored id. @default false
+   * Idempotent by id (issue 6, docs/dlq.md): records whose `env.id` was written recently (or
+   * earlier in the same batch) are skipped, so a redelivery or a re-drive leaves one line per
+   * id. The ids come from `env.id` (records are any JSON and need no `id` field) and are kept
+   * in a sidecar index `<path>.ids` (one JSON line per batch: `{"end": file size after the
+   * batch, "ids": [...]}`), appended before the batch's data so that a crash cannot leave
+   * data the index does not know. In memory only the last `dedupeWindow` ids are held, and
+   * `open()` reads only the index's tail (backwards, until that many ids): memory is
+   * O(dedupeWindow × id length) however large the file grows. A duplicate of a record older
+   * than the window is written again (`sluice reconcile` reports it). @default false
    */
   dedupeById?: boolean;
+  /** Ids remembered for `dedupeById` (the JetStream redelivery window is maxAckPending, 50,000 by default). @default 262_144 */
+  dedupeWindow?: number;
 }
 
 /** errno codes that retrying can fix; ENOSPC/EDQUOT also page someone. */
 const TRANSIENT_ERRNO = new Set(['EAGAIN', 'EINTR', 'EIO', 'EBUSY', 'ENOSPC', 'EDQUOT', 'EMFILE', 'ENFILE']);
 const ALERTING_ERRNO = new Set(['ENOSPC', 'EDQUOT', 'EIO']);
 
+const NL = 0x0a;
+
 export class FileSink<T = unknown> implements Sink<T> {
   readonly name = 'file';
   readonly fixedCostKind: FixedCostKind = 'fsync';
   readonly path: string;
+  readonly indexPath: string;
   private fh: FileHandle | null = null;
+  private ix: FileHandle | null = null;
   private opening: Promise<FileHandle> | null = null;
   private ops = 0;
   private bytes = 0;
+  /** File size after the last successful fdatasync: everything below is durable and acknowledged. */
+  private durableSize = 0;
+  private ixSize = 0;
   private readonly encode: (batch: readonly Envelope<unknown>[]) => Buffer;
   private readonly validate?: (env: Envelope<unknown>) => void;
-  /** Ids in the file (dedupeById), or null. */
+  /** Recent ids (dedupeById), oldest first, at most `window`. */
   private ids: Set<string> | null = null;
   private readonly dedupe: boolean;
+  private readonly window: number;
   private serial: Promise<void> = Promise.resolve();
   private skipped = 0;
+  private readonly st = { failedWrites: 0, failedSyncs: 0, reopens: 0, truncatedBytes: 0 };
 
   constructor(opts: FileSinkOptions) {
     this.path = opts.path;
+    this.indexPath = `${opts.path}.ids`;
     this.encode = opts.encode ?? ndjsonBatch;
     this.validate = opts.validate;
     this.dedupe = opts.dedupeById ?? false;
+    this.window = opts.dedupeWindow ?? 262_144;
+    if (!Number.isInteger(this.window) || this.window < 1) throw invalidOption('dedupeWindow', opts.dedupeWindow, 'an integer ≥ 1');
   }
 
   /** Opens (creating directories) eagerly, so a bad path fails at start-up, not at the first batch. */
@@ -64,28 +96,157 @@ export class FileSink<T = unknown> implements Sink<T> {
     if (!this.opening) {
       this.opening = (async () => {
         await mkdir(dirname(this.path), { recursive: true });
-        if (this.dedupe && !this.ids) this.ids = await readIds(this.path);
-        this.fh = await open(this.path, 'a');
-        return this.fh;
+        // 'a' creates it; then 'r+' for positional writes (O_APPEND ignores the position on Linux).
+        await (await open(this.path, 'a')).close();
+        const fh = await open(this.path, 'r+');
+        try {
+          this.durableSize = await cutTornTail(fh);
+          if (this.dedupe) await this.openIndex();
+        } catch (e) {
+          await fh.close().catch(() => {});
+          throw e;
+        }
+        this.fh = fh;
+        return fh;
       })();
       this.opening.catch(() => (this.opening = null));
     }
     return this.opening;
   }
 
-  async write(batch: readonly Envelope<T>[]): Promise<void> {
-    if (!this.dedupe) return this.writeBatch(batch);
-    const next = this.serial.then(async () => {
-      await this.handle();
-      const seen = new Set<string>();
-      const fresh = batch.filter((e) => e.id === undefined || (!this.ids!.has(e.id) && !seen.has(e.id) && (seen.add(e.id), true)));
-      this.skipped += batch.length - fresh.length;
-      // A batch of duplicates only commits nothing new: no write, no fdatasync.
-      if (fresh.length > 0) await this.writeBatch(fresh);
-      for (const id of seen) this.ids!.add(id);
-    });
+  /** Opens the sidecar index, drops entries past the data (a batch that never landed), loads the last `window` ids. */
+  private async openIndex(): Promise<void> {
+    if (this.ix) {
+      await this.ix.close().catch(() => {});
+      this.ix = null;
+    }
+    await (await open(this.indexPath, 'a')).close();
+    const ix = await open(this.indexPath, 'r+');
+    try {
+      const { ids, validSize } = await readIndexTail(ix, this.durableSize, this.window);
+      const size = (await ix.stat()).size;
+      if (validSize !== size) await ix.truncate(validSize);
+      this.ixSize = validSize;
+      if (!this.ids) this.ids = ids;
+      else for (const id of ids) this.remember(id);
+      this.ix = ix;
+    } catch (e) {
+      await ix.close().catch(() => {});
+      throw e;
+    }
+  }
+
+  private remember(id: string): void {
+    const ids = this.ids!;
+    if (ids.has(id)) return;
+    ids.add(id);
+    if (ids.size > this.window) ids.delete(ids.values().next().value as string);
+  }
+
+  /** Batches are written one at a time: each at the durable end of the file. */
+  write(batch: readonly Envelope<T>[]): Promise<void> {
+    const next = this.serial.then(() => this.writeOne(batch));
     this.serial = next.catch(() => {});
     return next;
+  }
+
+  private async writeOne(batch: readonly Envelope<T>[]): Promise<void> {
+    this.check(batch);
+    await this.handle().catch((cause) => {
+      throw classifyFsError(cause);
+    });
+    let fresh = batch;
+    let seen: Set<string> | null = null;
+    if (this.dedupe) {
+      seen = new Set<string>();
+      const s = seen;
+      fresh = batch.filter((e) => e.id === undefined || (!this.ids!.has(e.id) && !s.has(e.id) && (s.add(e.id), true)));
+      this.skipped += batch.length - fresh.length;
+      // A batch of duplicates only commits nothing new: no write, no fdatasync.
+      if (fresh.length === 0) return;
+    }
+    const buf = this.encode(fresh as readonly Envelope<unknown>[]);
+    await this.append(buf, seen);
+    if (seen) for (const id of seen) this.remember(id);
+  }
+
+  private check(batch: readonly Envelope<T>[]): void {
+    if (!this.validate) return;
+    for (let i = 0; i < batch.length; i++) {
+      try {
+        this.validate(batch[i] as Envelope<unknown>);
+      } catch (cause) {
+        throw new SinkError('item', `record ${i} of the batch failed validation: ${(cause as Error).message}`, {
+          cause,
+          sinkCode: 'VALIDATION',
+          details: { index: i },
+        });
+      }
+    }
+  }
+
+  private async append(buf: Buffer, ids: Set<string> | null): Promise<void> {
+    const fh = this.fh!;
+    const at = this.durableSize;
+    const end = at + buf.length;
+    let stage: 'write' | 'sync' = 'write';
+    try {
+      if (ids && ids.size > 0) {
+        // The index entry first (no fdatasync of its own): a crash can leave an entry whose
+        // batch did not land (dropped at open: its end is past the data), never the reverse.
+        const line = Buffer.from(JSON.stringify({ end, ids: [...ids] }) + '\n');
+        await writeAll(this.ix!, line, this.ixSize);
+      }
+      await writeAll(fh, buf, at);
+      stage = 'sync';
+      this.ops++;
+      await fh.datasync();
+      if (ids && ids.size > 0) this.ixSize += Buffer.byteLength(JSON.stringify({ end, ids: [...ids] })) + 1;
+      this.durableSize = end;
+      this.bytes += buf.length;
+    } catch (cause) {
+      if (stage === 'sync') this.st.failedSyncs++;
+      else this.st.failedWrites++;
+      await this.recover(stage === 'sync');
+      throw classifyFsError(cause);
+    }
+  }
+
+  /**
+   * Back to the last durable state after a failed write or sync: the data file and the index
+   * truncated to their sizes before the batch. After a failed fdatasync the fd is not trusted
+   * again (see the file comment): closed, reopened, the tail re-verified. If even that fails,
+   * the next write reopens (handle()) and cuts the tail there.
+   */
+  private async recover(reopen: boolean): Promise<void> {
+    try {
+      if (reopen) {
+        const old = this.fh;
+        this.fh = null;
+        this.opening = null;
+        await old?.close().catch(() => {});
+        this.st.reopens++;
+        const fh = await open(this.path, 'r+');
+        this.fh = fh;
+        this.opening = Promise.resolve(fh);
+      }
+      const size = (await this.fh!.stat()).size;
+      if (size > this.durableSize) {
+        await this.fh!.truncate(this.durableSize);
+        this.st.truncatedBytes += size - this.durableSize;
+      }
+      if (this.ix) {
+        const ixs = (await this.ix.stat()).size;
+        if (ixs > this.ixSize) await this.ix.truncate(this.ixSize);
+      }
+      if (reopen) await this.fh!.datasync(); // the truncation itself made durable on the new fd
+    } catch {
+      // Could not even truncate: forget the fd; the next write reopens and cuts the tail.
+      const old = this.fh;
+      this.fh = null;
+      this.opening = null;
+      await old?.close().catch(() => {});
+    }
   }
 
   /** Records skipped because their id was already in the file (dedupeById). */
@@ -93,34 +254,14 @@ export class FileSink<T = unknown> implements Sink<T> {
     return this.skipped;
   }
 
-  private async writeBatch(batch: readonly Envelope<T>[]): Promise<void> {
-    if (this.validate) {
-      for (let i = 0; i < batch.length; i++) {
-        try {
-          this.validate(batch[i] as Envelope<unknown>);
-        } catch (cause) {
-          throw new SinkError('item', `record ${i} of the batch failed validation: ${(cause as Error).message}`, {
-            cause,
-            sinkCode: 'VALIDATION',
-            details: { index: i },
-          });
-        }
-      }
-    }
-    const buf = this.encode(batch as readonly Envelope<unknown>[]);
-    try {
-      const fh = await this.handle();
-      let off = 0;
-      while (off < buf.length) {
-        const { bytesWritten } = await fh.write(buf, off, buf.length - off);
-        off += bytesWritten;
-      }
-      this.ops++;
-      await fh.datasync();
-      this.bytes += buf.length;
-    } catch (cause) {
-      throw classifyFsError(cause);
-    }
+  /** Failure counters (issue 19): writes and fdatasyncs that failed, fd reopens, bytes cut back. */
+  faults(): { failedWrites: number; failedSyncs: number; reopens: number; truncatedBytes: number } {
+    return { ...this.st };
+  }
+
+  /** Ids currently held for de-duplication (at most `dedupeWindow`). */
+  idsHeld(): number {
+    return this.ids?.size ?? 0;
   }
 
   fixedCostOps(): number {
@@ -132,11 +273,104 @@ export class FileSink<T = unknown> implements Sink<T> {
   }
 
   async close(): Promise<void> {
+    await this.serial;
     const fh = this.fh;
-    this.fh = null;
+    const ix = this.ix;
+    this.fh = this.ix = null;
     this.opening = null;
+    if (ix) await ix.close();
     if (fh) await fh.close();
   }
+}
+
+async function writeAll(fh: FileHandle, buf: Buffer, at: number): Promise<void> {
+  let off = 0;
+  while (off < buf.length) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off, at + off);
+    off += bytesWritten;
+  }
+}
+
+/** Cuts a torn last line (no trailing newline: a crash or a failed write mid-line); returns the size kept. */
+async function cutTornTail(fh: FileHandle): Promise<number> {
+  const size = (await fh.stat()).size;
+  if (size === 0) return 0;
+  const chunk = Buffer.allocUnsafe(64 * 1024);
+  let end = size;
+  while (end > 0) {
+    const from = Math.max(0, end - chunk.length);
+    const { bytesRead } = await fh.read(chunk, 0, end - from, from);
+    const i = chunk.subarray(0, bytesRead).lastIndexOf(NL);
+    if (i >= 0) {
+      const keep = from + i + 1;
+      if (keep !== size) {
+        await fh.truncate(keep);
+        await fh.datasync();
+      }
+      return keep;
+    }
+    end = from;
+  }
+  await fh.truncate(0);
+  return 0;
+}
+
+/**
+ * Reads the sidecar index backwards: a torn last line and entries whose `end` is past the data
+ * size (a batch that never landed) are cut (`validSize` = the size to keep); ids are collected
+ * newest first until `window` of them. Memory: one read chunk plus the ids kept.
+ */
+async function readIndexTail(ix: FileHandle, dataSize: number, window: number): Promise<{ ids: Set<string>; validSize: number }> {
+  const size = (await ix.stat()).size;
+  const newestFirst: string[][] = [];
+  let count = 0;
+  let validSize = -1;
+  let pos = size;
+  let rest = Buffer.alloc(0); // bytes [pos, pos + rest.length) not yet parsed
+  const chunk = Buffer.allocUnsafe(256 * 1024);
+  /** One complete line (with its newline) at `at`; false once enough ids are held. */
+  const line = (at: number, raw: Buffer): boolean => {
+    if (raw.length === 0 || raw[raw.length - 1] !== NL) return true; // torn: cut
+    let e: { end?: unknown; ids?: unknown };
+    try {
+      e = JSON.parse(raw.toString('utf8'));
+    } catch {
+      return true;
+    }
+    if (typeof e.end !== 'number' || !Array.isArray(e.ids)) return true;
+    if (validSize < 0) {
+      if (e.end > dataSize) return true; // its batch did not land: cut
+      validSize = at + raw.length;
+    }
+    newestFirst.push(e.ids.filter((x): x is string => typeof x === 'string'));
+    count += e.ids.length;
+    return count < window;
+  };
+  for (;;) {
+    if (pos > 0) {
+      const from = Math.max(0, pos - chunk.length);
+      const { bytesRead } = await ix.read(chunk, 0, pos - from, from);
+      rest = Buffer.concat([chunk.subarray(0, bytesRead), rest]);
+      pos = from;
+    }
+    let done = false;
+    while (rest.length > 0) {
+      const i = rest.lastIndexOf(NL, rest.length - 2);
+      if (i < 0 && pos > 0) break; // the line may start in the previous chunk
+      const lineStart = i + 1;
+      if (!line(pos + lineStart, rest.subarray(lineStart))) {
+        done = true;
+        break;
+      }
+      rest = rest.subarray(0, lineStart);
+    }
+    if (done || (pos === 0 && rest.length === 0)) break;
+    if (pos === 0) break;
+  }
+  const ids = new Set<string>();
+  for (let k = newestFirst.length - 1; k >= 0; k--) for (const id of newestFirst[k]) ids.add(id);
+  while (ids.size > window) ids.delete(ids.values().next().value as string);
+  return { ids, validSize: validSize < 0 ? 0 : validSize };
 }
 
 export function classifyFsError(cause: unknown): SinkError {
@@ -149,24 +383,3 @@ export function classifyFsError(cause: unknown): SinkError {
   return new SinkError('transient', msg, { cause, sinkCode: code, alerting: true });
 }
 
-/** Ids of the NDJSON lines already in a file (dedupeById); lines without a string id are not indexed. */
-async function readIds(path: string): Promise<Set<string>> {
-  const ids = new Set<string>();
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return ids;
-    throw e;
-  }
-  for (const line of text.split('\n')) {
-    if (!line) continue;
-    try {
-      const id = (JSON.parse(line) as { id?: unknown }).id;
-      if (typeof id === 'string') ids.add(id);
-    } catch {
-      // not JSON (validation off): nothing to index
-    }
-  }
-  return ids;
-}

@@ -139,6 +139,8 @@ export async function readCommitted(path: string): Promise<{ offset: number; pos
 export interface PutTarget<T> {
   offer(env: Envelope<T>): OfferResult;
   put(env: Envelope<T>): Promise<OfferResult>;
+  /** A redelivery absorbed by the source (not offered again): counted apart in the ledger. */
+  noteRedelivered?(n: number): void;
 }
 
 /**
@@ -158,6 +160,11 @@ export async function offerPatiently<T>(target: PutTarget<T>, env: Envelope<T>):
   }
 }
 
+function reportToStderr(error: unknown): void {
+  const e = error as { code?: unknown; message?: string };
+  process.stderr.write(JSON.stringify({ level: 'error', msg: 'sluice source error', code: e?.code, error: String(e?.message ?? error) }) + '\n');
+}
+
 export interface EmbeddedLogSourceOptions<T> {
   path: string;
   /** @default `${path}.committed` */
@@ -168,6 +175,14 @@ export interface EmbeddedLogSourceOptions<T> {
   pollMs?: number;
   /** Stop by itself at the end of the log (tests, one-shot runs). @default false */
   stopAtEnd?: boolean;
+  /**
+   * A failed persist of the committed offset (disk full, a removed directory). The source keeps
+   * going (the offset is persisted again at the next ack; a restart redelivers from the last
+   * persisted one, which the idempotent sink absorbs) and `flushAcks()`/`close()` reject with
+   * SLUICE_SOURCE_UNAVAILABLE while the last persist failed.
+   * @default one JSON line on stderr
+   */
+  onError?: (error: unknown) => void;
 }
 
 interface LogMeta {
@@ -185,6 +200,8 @@ export interface SourceStats {
   refused: number;
   /** Deliveries the server marked as redeliveries (JetStream; absent where a run never redelivers). */
   redelivered?: number;
+  /** Committed-offset persists that failed (embedded log). */
+  persistFailures?: number;
 }
 
 /** The common face of the two sources with offsets (the lab and `sluice run` use it). */
@@ -233,7 +250,9 @@ export class EmbeddedLogSource<T = unknown> implements OffsetSource<T> {
   private dirty = false;
   private linesCounted = 0;
   private countedPos = 0;
-  private readonly st: SourceStats = { delivered: 0, acked: 0, refused: 0 };
+  private readonly st: SourceStats = { delivered: 0, acked: 0, refused: 0, persistFailures: 0 };
+  /** The error of the last persist, while it has not been followed by a successful one. */
+  private persistError: unknown = null;
 
   private constructor(private readonly opts: EmbeddedLogSourceOptions<T>) {
     this.name = `embedded:${opts.path}`;
@@ -354,6 +373,12 @@ export class EmbeddedLogSource<T = unknown> implements OffsetSource<T> {
     if (moved) this.schedulePersist();
   }
 
+  /**
+   * Writes the committed offset (tmp file, fdatasync, rename), coalesced to one write in
+   * flight. Every error is caught here (never an unhandled rejection): counted, reported
+   * through `onError`, kept for `flushAcks()`, and the offset stays dirty so the next ack or
+   * flush tries again.
+   */
   private schedulePersist(): void {
     this.dirty = true;
     if (this.writing) return;
@@ -361,22 +386,49 @@ export class EmbeddedLogSource<T = unknown> implements OffsetSource<T> {
       while (this.dirty) {
         this.dirty = false;
         const c = { offset: this.committedOffset, position: this.committedPos };
-        const tmp = `${this.committedPath}.tmp`;
-        const fh = await open(tmp, 'w');
         try {
-          await fh.writeFile(JSON.stringify(c) + '\n');
-          await fh.datasync();
-        } finally {
-          await fh.close();
+          await this.persist(c);
+          this.persisted = c;
+          this.persistError = null;
+        } catch (cause) {
+          this.dirty = true;
+          this.st.persistFailures = (this.st.persistFailures ?? 0) + 1;
+          this.persistError = new SluiceError(ErrorCode.SourceUnavailable, `cannot persist the committed offset ${c.offset} to ${this.committedPath}: ${(cause as Error)?.message ?? cause}`, {
+            cause,
+            retryable: true,
+            details: { offset: c.offset, path: this.committedPath },
+          });
+          try {
+            (this.opts.onError ?? reportToStderr)(this.persistError);
+          } catch {
+            /* a reporter must not break the source */
+          }
+          return;
         }
-        await rename(tmp, this.committedPath);
-        this.persisted = c;
       }
     })().finally(() => (this.writing = null));
   }
 
+  private async persist(c: { offset: number; position: number }): Promise<void> {
+    const tmp = `${this.committedPath}.tmp`;
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(JSON.stringify(c) + '\n');
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, this.committedPath);
+  }
+
+  /** Makes every ack so far durable; rejects (SLUICE_SOURCE_UNAVAILABLE) if the committed offset cannot be written. */
   async flushAcks(): Promise<void> {
     while (this.writing) await this.writing;
+    if (this.dirty) {
+      this.schedulePersist(); // one more try, now
+      while (this.writing) await this.writing;
+    }
+    if (this.persistError) throw this.persistError;
   }
 
   /** Committed offset as it is on disk. */
@@ -393,9 +445,12 @@ export class EmbeddedLogSource<T = unknown> implements OffsetSource<T> {
 
   async close(): Promise<void> {
     this.stop();
-    await this.flushAcks();
-    await this.fh?.close();
-    await this.lagFh?.close();
-    this.fh = this.lagFh = null;
+    try {
+      await this.flushAcks();
+    } finally {
+      await this.fh?.close();
+      await this.lagFh?.close();
+      this.fh = this.lagFh = null;
+    }
   }
 }

@@ -25,7 +25,8 @@ import { performance } from 'node:perf_hooks';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { headers } from '@nats-io/transport-node';
 import { AckPolicy, DeliverPolicy, jetstream, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
-import { ErrorCode, SluiceError } from '../core/errors.js';
+import { ErrorCode, SinkError, SluiceError } from '../core/errors.js';
+import type { DeadLetterWriter } from '../core/reliability.js';
 import type { OfferResult } from '../core/pipeline.js';
 import { envelope, type Envelope, type PipelineObserver } from '../core/types.js';
 import { ackingObserver, offerPatiently, type LogRecord, type OffsetSource, type PutTarget, type SourceStats } from './embedded-log.js';
@@ -51,7 +52,23 @@ export interface JetStreamSourceOptions<T> {
   maxAckPending?: number;
   /** Messages per pull request. @default 256 */
   pullBatch?: number;
+  /** Bytes → value; a throw makes the message undecodable (see `deadLetters`). @default JSON.parse of UTF-8 */
   decode?: (data: Buffer) => T;
+  /**
+   * Where a message that fails to decode goes, with its reason (class `item`, sinkCode
+   * DECODE); it is acked once durably dead-lettered. Without it such a message is counted
+   * (`undecodable`), reported through `onError` and terminated (`term()`: the server keeps it in
+   * the stream but stops redelivering it). Never offered as a silent `null`.
+   */
+  deadLetters?: DeadLetterWriter<T>;
+  /** Decode failures and failed dead-letter writes. @default one JSON line on stderr */
+  onError?: (error: unknown) => void;
+  /**
+   * Ids of recently acked messages remembered so that a redelivery of one (an ack lost in a
+   * broker outage) is acked again and counted `redelivered` instead of being processed twice.
+   * @default 100_000
+   */
+  recentAcks?: number;
 }
 
 /** Creates the stream and the durable pull consumer if missing. */
@@ -83,6 +100,12 @@ export interface JetStreamSourceStats extends SourceStats {
   inProgressSignals: number;
   /** Messages delivered and not yet acked (set by `stats()`). */
   held?: number;
+  /** Redeliveries absorbed without a new offer: the message was still held, or already acked. */
+  redeliveriesAbsorbed: number;
+  /** Messages that failed to decode. */
+  undecodable: number;
+  /** Of which durably dead-lettered (then acked). */
+  undecodableDeadLettered: number;
 }
 
 interface JsMeta {
@@ -97,15 +120,21 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
   private messages: ConsumerMessages | null = null;
   private stopping = false;
   private readonly decode: (data: Buffer) => T;
-  private readonly st: JetStreamSourceStats = { delivered: 0, acked: 0, refused: 0, redelivered: 0, inProgressSignals: 0 };
+  private readonly st: JetStreamSourceStats = { delivered: 0, acked: 0, refused: 0, redelivered: 0, inProgressSignals: 0, redeliveriesAbsorbed: 0, undecodable: 0, undecodableDeadLettered: 0 };
   /** Delivered, handed to the pipeline (or waiting to be), not yet acked: stream sequence → message. */
   private readonly held = new Map<number, JsMsg>();
+  /** Later deliveries of a held message (acked together with it). */
+  private readonly extra = new Map<number, JsMsg[]>();
+  /** Stream sequences acked recently, oldest first (bounded by `recentAcks`). */
+  private readonly acked = new Set<number>();
+  private readonly recentAcks: number;
   private heartbeat: NodeJS.Timeout | null = null;
 
   private constructor(private readonly o: JetStreamSourceOptions<T>) {
     this.name = `jetstream:${o.stream}/${o.consumer}`;
     this.js = jetstream(o.nc);
     this.decode = o.decode ?? ((d) => JSON.parse(d.toString('utf8')) as T);
+    this.recentAcks = o.recentAcks ?? 100_000;
   }
 
   static async open<T>(o: JetStreamSourceOptions<T>): Promise<JetStreamSource<T>> {
@@ -124,10 +153,37 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
     if (this.stopping) return;
     this.messages = await c.consume({ max_messages: this.o.pullBatch ?? 256 });
     this.startHeartbeat();
+    // A connection that closes for good (drain, or a server that refuses us) ends the iterator
+    // through `stop()`, so run() settles instead of leaving an unsettled await behind.
+    void this.o.nc.closed().then(() => this.stop());
     for await (const m of this.messages) {
       if (this.stopping) break; // delivered, not offered: never acked, redelivered after ack_wait
-      if (m.redelivered) this.st.redelivered++;
-      const env = this.toEnvelope(m);
+      if (m.redelivered) {
+        this.st.redelivered++;
+        // Counted once per record (issue 19): a redelivery of a message still in the pipeline
+        // rides along with it; one already acked (the ack was lost) is acked again. Neither is
+        // accepted a second time; the ledger counts them as `redelivered`.
+        const prior = this.held.get(m.seq);
+        if (prior) {
+          const list = this.extra.get(m.seq) ?? [];
+          list.push(m);
+          this.extra.set(m.seq, list);
+          this.absorbed(target);
+          continue;
+        }
+        if (this.acked.has(m.seq)) {
+          m.ack();
+          this.absorbed(target);
+          continue;
+        }
+      }
+      let env: Envelope<T>;
+      try {
+        env = this.toEnvelope(m);
+      } catch (error) {
+        await this.undecodable(m, error);
+        continue;
+      }
       this.held.set(m.seq, m);
       let r: OfferResult;
       try {
@@ -139,8 +195,43 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
       }
       if (r === 'accepted' || r === 'dropped') this.st.delivered++;
       // Dropped by the queue policy: never acked, so the server redelivers it after the ack wait.
-      if (r !== 'accepted') this.held.delete(m.seq);
+      if (r !== 'accepted') this.forget(m.seq);
     }
+  }
+
+  private absorbed(target: PutTarget<T>): void {
+    this.st.redeliveriesAbsorbed++;
+    target.noteRedelivered?.(1);
+  }
+
+  private forget(seq: number): void {
+    this.held.delete(seq);
+    this.extra.delete(seq);
+  }
+
+  /** A message whose body does not decode: counted, dead-lettered with its reason (then acked), or terminated. */
+  private async undecodable(m: JsMsg, cause: unknown): Promise<void> {
+    this.st.undecodable++;
+    const data = Buffer.from(m.data);
+    const id = m.headers?.get(ID_HEADER) || `js:${m.seq}`;
+    const error = new SinkError('item', `undecodable message ${id} (stream seq ${m.seq}): ${(cause as Error)?.message ?? cause}`, { cause, sinkCode: 'DECODE' });
+    const report = this.o.onError ?? ((e: unknown) => process.stderr.write(JSON.stringify({ level: 'error', msg: 'sluice source error', source: this.name, error: String((e as Error)?.message ?? e) }) + '\n'));
+    if (this.o.deadLetters) {
+      const env = envelope(null as T, { bytes: data.length, intendedAtMs: performance.now(), id, raw: data, offset: m.seq, meta: { source: this.name, msg: m } satisfies JsMeta });
+      const now = performance.now();
+      try {
+        await this.o.deadLetters.write([{ env, error, failureClass: 'item', attempts: 1, firstFailureAtMs: now, deadLetteredAtMs: now }]);
+        m.ack();
+        this.st.undecodableDeadLettered++;
+        return;
+      } catch (dlqError) {
+        // Not durable: not acked, redelivered after the ack wait, tried again.
+        report(dlqError);
+        return;
+      }
+    }
+    report(error);
+    m.term(error.message.slice(0, 200));
   }
 
   /**
@@ -169,14 +260,10 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
     this.heartbeat = null;
   }
 
+  /** Throws when the body does not decode (see `undecodable`). */
   private toEnvelope(m: JsMsg): Envelope<T> {
     const data = Buffer.from(m.data);
-    let value: T;
-    try {
-      value = this.decode(data);
-    } catch {
-      value = null as T;
-    }
+    const value = this.decode(data);
     // The message id (docs/records.md): ours, else the publisher's de-duplication id; a
     // message with neither gets its id from the pipeline's id rule (a content hash).
     const id = m.headers?.get(ID_HEADER) || m.headers?.get(MSG_ID_HEADER) || undefined;
@@ -197,7 +284,7 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
       // Dropped by the pipeline (queue policy, handler): no longer held, so no longer claimed;
       // never acked, the server redelivers it after the ack wait.
       onDropped: (items) => {
-        if (typeof items !== 'number') for (const e of items) this.held.delete((e.meta as JsMeta).msg.seq);
+        if (typeof items !== 'number') for (const e of items) this.forget((e.meta as JsMeta).msg.seq);
       },
     };
   }
@@ -206,7 +293,10 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
     for (const e of items) {
       const m = (e.meta as JsMeta).msg;
       m.ack();
-      this.held.delete(m.seq);
+      for (const again of this.extra.get(m.seq) ?? []) again.ack();
+      this.forget(m.seq);
+      this.acked.add(m.seq);
+      if (this.acked.size > this.recentAcks) this.acked.delete(this.acked.values().next().value as number);
       this.st.acked++;
     }
   }
