@@ -70,6 +70,7 @@ test('serve → PostgreSQL: any JSON line is one row of the default table; a re-
     assert.equal(Number((await db.query(`SELECT count(*) FROM "${table}"`)).rows[0].count), LINES.length);
   } finally {
     s.child.kill('SIGTERM');
+    setTimeout(() => s.child.kill('SIGKILL'), 20_000).unref();
     const code = await s.exited;
     assert.equal(code, 0, s.err());
     assert.match(s.out(), /ledger .*balanced/);
@@ -97,6 +98,7 @@ test('serve → PostgreSQL with --id-field: a re-POST with changed content under
     assert.deepEqual(rows.map((x) => x.id).sort(), Array.from({ length: 50 }, (_, i) => `ev-${i}`).sort());
   } finally {
     s.child.kill('SIGTERM');
+    setTimeout(() => s.child.kill('SIGKILL'), 20_000).unref();
     assert.equal(await s.exited, 0, s.err());
     await db.query(`DROP TABLE IF EXISTS "${table}"; DROP TABLE IF EXISTS "${table}_dlq"`);
     await db.end();
@@ -128,6 +130,7 @@ test('serve → an existing user table with --columns: a value the column type r
     assert.equal(dead, '1');
   } finally {
     s.child.kill('SIGTERM');
+    setTimeout(() => s.child.kill('SIGKILL'), 20_000).unref();
     assert.equal(await s.exited, 0, s.err());
     await db.query(`DROP TABLE IF EXISTS "${table}"; DROP TABLE IF EXISTS "${table}_dlq"`);
     await db.end();

@@ -42,11 +42,25 @@ export const RunConfigSchema = z
       .strict()
       .default({}),
     retry: z
-      .object({ budget: z.union([z.number().int().min(0), z.literal('infinite')]), baseMs: nonNeg, maxMs: nonNeg, jitter: z.number().min(0).max(1) })
+      .object({
+        budget: z.union([z.number().int().min(0), z.literal('infinite')]),
+        baseMs: nonNeg,
+        maxMs: nonNeg,
+        jitter: z.number().min(0).max(1),
+        writeTimeoutMs: z.number().positive(),
+      })
       .partial()
       .strict()
       .default({}),
     itemRetries: z.number().int().min(0).default(0),
+    /**
+     * With a finite `retry.budget`: dead-letter a batch whose transient retries ran out, and
+     * ack it. Off: such a batch fails loudly (the process exits non-zero, the log keeps the
+     * records). Only for sinks that never come back by themselves; a down sink is not poison.
+     */
+    deadLetterOnRetryExhausted: z.boolean().default(false),
+    /** On SIGINT/SIGTERM, how long the drain may wait for a sink that is down before giving up its batches (never acked: the log keeps them). A second signal gives up at once. */
+    stopGraceMs: nonNeg.default(30_000),
     /** NATS consumer: redelivery delay of an unacknowledged message (ms). */
     ackWaitMs: posInt.default(30_000),
     metricsPort: z.number().int().min(0).max(65535).optional(),

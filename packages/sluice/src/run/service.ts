@@ -22,12 +22,15 @@ import { EmbeddedLogSource, type OffsetSource } from '../sources/embedded-log.js
 import { JetStreamSource } from '../sources/jetstream.js';
 import { connectNats, parseNatsUrl } from '../sources/nats.js';
 import { prometheusFor } from '../metrics/prometheus.js';
+import { registerSinkHealthMetrics } from '../metrics/sink-health.js';
 import { ErrorCode, SluiceError } from '../core/errors.js';
 import { Ingest } from './ingest.js';
 import type { RunConfig } from './config.js';
 
 export interface RunningService {
   readonly ingest: Ingest<unknown>;
+  /** Gives up the batches being retried now (dropped `aborted`, never acked): the second signal, or the stop grace running out. */
+  abandon(): void;
   readonly describe: { source: string; sink: string; dlq: string; strategy: string; metricsUrl: string | null };
   /** Stops fetching, drains, acks, closes everything; resolves with the final ledger and lag. */
   stop(): Promise<{ ledger: LedgerSnapshot; lag: number; committedOffset: number | null }>;
@@ -99,7 +102,14 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
       const { stream, consumer } = parseNatsUrl(cfg.source);
       if (!stream || !consumer)
         throw new SluiceError(ErrorCode.InvalidOption, `invalid --source ${cfg.source}: expected nats://host:port/<stream>/<consumer>`);
-      source = await JetStreamSource.open<unknown>({ nc: await nats(cfg.source), stream, consumer, ackWaitMs: cfg.ackWaitMs });
+      // A message whose body is not JSON is dead-lettered with its reason, then acked.
+      source = await JetStreamSource.open<unknown>({
+        nc: await nats(cfg.source),
+        stream,
+        consumer,
+        ackWaitMs: cfg.ackWaitMs,
+        deadLetters: deadLetterWriter(dlq, { pipeline: cfg.name, sink: sink.name, source: `jetstream:${stream}/${consumer}` }),
+      });
     } else {
       source = await EmbeddedLogSource.open<unknown>({ path: cfg.source });
     }
@@ -111,15 +121,25 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
     const handler: BatchHandler<unknown> =
       cfg.strategy === 'abort-whole-batch'
         ? abortWholeBatch(sink, { ...retry, budget: retry.budget ?? Infinity }, { signal: abort.signal })
-        : splitAndRetry(sink, { dlq: deadLetterWriter(dlq, { pipeline: cfg.name, sink: sink.name, source: source.name }), retry, itemRetries: cfg.itemRetries }, { signal: abort.signal });
+        : splitAndRetry(
+            sink,
+            { dlq: deadLetterWriter(dlq, { pipeline: cfg.name, sink: sink.name, source: source.name }), retry, itemRetries: cfg.itemRetries, deadLetterOnRetryExhausted: cfg.deadLetterOnRetryExhausted },
+            { signal: abort.signal },
+          );
 
     const ingest = new Ingest<unknown>({ source, sink, handler, idRule, name: cfg.name, window: cfg.window, queue: cfg.queue });
+    // One line when the sink goes down and one when it is back: the log keeps the records
+    // meanwhile (fetching pauses once the queue is full; held messages are claimed in progress).
+    const health = ingest.pipeline.sinkHealth();
+    health?.onDown((_e, i) => process.stderr.write(`sluice run: sink down: ${sink.name} ${i.sinkCode ?? ''} ${i.message}; retrying until it is back\n`));
+    health?.onUp((ms, i) => process.stderr.write(`sluice run: sink back: ${sink.name} after ${(ms / 1000).toFixed(1)} s (${i.retries} retries)\n`));
 
     // Metrics
     let server: http.Server | null = null;
     let metricsUrl: string | null = null;
     if (cfg.metricsPort !== undefined) {
       const expo = prometheusFor(ingest.pipeline, ingest.metrics);
+      if (health) registerSinkHealthMetrics(expo.registry, health);
       new client.Gauge({
         name: 'sluice_source_lag',
         help: 'Records in the source not yet acknowledged (log: records − committed offset; JetStream: num_pending + num_ack_pending).',
@@ -149,14 +169,26 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
     let stopping: ReturnType<RunningService['stop']> | null = null;
     return {
       ingest,
+      abandon: () => abort.abort(),
       describe: { source: source.name, sink: isPg(cfg.sink) ? `postgres:${cfg.table}` : `file:${cfg.sink}`, dlq: dlq.describe, strategy: cfg.strategy, metricsUrl },
       stop() {
         if (!stopping)
           stopping = (async () => {
             // abort-whole-batch stalls on poison by design: a stop gives up its held batch (not acked).
+            // Split-and-retry waits for a sink that is down for up to stopGraceMs, then gives up
+            // its batches the same way: the log redelivers them to the next run.
+            let grace: NodeJS.Timeout | null = null;
             const ledger = await ingest.stop(() => {
               if (cfg.strategy === 'abort-whole-batch') abort.abort();
+              else {
+                grace = setTimeout(() => {
+                  if (health && !health.isUp()) process.stderr.write(`sluice run: sink still down after ${cfg.stopGraceMs} ms: giving up the batches in retry (not acked; the log keeps them)\n`);
+                  abort.abort();
+                }, cfg.stopGraceMs);
+                grace.unref();
+              }
             });
+            if (grace) clearTimeout(grace);
             const lag = await source.lag().catch(() => -1);
             const committedOffset = source instanceof EmbeddedLogSource ? source.committed() : null;
             await closeAll();

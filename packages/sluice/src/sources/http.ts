@@ -26,6 +26,7 @@ import type { QueueOptions, WindowOptions } from '../core/options.js';
 import { envelope, type BatchHandler, type Envelope, type PipelineObserver, type Sink } from '../core/types.js';
 import { PipelineMetrics } from '../metrics/metrics.js';
 import { prometheusFor, type Exposition } from '../metrics/prometheus.js';
+import { registerSinkHealthMetrics } from '../metrics/sink-health.js';
 import { Readable } from 'node:stream';
 import { boundedDecode, decodeSmallSync, KNOWN_CODINGS, parseContentEncoding, type Coding, type DecodeStats } from '../codec/bounded-decode.js';
 import { NdjsonFramer } from '../codec/ndjson.js';
@@ -81,8 +82,20 @@ export interface ServeLimits {
   codings: Coding[];
   /** Decoder output chunk: the decompressed cap overshoots by at most this. @default 64 KiB */
   decoderChunkBytes: number;
-  /** Requests decoded at once; more get 503 + Retry-After. @default 16 */
+  /** Requests decoded at once; more get 503 + Retry-After. A body of at most SMALL_BODY_BYTES is read before it takes a slot. @default 16 */
   maxConcurrentRequests: number;
+  /**
+   * A request body must arrive at least this fast, averaged from the request's start once
+   * `bodyRateGraceMs` has passed; a slower one is answered 408 and its connection closed, so a
+   * client trickling a body cannot hold a slot (or a socket) for `requestTimeoutMs`. @default 1024 (bytes/s)
+   */
+  minBodyBytesPerSec: number;
+  /** How long a body may arrive at any rate before `minBodyBytesPerSec` applies. @default 5000 */
+  bodyRateGraceMs: number;
+  /** The whole request header must arrive within this; checked every second, not by Node's 30 s sweep. @default 10_000 */
+  headersTimeoutMs: number;
+  /** The whole request must arrive within this. @default 60_000 */
+  requestTimeoutMs: number;
 }
 
 export const SERVE_LIMIT_DEFAULTS: Readonly<ServeLimits> = Object.freeze({
@@ -94,6 +107,10 @@ export const SERVE_LIMIT_DEFAULTS: Readonly<ServeLimits> = Object.freeze({
   codings: [...KNOWN_CODINGS],
   decoderChunkBytes: 64 * 1024,
   maxConcurrentRequests: 16,
+  minBodyBytesPerSec: 1024,
+  bodyRateGraceMs: 5_000,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 60_000,
 });
 
 export interface ServeOptions {
@@ -211,8 +228,9 @@ const ticketObserver: PipelineObserver<unknown> = {
 function resolveLimits(partial: Partial<ServeLimits> = {}): ServeLimits {
   const l: ServeLimits = { ...SERVE_LIMIT_DEFAULTS, codings: [...SERVE_LIMIT_DEFAULTS.codings] };
   for (const [k, v] of Object.entries(partial)) if (v !== undefined) (l as unknown as Record<string, unknown>)[k] = v;
-  for (const k of ['maxCompressedBytes', 'maxDecompressedBytes', 'maxLineBytes', 'maxItemsPerRequest', 'maxDepth', 'maxConcurrentRequests'] as const)
+  for (const k of ['maxCompressedBytes', 'maxDecompressedBytes', 'maxLineBytes', 'maxItemsPerRequest', 'maxDepth', 'maxConcurrentRequests', 'bodyRateGraceMs', 'headersTimeoutMs', 'requestTimeoutMs'] as const)
     if (!Number.isInteger(l[k]) || l[k] < 1) throw invalidOption(k, l[k], 'an integer ≥ 1');
+  if (!Number.isFinite(l.minBodyBytesPerSec) || l.minBodyBytesPerSec < 0) throw invalidOption('minBodyBytesPerSec', l.minBodyBytesPerSec, 'a number ≥ 0 (0 = no minimum)');
   if (!Array.isArray(l.codings) || l.codings.length === 0 || l.codings.some((c) => !KNOWN_CODINGS.includes(c)))
     throw invalidOption('codings', l.codings, `a non-empty list of ${KNOWN_CODINGS.join(', ')}`);
   if (l.maxLineBytes > l.maxDecompressedBytes)
@@ -272,6 +290,14 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     throw invalidOption('maxLineBytes', limits.maxLineBytes, `at most the window's maxBytes (${pipeline.window().maxBytes})`);
   const exposition = prometheusFor(pipeline, metrics);
   const reg = [exposition.registry];
+  // The sink's health as the handler sees it: /healthz, sluice_sink_up, and one log line when
+  // it goes down and one when it comes back (not one per retry).
+  const health = pipeline.sinkHealth();
+  if (health) {
+    registerSinkHealthMetrics(exposition.registry, health);
+    health.onDown((_e, i) => log(`sink down: ${opts.sink.name} ${i.sinkCode ?? ''} ${i.message}; retrying until it is back (requests get 503 once the queue is full)`));
+    health.onUp((outageMs, i) => log(`sink back: ${opts.sink.name} after ${(outageMs / 1000).toFixed(1)} s (${i.retries} retries)`));
+  }
   const requestsRejected = new client.Counter({ name: 'sluice_http_requests_rejected_total', help: 'Requests refused as a whole, by reason.', labelNames: ['reason'], registers: reg });
   const itemsRejected = new client.Counter({ name: 'sluice_http_items_rejected_total', help: 'Items (lines) refused, by reason.', labelNames: ['reason'], registers: reg });
   const requestsTotal = new client.Counter({ name: 'sluice_http_requests_total', help: 'HTTP answers, by status.', labelNames: ['status'], registers: reg });
@@ -322,10 +348,50 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   }
 
   function refuse(req: IncomingMessage, res: ServerResponse, e: SluiceError, extra: Record<string, unknown> = {}): void {
-    const { status, reason } = statusOf(e);
+    const { status, reason } = refusal(e);
     requestsRejected.inc({ reason });
     const headers: Record<string, string> = status === 429 || status === 503 ? { 'retry-after': retryAfter } : {};
     send(req, res, status, { error: e.code, message: e.message, ...e.details, ...extra, reason }, headers);
+  }
+
+  /** statusOf, except that a full queue behind a sink that is down is 503 (unavailable), not 429 (slow down). */
+  function refusal(e: SluiceError): { status: number; reason: string } {
+    const r = statusOf(e);
+    if (r.status === 429 && health && !health.isUp()) return { status: 503, reason: 'sink-down' };
+    return r;
+  }
+
+  /**
+   * Cuts a request whose body arrives slower than `minBodyBytesPerSec` (after the grace): 408,
+   * connection closed. Reads the socket's byte count, not the body stream, so it never changes
+   * how the body is consumed. Returns a stop function.
+   */
+  function guardBodyRate(req: IncomingMessage, res: ServerResponse): () => void {
+    if (limits.minBodyBytesPerSec <= 0) return () => {};
+    const start = performance.now();
+    const base = req.socket.bytesRead;
+    const t = setInterval(() => {
+      if (req.complete || res.writableEnded) return stop();
+      const elapsedMs = performance.now() - start;
+      if (elapsedMs < limits.bodyRateGraceMs) return;
+      const rate = ((req.socket.bytesRead - base) * 1000) / elapsedMs;
+      if (rate >= limits.minBodyBytesPerSec) return;
+      stop();
+      requestsRejected.inc({ reason: 'slow-body' });
+      requestsTotal.inc({ status: '408' });
+      if (!res.headersSent) {
+        const json = JSON.stringify({ error: 'SLUICE_TOO_SLOW', reason: 'slow-body', minBodyBytesPerSec: limits.minBodyBytesPerSec, bytesPerSec: Math.round(rate) }) + '\n';
+        res.writeHead(408, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json), connection: 'close' });
+        res.end(json);
+      }
+      // The client is not reading at our pace either: do not wait for it to drain the answer.
+      // Destroying the request (not only its socket) ends the reads waiting on its body. Not
+      // unref'd: a close() in progress must see this request end.
+      setTimeout(() => req.destroy(new SluiceError(ErrorCode.MalformedInput, 'request body too slow', { details: { reason: 'slow-body' } })), 100);
+    }, 1000);
+    t.unref();
+    const stop = () => clearInterval(t);
+    return stop;
   }
 
   /**
@@ -333,11 +399,10 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
    * decoded at once (see SMALL_BODY_BYTES): no thread-pool round trips, which a good request
    * would otherwise share with bombs being decoded and with the sink's fdatasync.
    */
-  async function decodeInto(req: IncomingMessage, coding: Coding, framer: NdjsonFramer, stats: DecodeStats): Promise<void> {
-    let source: Readable = req;
-    const cl = req.headers['content-length'];
-    if (cl !== undefined && Number(cl) <= SMALL_BODY_BYTES && coding !== 'br') {
-      const whole = await readWhole(req);
+  async function decodeInto(req: IncomingMessage, coding: Coding, framer: NdjsonFramer, stats: DecodeStats, preRead: Buffer | null): Promise<void> {
+    let source: Readable = preRead ? Readable.from([preRead]) : req;
+    if (preRead && coding !== 'br') {
+      const whole = preRead;
       stats.compressedBytes = whole.length;
       const bound = Math.min(SYNC_DECODE_BYTES, limits.maxDecompressedBytes);
       const out = decodeSmallSync(whole, coding, bound);
@@ -362,8 +427,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     }
   }
 
-  async function ingest(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const t0 = performance.now();
+  async function ingest(req: IncomingMessage, res: ServerResponse, preRead: Buffer | null, t0: number): Promise<void> {
     const cl = req.headers['content-length'];
     if (cl !== undefined && Number(cl) > limits.maxCompressedBytes)
       return refuse(
@@ -404,7 +468,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     );
     const stats: DecodeStats = { compressedBytes: 0, decompressedBytesRead: 0, decompressedBytesPassed: 0 };
     try {
-      await decodeInto(req, coding, framer, stats);
+      await decodeInto(req, coding, framer, stats, preRead);
       framer.end();
     } catch (e) {
       if (isSluiceError(e)) return refuse(req, res, e, { decompressedBytesRead: stats.decompressedBytesRead });
@@ -442,6 +506,27 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         rejected: rejectedLines,
         errors,
       });
+    }
+
+    // While the sink is down, a request the queue cannot hold whole is refused whole (503),
+    // before any of it is accepted: its answer would otherwise wait for the sink to come back
+    // to commit the part that fitted. A request that fits waits for its commit as usual.
+    if (health && !health.isUp()) {
+      const st = pipeline.stats();
+      const roomItems = st.queue.maxItems - st.queueItems;
+      let bytes = 0;
+      for (const e of staged) bytes += e.bytes;
+      if (staged.length > roomItems || bytes > st.queue.maxBytes - st.queueBytes) {
+        const h = health.snapshot();
+        requestsRejected.inc({ reason: 'sink-down' });
+        return send(
+          req,
+          res,
+          503,
+          { error: 'SLUICE_SINK_UNAVAILABLE', reason: 'sink-down', message: `the sink is down (${h.lastError?.sinkCode ?? 'unknown'}) and the queue cannot hold this request; retry later`, lines, accepted: 0, rejected: rejectedLines, errors },
+          { 'retry-after': retryAfter },
+        );
+      }
     }
 
     // Enqueue in order. A block timeout stops here: the lines from the first refused one on
@@ -502,23 +587,38 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     send(req, res, rejectedLines > 0 || ticket.deadLettered > 0 ? 207 : 200, result);
   }
 
-  const server = http.createServer((req, res) => {
+  const server = http.createServer({ connectionsCheckingInterval: 1000 }, (req, res) => {
     const path = (req.url ?? '/').split('?', 1)[0];
     if (path === '/ingest') {
       if (req.method !== 'POST') return void send(req, res, 405, { error: 'method not allowed', allow: 'POST' }, { allow: 'POST' });
       if (closing) return refuse(req, res, new SluiceError(ErrorCode.Closed, 'server is shutting down'));
-      if (active >= limits.maxConcurrentRequests) {
-        requestsRejected.inc({ reason: 'concurrency' });
-        return void send(req, res, 503, { error: 'SLUICE_OVERLOADED', reason: 'concurrency', limit: limits.maxConcurrentRequests }, { 'retry-after': retryAfter });
-      }
-      active++;
-      const p = ingest(req, res)
+      const t0 = performance.now();
+      const stopGuard = guardBodyRate(req, res);
+      // A small body (by Content-Length) is read before it takes a concurrency slot, so clients
+      // trickling bodies hold sockets (until the rate guard cuts them), never the slots that
+      // decoding needs. Larger bodies are streamed through the decoder and take a slot at once.
+      const cl = req.headers['content-length'];
+      const small = cl !== undefined && Number(cl) <= SMALL_BODY_BYTES;
+      const p = (async () => {
+        const preRead = small ? await readWhole(req).catch(() => null) : null;
+        if (small && preRead === null) return; // aborted or cut by the rate guard: nothing to answer
+        if (active >= limits.maxConcurrentRequests) {
+          requestsRejected.inc({ reason: 'concurrency' });
+          return void send(req, res, 503, { error: 'SLUICE_OVERLOADED', reason: 'concurrency', limit: limits.maxConcurrentRequests }, { 'retry-after': retryAfter });
+        }
+        active++;
+        try {
+          await ingest(req, res, preRead, t0);
+        } finally {
+          active--;
+        }
+      })()
         .catch((e) => {
           log(`ingest failed: ${(e as Error)?.stack ?? e}`);
           if (!res.headersSent) send(req, res, 500, { error: 'internal', message: String((e as Error)?.message ?? e) });
         })
         .finally(() => {
-          active--;
+          stopGuard();
           inProgress.delete(p);
         });
       inProgress.add(p);
@@ -527,7 +627,14 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     if (req.method !== 'GET') return void send(req, res, 405, { error: 'method not allowed', allow: 'GET' }, { allow: 'GET' });
     if (path === '/healthz') {
       const state = pipeline.state();
-      return void send(req, res, closing ? 503 : 200, { status: closing ? 'closing' : 'ok', state, activeRequests: active });
+      if (closing) return void send(req, res, 503, { status: 'closing', state, activeRequests: active });
+      if (health && !health.isUp()) {
+        // Degraded, not dead: requests are still taken while the queue has room, and retried
+        // into the sink when it is back. A load balancer should prefer another door.
+        const h = health.snapshot();
+        return void send(req, res, 503, { status: 'degraded', reason: 'sink-down', sink: opts.sink.name, sinkCode: h.lastError?.sinkCode ?? null, message: h.lastError?.message ?? null, downForMs: Math.round(h.downForMs ?? 0), state, activeRequests: active }, { 'retry-after': retryAfter });
+      }
+      return void send(req, res, 200, { status: 'ok', state, activeRequests: active });
     }
     if (path === '/metrics') {
       exposition.text().then(
@@ -541,9 +648,12 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     }
     send(req, res, 404, { error: 'not found', endpoints: ['POST /ingest', 'GET /metrics', 'GET /healthz'] });
   });
-  // Slow-loris bounds: a body must arrive within requestTimeout.
-  server.requestTimeout = 60_000;
-  server.headersTimeout = 10_000;
+  // Slow-loris bounds: the headers within headersTimeoutMs, the whole request within
+  // requestTimeoutMs, both checked every second (Node checks every 30 s by default, which let
+  // 16 clients trickling bodies hold every slot for 77 s: issue 19); bodies also keep a
+  // minimum rate (guardBodyRate).
+  server.requestTimeout = limits.requestTimeoutMs;
+  server.headersTimeout = limits.headersTimeoutMs;
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -31,7 +31,7 @@ export function registerReconcile(program: Command): void {
           d.pending(),
           q ? q.pending() : Promise.resolve([]),
         ]);
-        const r = reconcileIds(produced.ids, sink, dlq.map((e) => e.id), quarantine.map((e) => e.id), produced.unacked);
+        const r = reconcileIds(produced.ids, sink, dlq, quarantine.map((e) => e.id), produced.unacked);
         process.stdout.write((o.json ? JSON.stringify(r) : `reconcile: ${formatReconcile(r)}`) + '\n');
         if (!r.ok) process.exitCode = 1;
       } finally {

@@ -33,6 +33,9 @@ export function registerRun(program: Command): void {
     .option('--retry-base-ms <n>', 'first backoff delay')
     .option('--retry-max-ms <n>', 'backoff cap')
     .option('--retry-jitter <f>', 'jittered share of each delay, 0..1')
+    .option('--retry-write-timeout-ms <n>', 'a batch write still pending after this long is a transient failure (default 30000)')
+    .option('--dead-letter-on-retry-exhausted', 'with a finite --retry-budget: dead-letter (and ack) a batch whose retries ran out, instead of failing loudly')
+    .option('--stop-grace-ms <n>', 'on SIGINT/SIGTERM, wait this long for a sink that is down before giving up its batches (default 30000; a second signal gives up at once)')
     .option('--item-retries <n>', 'extra attempts for an isolated record before the DLQ')
     .option('--ack-wait-ms <n>', 'JetStream: redelivery delay of an unacknowledged message')
     .option('--metrics-port <port>', 'serve GET /metrics on 127.0.0.1:<port> (0 = any free port)')
@@ -53,7 +56,9 @@ export function registerRun(program: Command): void {
         name: o.name,
         window: { maxItems: num(o.maxItems as string), maxBytes: num(o.maxBytes as string), maxWaitMs: num(o.maxWaitMs as string), maxInFlight: num(o.maxInFlight as string) },
         queue: { policy: o.overflow, maxItems: num(o.queueMaxItems as string) },
-        retry: { budget, baseMs: num(o.retryBaseMs as string), maxMs: num(o.retryMaxMs as string), jitter: num(o.retryJitter as string) },
+        retry: { budget, baseMs: num(o.retryBaseMs as string), maxMs: num(o.retryMaxMs as string), jitter: num(o.retryJitter as string), writeTimeoutMs: num(o.retryWriteTimeoutMs as string) },
+        deadLetterOnRetryExhausted: o.deadLetterOnRetryExhausted === true ? true : undefined,
+        stopGraceMs: num(o.stopGraceMs as string),
         itemRetries: num(o.itemRetries as string),
         ackWaitMs: num(o.ackWaitMs as string),
         metricsPort: num(o.metricsPort as string),
@@ -70,11 +75,22 @@ export function registerRun(program: Command): void {
           resolve();
         });
       });
-      process.stdout.write('sluice run: stopping: no more fetching, draining\n');
+      process.stdout.write('sluice run: stopping: no more fetching, draining (a second signal gives up batches still in retry)\n');
+      const giveUp = () => svc.abandon();
+      process.once('SIGINT', giveUp);
+      process.once('SIGTERM', giveUp);
       const r = await svc.stop();
       process.stdout.write(`ledger: ${formatLedger(r.ledger)}\n`);
       process.stdout.write(`source: ${d.source} lag=${r.lag}${r.committedOffset !== null ? ` committed_offset=${r.committedOffset}` : ''}\n`);
       if (failure) exitWithError(failure);
       if (!r.ledger.balanced) process.exitCode = 1;
+      // A batch that failed loudly (finite retry budget) or was given up at stop was not acked:
+      // the log still holds it, and the exit code says so.
+      const lost = r.ledger.droppedByReason ?? {};
+      const failedLoudly = (lost['retry-exhausted'] ?? 0) + (lost['aborted'] ?? 0);
+      if (failedLoudly > 0) {
+        process.stderr.write(`sluice run: ${failedLoudly} records not written (${Object.entries(lost).map(([k, v]) => `${k}=${v}`).join(' ')}); not acked, the source keeps them\n`);
+        process.exitCode = 1;
+      }
     });
 }

@@ -50,6 +50,11 @@ export function registerServe(program: Command): void {
     .option('--max-concurrent-requests <n>', 'requests decoded at once (more get 503)', String(d.maxConcurrentRequests))
     .option('--codings <list>', `accepted content codings, comma-separated (of ${KNOWN_CODINGS.join(', ')})`, d.codings.join(','))
     .option('--retry-after <s>', 'Retry-After seconds on 429/503', '1')
+    .option('--stop-grace-ms <ms>', 'on SIGINT/SIGTERM, wait this long for a sink that is down before giving up its batches (their requests get 503)', '30000')
+    .option('--min-body-bytes-per-sec <n>', 'a body slower than this (after --body-rate-grace-ms) is answered 408 and its connection closed; 0 = no minimum', String(d.minBodyBytesPerSec))
+    .option('--body-rate-grace-ms <ms>', 'how long a body may arrive at any rate', String(d.bodyRateGraceMs))
+    .option('--headers-timeout-ms <ms>', 'request headers must arrive within this', String(d.headersTimeoutMs))
+    .option('--request-timeout-ms <ms>', 'the whole request must arrive within this', String(d.requestTimeoutMs))
     .action(async (o: Record<string, string>) => {
       const codings = o.codings.split(',').map((s) => s.trim()) as Coding[];
       for (const c of codings) if (!KNOWN_CODINGS.includes(c)) throw invalidOption('--codings', o.codings, `a comma-separated list of ${KNOWN_CODINGS.join(', ')}`);
@@ -73,7 +78,11 @@ export function registerServe(program: Command): void {
       const dlq = await openDeadLetterStore(dlqSpec, { table: o.dlqTable ?? `${o.table}_dlq` });
       // Split-and-retry: a record the sink refuses (a constraint, a column's type) is
       // dead-lettered alone and its line answered `dead-lettered`; the rest commits.
-      const handler = splitAndRetry(sink, { dlq: deadLetterWriter(dlq, { pipeline: 'serve', sink: sink.name, source: 'http' }) });
+      // A sink that is down is retried until it is back (requests wait, then get 503 once the
+      // queue is full); at shutdown the drain waits --stop-grace-ms for it, then gives up.
+      const abort = new AbortController();
+      const handler = splitAndRetry(sink, { dlq: deadLetterWriter(dlq, { pipeline: 'serve', sink: sink.name, source: 'http' }) }, { signal: abort.signal });
+      const stopGraceMs = parseNonNegative('--stop-grace-ms', o.stopGraceMs);
       const srv = await startServer({
         sink,
         handler,
@@ -98,6 +107,10 @@ export function registerServe(program: Command): void {
           maxItemsPerRequest: parseIntAtLeast('--max-items-per-request', o.maxItemsPerRequest, 1),
           maxDepth: parseIntAtLeast('--max-depth', o.maxDepth, 1),
           maxConcurrentRequests: parseIntAtLeast('--max-concurrent-requests', o.maxConcurrentRequests, 1),
+          minBodyBytesPerSec: parseNonNegative('--min-body-bytes-per-sec', o.minBodyBytesPerSec),
+          bodyRateGraceMs: parseIntAtLeast('--body-rate-grace-ms', o.bodyRateGraceMs, 1),
+          headersTimeoutMs: parseIntAtLeast('--headers-timeout-ms', o.headersTimeoutMs, 1),
+          requestTimeoutMs: parseIntAtLeast('--request-timeout-ms', o.requestTimeoutMs, 1),
           codings,
         },
         retryAfterSeconds: parseIntAtLeast('--retry-after', o.retryAfter, 0),
@@ -106,7 +119,11 @@ export function registerServe(program: Command): void {
       process.stdout.write(`sluice serve: listening on ${srv.url} (POST /ingest, GET /metrics, GET /healthz) → ${where}, dead letters → ${dlq.describe}\n`);
       await new Promise<void>((done) => {
         const stop = (sig: string) => {
-          process.stdout.write(`sluice serve: ${sig}: no new requests, draining…\n`);
+          process.stdout.write(`sluice serve: ${sig}: no new requests, draining (a second signal gives up batches still in retry)…\n`);
+          const grace = setTimeout(() => abort.abort(), stopGraceMs);
+          grace.unref();
+          process.once('SIGINT', () => abort.abort());
+          process.once('SIGTERM', () => abort.abort());
           srv.close().then(
             (ledger) => {
               process.stdout.write(`sluice serve: ledger ${formatLedger(ledger)}\n`);
