@@ -622,10 +622,14 @@ export class PostgresSink implements Sink<unknown> {
       );
       this.commits++;
     } catch (err) {
-      failed = true;
+      // The server refused the data (a SQLSTATE: bad value, constraint, conflict): it ended the
+      // COPY and the connection is ready for the next query; keeping it saves a reconnect per
+      // failed sub-batch while split-and-retry isolates a poison record. Anything else
+      // (network, client-side) leaves the connection in an unknown state: replace it.
+      const code = (err as PgLikeError).code;
+      failed = !(typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && !TRANSIENT_CLASSES.has(code.slice(0, 2)));
       throw classifyPgError(err);
     } finally {
-      // A connection whose COPY failed midway is not worth reasoning about: replace it.
       client.release(failed);
     }
   }
