@@ -5,7 +5,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connectNats } from '../../src/sources/nats.js';
 import { JetStreamProducer, JetStreamSource } from '../../src/sources/jetstream.js';
 import { PoisonInput } from '../../src/sources/poison.js';
-import { PostgresSink } from '../../src/sinks/postgres.js';
+import { openEventTableSink } from '../../src/lab/sinks.js';
 import { PostgresDeadLetterStore } from '../../src/dlq/postgres.js';
 import { JetStreamDeadLetterStore } from '../../src/dlq/jetstream.js';
 import { deadLetterWriter } from '../../src/dlq/store.js';
@@ -29,7 +29,7 @@ test('JetStream → split-and-retry → PostgreSQL: poison in the DLQ, the rest 
   const name = uniqueName('poison');
   const stream = name.toUpperCase();
   const nc = await connectNats(natsUrl);
-  const sink = new PostgresSink({ connectionString: dbUrl, table: name });
+  const sink = await openEventTableSink({ connectionString: dbUrl, table: name });
   const dlqStore = new PostgresDeadLetterStore(dbUrl, `${name}_dlq`);
   const jsDlq = new JetStreamDeadLetterStore(nc, `${stream}_DLQ`);
   let src: JetStreamSource<EventRecord> | null = null;
