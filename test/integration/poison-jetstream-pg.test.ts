@@ -5,7 +5,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connectNats } from '../../packages/sluice/src/sources/nats.js';
 import { JetStreamProducer, JetStreamSource } from '../../packages/sluice/src/sources/jetstream.js';
 import { PoisonInput } from '../../packages/lab/src/records/poison.js';
-import { PostgresSink } from '../../packages/sluice/src/sinks/postgres.js';
+import { openEventTableSink } from '../../packages/lab/src/sinks.js';
 import { PostgresDeadLetterStore } from '../../packages/sluice/src/dlq/postgres.js';
 import { JetStreamDeadLetterStore } from '../../packages/sluice/src/dlq/jetstream.js';
 import { deadLetterWriter } from '../../packages/sluice/src/dlq/store.js';
@@ -29,7 +29,7 @@ test('JetStream → split-and-retry → PostgreSQL: poison in the DLQ, the rest 
   const name = uniqueName('poison');
   const stream = name.toUpperCase();
   const nc = await connectNats(natsUrl);
-  const sink = new PostgresSink({ connectionString: dbUrl, table: name });
+  const sink = await openEventTableSink({ connectionString: dbUrl, table: name });
   const dlqStore = new PostgresDeadLetterStore(dbUrl, `${name}_dlq`);
   const jsDlq = new JetStreamDeadLetterStore(nc, `${stream}_DLQ`);
   let src: JetStreamSource<EventRecord> | null = null;

@@ -16,7 +16,7 @@ import pg from 'pg';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { splitAndRetry } from '../../packages/sluice/src/core/reliability.js';
 import type { Sink } from '../../packages/sluice/src/core/types.js';
-import { PostgresSink } from '../../packages/sluice/src/sinks/postgres.js';
+import { EVENT_TABLE_MAPPING, openEventTableSink } from '../../packages/lab/src/sinks.js';
 import { PostgresDeadLetterStore } from '../../packages/sluice/src/dlq/postgres.js';
 import { deadLetterWriter } from '../../packages/sluice/src/dlq/store.js';
 import { openConsumableDlq } from '../../packages/sluice/src/dlq/access.js';
@@ -37,11 +37,11 @@ test('JetStream + PostgreSQL: migrate + transform, dry run, re-drive twice, quar
   const stream = name.toUpperCase();
   const dir = await mkdtemp(join(tmpdir(), 'sluice-redrive-js-'));
   const nc = await connectNats(natsUrl);
-  const sink = await new PostgresSink({ connectionString: dbUrl, table: name }).open();
+  const sink = await openEventTableSink({ connectionString: dbUrl, table: name });
   const store = new PostgresDeadLetterStore(dbUrl, `${name}_dlq`);
   const dlq = await openConsumableDlq({ dlq: dbUrl, table: `${name}_dlq` });
   const quarantine = await openConsumableDlq({ dlq: dbUrl, table: `${name}_q` });
-  const rv = new PostgresRevalidator(dbUrl, name);
+  const rv = new PostgresRevalidator(dbUrl, name, { docColumn: EVENT_TABLE_MAPPING.docColumn, columns: { ...EVENT_TABLE_MAPPING.columns } });
   const admin = new pg.Client({ connectionString: dbUrl });
   await admin.connect();
   try {

@@ -1,16 +1,18 @@
 /**
- * Case 3 — PostgreSQL: Sluice into PostgresSink in its default mode (`json`, idempotent on
- * id; one connection, one batch in flight, the bench's 512-item window) and in `append` mode
- * (COPY straight into the table, no conflict handling, as raw COPY; 4,096-item windows, two
- * batches in flight on two connections),
- * against what the database itself takes, measured in the same run:
- * - copy:   one `COPY … FROM STDIN` session streaming the same rows (same factory, same
- *           table definition, text format) with no batching logic in front: one
- *           transaction, acknowledged at its commit (the issue's named baseline);
- * - insert: the sink's own statement in its default mode (`INSERT … SELECT FROM
- *           json_populate_recordset(…) ON CONFLICT DO NOTHING`) fed ready-made 512-row
- *           batches back to back, no batcher.
- * Each contender writes `--rows` rows into a table of its own, dropped at the end.
+ * Case 3 — PostgreSQL, the generic record model: every contender writes the same records
+ * (RecordFactory's envelopes: an id and the JSON bytes as produced) into a table of the same
+ * shape, PostgresSink's default `(id text primary key, received_at timestamptz default now(),
+ * doc jsonb)`, so every contender pays for the same primary key.
+ * - sluice:        Pipeline → PostgresSink in its default mode (`copy`: idempotent on id);
+ * - sluice-append: the same in `append` mode (COPY, no conflict handling, not idempotent);
+ * - sluice-staged: the same in `staged` mode (COPY into a temp table, INSERT … ON CONFLICT);
+ * - sink-alone:    the default mode's write fed ready-made full batches back to back, no batcher;
+ * - copy:          the limit: one `COPY … FROM STDIN` session streaming the same rows, as a
+ *                  user's own loop would (text format: id, tab, the record's bytes escaped),
+ *                  one transaction, acknowledged at its commit;
+ * - copy-binary:   the same in binary format (no escaping; the faster of the two is the limit).
+ * The Sluice contenders use a bulk-load window (BULK_MAX_ITEMS items, BULK_IN_FLIGHT batches in
+ * flight on as many connections): one COPY per batch, one commit per batch.
  * CPU per item is this process's only: the server's work is not in it.
  *
  *   node --expose-gc dist/bench/case3-postgres.js --contender sluice --rows 200000
@@ -20,35 +22,27 @@ import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { PostgresSink, copyText, type PostgresWriteMode } from 'sluice';
-
+import { PostgresSink, type PostgresWriteMode } from 'sluice';
+import { copyBinary } from 'sluice';
 import { RecordFactory, type EventRecord } from '../src/records/records.js';
 import type { Envelope } from 'sluice';
 import { LatencyHistogram } from 'sluice';
-import { MAX_ITEMS, makeContender } from './lib/contenders.js';
+import { makeContender } from './lib/contenders.js';
 import { AckSink, closedLoop, emit, main, measure, num, parseArgs, peakRssMb, rssMb, settle } from './lib/harness.js';
 
 const URL = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test';
-const COLUMNS = 'id, ts, source, kind, amount, note, payload';
 
-function sinkFor(table: string, mode?: PostgresWriteMode, connections = 1): PostgresSink {
+/**
+ * A bulk load's window: per-batch costs (a COPY round trip, a commit) want large batches.
+ * Two in flight on two connections: encoding the next batch overlaps the server's COPY of
+ * the last one, as raw COPY's single stream overlaps them (docs/bench.md, case 3).
+ */
+export const BULK_MAX_ITEMS = 4096;
+export const BULK_IN_FLIGHT = 2;
+
+function sinkFor(table: string, mode?: PostgresWriteMode, connections = BULK_IN_FLIGHT): PostgresSink {
   return new PostgresSink({ connectionString: URL, table, mode, maxConnections: connections, connectTimeoutMs: 2_000 });
 }
-
-/** The append variant writes two batches at once, on two connections: making the next batch's rows overlaps the server's COPY of the last one, as raw COPY's single stream overlaps them. */
-const APPEND_IN_FLIGHT = 2;
-/**
- * The append variant's window: 4,096 items (the top of the lab's window grid), queue bound 2
- * windows. A bulk load into PostgreSQL is what this variant stands for, and its per-statement
- * costs (a COPY round trip, a commit) want large batches. Measured 2026-11-27 07:3x UTC, two
- * alternations, 300k rows, rows/s against raw COPY's 132k and 153k: 512 → 65k and 76k,
- * 1,024 → 74k and 88k, 2,048 → 84k and 90k, 4,096 → 104k and 105k. What is left of the gap is
- * the items' lifetime, by a CPU profile of 420k rows each: held in the queue and in flight they
- * survive scavenges (GC 640 ms against raw COPY's 343), and making and encoding them costs
- * more (RecordFactory.make 279 ms against 86, copyText 555 against 453), as when the items are
- * no longer in cache by the time the batch is encoded.
- */
-const APPEND_MAX_ITEMS = 4096;
 
 async function probe(): Promise<void> {
   const c = new pg.Client({ connectionString: URL, connectionTimeoutMillis: 2_000 });
@@ -63,55 +57,80 @@ async function probe(): Promise<void> {
   }
 }
 
+
 type Writer = (f: RecordFactory, rows: number) => Promise<{ acked: number; latency: LatencyHistogram | null; extra: Record<string, unknown> }>;
 
 const sluiceWriter =
-  (sink: PostgresSink, maxInFlight = 1, maxItems = MAX_ITEMS, queueItems?: number): Writer =>
+  (sink: PostgresSink): Writer =>
   async (f, rows) => {
     const ack = new AckSink(sink, { latency: false });
-    const c = makeContender<Envelope<EventRecord>>('sluice', ack, { sluiceMaxInFlight: maxInFlight, sluiceMaxItems: maxItems, sluiceQueueItems: queueItems });
+    const c = makeContender<Envelope<EventRecord>>('sluice', ack, { sluiceMaxInFlight: BULK_IN_FLIGHT, sluiceMaxItems: BULK_MAX_ITEMS, sluiceQueueItems: 2 * BULK_MAX_ITEMS });
     await closedLoop(c, ack, { make: (i, stamp) => f.make(i, stamp), totalItems: rows });
     await c.close();
-    return { acked: ack.acked, latency: c.latency(), extra: { ...c.extra(), mode: sink.mode } };
+    return { acked: ack.acked, latency: c.latency(), extra: { ...c.extra(), mode: sink.mode, paths: sink.writesByPath(), maxItems: BULK_MAX_ITEMS, maxInFlight: BULK_IN_FLIGHT } };
   };
 
-const insertWriter =
+/** The sink alone: full batches back to back, BULK_IN_FLIGHT at a time, no batcher in front. */
+const sinkAloneWriter =
   (sink: PostgresSink): Writer =>
   async (f, rows) => {
     const latency = new LatencyHistogram();
+    let made = 0;
     let acked = 0;
-    while (acked < rows) {
-      const stamp = performance.now();
-      const n = Math.min(MAX_ITEMS, rows - acked);
-      const batch = Array.from({ length: n }, (_, k) => f.make(acked + k, stamp));
-      await sink.write(batch);
-      const now = performance.now();
-      for (let k = 0; k < n; k++) latency.recordMs(now - stamp);
-      acked += n;
-    }
-    return { acked, latency, extra: { mode: sink.mode, batchRows: MAX_ITEMS } };
+    const lane = async (): Promise<void> => {
+      while (made < rows) {
+        const stamp = performance.now();
+        const n = Math.min(BULK_MAX_ITEMS, rows - made);
+        const from = made;
+        made += n;
+        const batch = Array.from({ length: n }, (_, k) => f.make(from + k, stamp));
+        await sink.write(batch);
+        const now = performance.now();
+        for (let k = 0; k < n; k++) latency.recordMs(now - stamp);
+        acked += n;
+      }
+    };
+    await Promise.all(Array.from({ length: BULK_IN_FLIGHT }, lane));
+    return { acked, latency, extra: { mode: sink.mode, batchRows: BULK_MAX_ITEMS, inFlight: BULK_IN_FLIGHT } };
   };
 
+/** COPY text format of one record: `id<TAB>bytes<LF>`, the four special characters escaped. */
+function textRow(e: Envelope<EventRecord>): string {
+  const doc = e.raw!.toString('utf8');
+  return `${e.id}\t${/[\\\t\n\r]/.test(doc) ? doc.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r')) : doc}\n`;
+}
+
 const copyWriter =
-  (table: string): Writer =>
+  (table: string, binary: boolean): Writer =>
   async (f, rows) => {
     const client = new pg.Client({ connectionString: URL });
     await client.connect();
     const stamps: number[] = [];
     try {
-      const stream = client.query(copyFrom(`COPY "${table}" (${COLUMNS}) FROM STDIN`));
+      const stream = client.query(copyFrom(`COPY "${table}" (id, doc) FROM STDIN${binary ? ' (FORMAT binary)' : ''}`));
       // Rows are made and encoded in chunks of 1,000 (as the other producers slice their
-      // work), each chunk written with the stream's own back-pressure.
+      // work), each chunk written with the stream's own back-pressure. Binary format is one
+      // header, tuples, one trailer: chunks after the first drop the header, the last adds the trailer.
       let i = 0;
       while (i < rows) {
         const stamp = performance.now();
         const end = Math.min(i + 1000, rows);
-        // The rows encoded exactly as the sink's COPY paths encode them (copyText).
-        const chunk: Envelope<EventRecord>[] = [];
-        for (; i < end; i++) chunk.push(f.make(i, stamp));
-        const text = copyText(chunk);
+        let chunk: Buffer;
+        if (binary) {
+          const tuples: Buffer[][] = [];
+          for (; i < end; i++) {
+            const e = f.make(i, stamp);
+            tuples.push([Buffer.from(e.id!), e.raw!]);
+          }
+          const full = copyBinary(tuples, ['text', 'jsonb']);
+          chunk = full.subarray(stamps.length === 0 ? 0 : 19, i === rows ? full.length : full.length - 2);
+        } else {
+          let text = '';
+          for (; i < end; i++) text += textRow(f.make(i, stamp));
+          chunk = Buffer.from(text);
+        }
         stamps.push(stamp, end);
-        if (!stream.write(text)) await once(stream, 'drain');
+        if (!stream.write(chunk)) await once(stream, 'drain');
       }
       stream.end();
       await finished(stream);
@@ -126,8 +145,10 @@ const copyWriter =
       for (let j = from; j < stamps[k + 1]; j++) latency.recordMs(now - stamps[k]);
       from = stamps[k + 1];
     }
-    return { acked: rows, latency, extra: { transactions: 1 } };
+    return { acked: rows, latency, extra: { transactions: 1, format: binary ? 'binary' : 'text' } };
   };
+
+const SINK_MODE: Record<string, PostgresWriteMode | undefined> = { sluice: undefined, 'sluice-append': 'append', 'sluice-staged': 'staged', 'sink-alone': undefined };
 
 main(async () => {
   const a = parseArgs();
@@ -136,21 +157,17 @@ main(async () => {
   const rows = num(a, 'rows', 200_000);
   const warmupRows = num(a, 'warmup-rows', 20_000);
   const table = `bench_pg_${contender.replace(/[^a-z]/g, '')}_${process.pid}`;
-  const sink = contender === 'sluice-append' ? sinkFor(table, 'append', APPEND_IN_FLIGHT) : sinkFor(table);
+  if (!(contender in SINK_MODE) && contender !== 'copy' && contender !== 'copy-binary')
+    throw new Error(`unknown contender ${contender}: ${[...Object.keys(SINK_MODE), 'copy', 'copy-binary'].join(', ')}`);
+  const sink = sinkFor(table, SINK_MODE[contender]);
   try {
     await sink.open();
     const writer: Writer =
-      contender === 'sluice' || contender === 'sluice-append'
-        ? contender === 'sluice-append'
-          ? sluiceWriter(sink, APPEND_IN_FLIGHT, APPEND_MAX_ITEMS, 2 * APPEND_MAX_ITEMS)
-          : sluiceWriter(sink)
-        : contender === 'insert'
-          ? insertWriter(sink)
-          : contender === 'copy'
-            ? copyWriter(table)
-            : (() => {
-                throw new Error(`unknown contender ${contender}: sluice, sluice-append, insert or copy`);
-              })();
+      contender === 'copy' || contender === 'copy-binary'
+        ? copyWriter(table, contender === 'copy-binary')
+        : contender === 'sink-alone'
+          ? sinkAloneWriter(sink)
+          : sluiceWriter(sink);
     if (warmupRows > 0) {
       await writer(new RecordFactory({ idPrefix: 'w' }), warmupRows);
       await sink.truncate();

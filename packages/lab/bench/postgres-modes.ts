@@ -1,11 +1,11 @@
 /**
- * PostgresSink's write paths against each other: `insert` (one INSERT … SELECT FROM unnest,
- * autocommit), `copy` (BEGIN; COPY into a staging table; INSERT … ON CONFLICT; COMMIT) and
- * `json` (one INSERT … SELECT FROM json_populate_recordset, autocommit), in the same process run,
+ * PostgresSink's write paths against each other (see src/sinks/postgres.ts): `copy` (COPY into
+ * the table, staged fallback on a conflict), `staged`, `insert`, `json` and `append`, each into
+ * its own default table `(id text primary key, received_at, doc jsonb)`, in the same process run,
  * on the same records, interleaved batch by batch so that noise from a shared machine hits
  * both modes alike. Not part of `npm test`.
  *
- *   npx tsx bench/postgres-modes.ts [--url postgres://…] [--sizes 1,10,100,1000,4096] [--ms 3000] [--modes insert,copy,json]
+ *   npx tsx bench/postgres-modes.ts [--url postgres://…] [--sizes 1,10,100,1000,4096] [--ms 3000] [--modes copy,staged,insert,json,append]
  *
  * Prints the host, then per batch size the median and p90 wall time of one batch write and
  * the cost per item, and each mode's median over the fastest one's.
@@ -22,7 +22,7 @@ function arg(name: string, dflt: string): string {
 const url = arg('url', process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test');
 const sizes = arg('sizes', '1,10,100,1000,4096').split(',').map(Number);
 const budgetMs = Number(arg('ms', '3000'));
-const modes: PostgresWriteMode[] = (arg('modes', 'insert,copy,json').split(',') as PostgresWriteMode[]);
+const modes: PostgresWriteMode[] = (arg('modes', 'copy,staged,insert,json,append').split(',') as PostgresWriteMode[]);
 
 const q = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))];
 

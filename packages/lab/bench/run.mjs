@@ -23,7 +23,7 @@ const RESULTS = join(ROOT, 'bench', 'results');
 // ------------------------------------------------------------------ options
 
 function parseArgs(argv) {
-  const o = { quick: false, cases: [1, 2, 3, 4], reps: null, profile: true, out: join(RESULTS, 'latest.json') };
+  const o = { quick: false, cases: [1, 2, 3, 4, 6], reps: null, profile: true, out: join(RESULTS, 'latest.json') };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') o.quick = true;
@@ -32,15 +32,15 @@ function parseArgs(argv) {
     else if (a === '--reps') o.reps = Number(argv[++i]);
     else if (a === '--out') o.out = argv[++i];
     else if (a === '--help' || a === '-h') {
-      console.log('usage: node bench/run.mjs [--quick] [--cases 1,2,3,4] [--reps N] [--no-profile] [--out file.json]');
+      console.log('usage: node bench/run.mjs [--quick] [--cases 1,2,3,4,6] [--reps N] [--no-profile] [--out file.json]');
       process.exit(0);
     } else {
       console.error(`bench: unknown argument ${a} (try --help)`);
       process.exit(2);
     }
   }
-  if (o.cases.some((c) => ![1, 2, 3, 4].includes(c))) {
-    console.error(`bench: --cases takes numbers among 1,2,3,4, got ${o.cases.join(',')}`);
+  if (o.cases.some((c) => ![1, 2, 3, 4, 6].includes(c))) {
+    console.error(`bench: --cases takes numbers among 1,2,3,4,6, got ${o.cases.join(',')}`);
     process.exit(2);
   }
   return o;
@@ -55,6 +55,7 @@ const CFG = {
   core: { durationMs: Q ? 700 : 2000, warmupMs: Q ? 200 : 500 },
   fixedCost: { durationMs: Q ? 700 : 2000, warmupMs: Q ? 200 : 500, samples: Q ? 150 : 300 },
   postgres: { rows: Q ? 30_000 : 100_000, warmupRows: Q ? 5_000 : 20_000 },
+  logToTable: { rows: Q ? 20_000 : 60_000 },
   overload: { durationMs: Q ? 1500 : 3000, fixedCostMs: 5, overloadFactor: 2 },
   childTimeoutMs: 180_000,
 };
@@ -177,19 +178,20 @@ async function case2() {
   ]);
   const rows = summarize(runs, { fixedCostMs: (r) => r.extra?.fixedCostMs });
   const s = rows.sluice;
+  // The limit is the sink alone fed full 512-item batches back to back (a 512-item batch is a
+  // ~31 KB write: calibrating on a one-item write, as maxItems / fixedCost does, leaves the
+  // bytes out). maxItems / fixedCost stays in the table as information, not as a check.
   const checks = [
-    check('fixed-cost: Sluice ≥ 80% of maxItems / fixedCost', s?.itemsPerSec ?? null, '>=', rows.limit ? 0.8 * rows.limit.itemsPerSec : null),
-    check('fixed-cost: Sluice ≥ 80% of the sink alone (512-item batches back to back)', s?.itemsPerSec ?? null, '>=', rows['sink-alone'] ? 0.8 * rows['sink-alone'].itemsPerSec : null),
+    check('fixed-cost: Sluice ≥ 95% of the sink alone (512-item batches back to back)', s?.itemsPerSec ?? null, '>=', rows['sink-alone'] ? 0.95 * rows['sink-alone'].itemsPerSec : null),
   ];
-  // Read beside the checks (not a check): the runs alternate, so each repetition's Sluice run
-  // sits next to its own references; when the machine drifts during the run (the limit read
-  // 0.93M in the first repetition and 1.96M in the last at 11:06 on 2026-11-27), the ratio
+  // Read beside the check (not a check): the runs alternate, so each repetition's Sluice run
+  // sits next to its own references; when the machine drifts during the run, the ratio
   // within a repetition moves less than the ratio of the medians.
-  const notes = ['limit', 'sink-alone'].map((ref) => {
+  const notes = ['sink-alone', 'limit'].map((ref) => {
     const r = pairedRatios(runs.sluice ?? [], runs[ref] ?? []);
     return r.length ? `paired by repetition, Sluice ÷ ${label(ref)}: median ${median(r).toFixed(2)} (${r.map((x) => x.toFixed(2)).join(', ')})` : null;
   }).filter(Boolean);
-  return { title: 'Case 2 — one-connection fixed-cost sink (FileSink: write + fdatasync per batch, maxInFlight 1)', baseline: 'limit', rows, checks, errors, runs, notes };
+  return { title: 'Case 2 — one-connection fixed-cost sink (FileSink: write + fdatasync per batch, maxInFlight 1); limit: the sink alone, full batches', baseline: 'sink-alone', rows, checks, errors, runs, notes };
 }
 
 async function case3() {
@@ -198,19 +200,50 @@ async function case3() {
     const why = p.error ?? p.reason;
     return { title: 'Case 3 — PostgreSQL', skipped: `PostgreSQL unreachable, case 3 skipped (${why})`, rows: {}, checks: [], errors: [], runs: {} };
   }
-  const { runs, errors } = await alternate('case 3 postgres', 'case3-postgres.js', ['sluice', 'sluice-append', 'insert', 'copy'], CFG.reps, () => [
+  const { runs, errors } = await alternate('case 3 postgres', 'case3-postgres.js', ['sluice', 'sluice-append', 'sluice-staged', 'sink-alone', 'copy', 'copy-binary'], CFG.reps, () => [
     '--rows', String(CFG.postgres.rows), '--warmup-rows', String(CFG.postgres.warmupRows),
   ]);
   const rows = summarize(runs);
   const mode = runs.sluice?.[0]?.extra?.mode ?? null;
-  // Like for like: raw COPY has no conflict handling, nor has Sluice's append mode. The
-  // default mode pays for idempotence (ON CONFLICT on id) and is judged too, not hidden.
+  // The limit: raw COPY into a table of the same shape and primary key, in whichever format
+  // (text, binary) was faster in this run.
+  const fastest = ['copy', 'copy-binary'].filter((c) => rows[c]).sort((x, y) => rows[y].itemsPerSec - rows[x].itemsPerSec)[0];
+  rows.limit = fastest ? { ...rows[fastest], runs: rows[fastest].runs, limitOf: fastest } : null;
+  const lim = rows.limit?.itemsPerSec ?? null;
   const checks = [
-    check('postgres: Sluice (append mode: COPY, no conflict handling, as raw COPY) ≥ 80% of raw COPY', rows['sluice-append']?.itemsPerSec ?? null, '>=', rows.copy ? 0.8 * rows.copy.itemsPerSec : null),
-    check(`postgres: Sluice (default ${mode} mode, idempotent on id) ≥ 80% of raw COPY`, rows.sluice?.itemsPerSec ?? null, '>=', rows.copy ? 0.8 * rows.copy.itemsPerSec : null),
-    check(`postgres: Sluice ≥ 80% of its sink's ${mode} statement alone`, rows.sluice?.itemsPerSec ?? null, '>=', rows.insert ? 0.8 * rows.insert.itemsPerSec : null),
+    check(`postgres: Sluice (default ${mode} mode, idempotent on id) ≥ 80% of raw COPY into the same table`, rows.sluice?.itemsPerSec ?? null, '>=', lim === null ? null : 0.8 * lim),
+    check('postgres: Sluice (append mode: COPY, no conflict handling) ≥ 90% of raw COPY into the same table', rows['sluice-append']?.itemsPerSec ?? null, '>=', lim === null ? null : 0.9 * lim),
   ];
-  return { title: `Case 3 — PostgreSQL ${p.serverVersion ?? ''} (Sluice: PostgresSink mode ${mode}, 512-item window, one connection; append, 4,096-item window, two)`, baseline: 'copy', rows, checks, errors, runs, server: p.serverVersion, sinkMode: mode };
+  const notes = [
+    `limit = ${fastest ? label(fastest) : '—'} (the faster raw COPY format in this run)`,
+    `CPU µs per row (this process only): Sluice ${fmt(rows.sluice?.cpuUsPerItem)}, append ${fmt(rows['sluice-append']?.cpuUsPerItem)}; raw COPY's producer: text ${fmt(rows.copy?.cpuUsPerItem)}, binary ${fmt(rows['copy-binary']?.cpuUsPerItem)}`,
+    ...['sluice', 'sluice-append'].map((c) => {
+      const r = pairedRatios(runs[c] ?? [], fastest ? runs[fastest] ?? [] : []);
+      return r.length ? `paired by repetition, ${label(c)} ÷ ${label(fastest)}: median ${median(r).toFixed(2)} (${r.map((x) => x.toFixed(2)).join(', ')})` : null;
+    }),
+  ].filter(Boolean);
+  return { title: `Case 3 — PostgreSQL ${p.serverVersion ?? ''}, generic records into (id text primary key, received_at, doc jsonb); Sluice: PostgresSink, 4,096-item window, 2 in flight`, baseline: 'limit', rows, checks, errors, runs, notes, server: p.serverVersion, sinkMode: mode };
+}
+
+async function case6() {
+  const p = await runChild('case6-jetstream-pg.js', ['--probe']);
+  if (p.error || !p.reachable) {
+    const why = p.error ?? p.reason;
+    return { title: 'Case 6 — log to table', skipped: `JetStream or PostgreSQL unreachable, case 6 skipped (${why})`, rows: {}, checks: [], errors: [], runs: {} };
+  }
+  const n = String(CFG.logToTable.rows);
+  const a = await alternate('case 6 log to table', 'case6-jetstream-pg.js', ['sluice', 'consume'], CFG.reps, () => ['--rows', n]);
+  // Raw COPY alone, the same records: case 3's contenders, in the same run.
+  const b = await alternate('case 6 raw COPY', 'case3-postgres.js', ['copy', 'copy-binary'], CFG.reps, () => ['--rows', n, '--warmup-rows', '0']);
+  const runs = { ...a.runs, ...b.runs };
+  const rows = summarize(runs);
+  const copyBest = ['copy', 'copy-binary'].filter((c) => rows[c]).sort((x, y) => rows[y].itemsPerSec - rows[x].itemsPerSec)[0];
+  const parts = [rows.consume?.itemsPerSec, copyBest ? rows[copyBest].itemsPerSec : undefined].filter((x) => typeof x === 'number');
+  const lim = parts.length === 2 ? Math.min(...parts) : null;
+  rows.limit = lim === null ? null : { runs: 0, itemsPerSec: lim };
+  const checks = [check('log to table: Sluice run (JetStream → PostgreSQL, default mode) ≥ 80% of min(JetStream consume alone, raw COPY alone)', rows.sluice?.itemsPerSec ?? null, '>=', lim === null ? null : 0.8 * lim)];
+  const notes = [`limit = min(${label('consume')} ${fmtRate(rows.consume?.itemsPerSec)}, ${copyBest ? label(copyBest) : 'raw COPY'} ${fmtRate(copyBest ? rows[copyBest].itemsPerSec : null)})`];
+  return { title: `Case 6 — log to table: JetStream → Sluice (run: split-and-retry, acks after commit) → PostgreSQL, ${CFG.logToTable.rows.toLocaleString('en-US')} records pre-filled`, baseline: 'limit', rows, checks, errors: [...a.errors, ...b.errors], runs, notes };
 }
 
 async function case4() {
@@ -256,11 +289,15 @@ async function case4() {
 // ------------------------------------------------------------------ profile
 
 async function profileCase1() {
-  const dir = join(RESULTS, 'profile');
+  return profileRun('profile', 'case1-core.js', ['--contender', 'sluice', '--duration', String(Q ? 1000 : 3000), '--warmup', '500']);
+}
+
+async function profileRun(sub, script, args) {
+  const dir = join(RESULTS, sub);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  progress('profile: case 1, Sluice, --cpu-prof');
-  const res = await runChild('case1-core.js', ['--contender', 'sluice', '--duration', String(Q ? 1000 : 3000), '--warmup', '500'], {
+  progress(`profile: ${script}, Sluice, --cpu-prof`);
+  const res = await runChild(script, args, {
     nodeArgs: ['--cpu-prof', '--cpu-prof-dir', dir],
   });
   progress('');
@@ -302,6 +339,8 @@ async function profileCase1() {
 
 function ownerOf(fn, url) {
   if (url.includes('hdr-histogram-js') || url.includes('/src/metrics/')) return 'latency/metrics accounting (HDR record per item)';
+  if (url.includes('/src/sinks/') || url.includes('pg-copy-streams') || url.includes('/pg/') || url.includes('pg-protocol')) return 'PostgreSQL sink and driver (encode, COPY, pg)';
+  if (url.includes('@nats-io') || url.includes('/src/sources/')) return 'JetStream source and client (fetch, decode, ack)';
   if (url.includes('/src/core/')) return 'Sluice core (queue, window, ledger)';
   if (url.includes('/bench/')) return 'bench harness (producer, items, ack sink)';
   if (fn === 'now' && !url) return 'performance.now() (native clock reads)';
@@ -365,12 +404,15 @@ function label(name) {
       rxjs: 'RxJS bufferTime+concatMap',
       otel: 'OTel BatchSpanProcessor',
       bottleneck: 'Bottleneck Batcher',
-      limit: 'limit: maxItems / fixedCost',
+      limit: 'limit',
       'sink-alone': 'sink alone, full batches',
-      'sluice-append': 'Sluice, append (COPY), 4,096 items, 2 in flight',
+      'sluice-append': 'Sluice, append mode (not idempotent)',
+      'sluice-staged': 'Sluice, staged mode (temp table + ON CONFLICT)',
+      'copy-binary': 'raw COPY, binary (1 session)',
+      consume: 'JetStream consume alone (fetch + ack)',
       'sluice-10k': 'Sluice, 10,000-item queue (as in cases 1–3)',
       insert: "sink's statement alone (full batches)",
-      copy: 'COPY FROM STDIN (1 session)',
+      copy: 'raw COPY, text (1 session)',
       capacity: 'sink capacity (calibrated)',
       none: 'runtime baseline: items dropped at once',
     }[name] ?? name
@@ -397,7 +439,7 @@ async function main() {
   console.log(`medians of ${CFG.reps} alternating runs per contender (${CFG.overloadReps} for overload), each in a fresh process`);
 
   const cases = {};
-  const runners = { 1: ['core', case1], 2: ['fixedCost', case2], 3: ['postgres', case3], 4: ['overload', case4] };
+  const runners = { 1: ['core', case1], 2: ['fixedCost', case2], 3: ['postgres', case3], 4: ['overload', case4], 6: ['logToTable', case6] };
   for (const n of opts.cases) {
     const [key, fn] = runners[n];
     cases[key] = await fn();
@@ -410,6 +452,16 @@ async function main() {
     console.log('  top functions:');
     for (const f of profile.top) console.log(`  ${String(f.selfPct).padStart(5)}%  ${f.fn}`);
   } else if (profile) console.log(`\nprofile failed: ${profile.error}`);
+  // Where case 6's time goes: the Sluice run, profiled in a run of its own (not one of the measured ones).
+  const profile6 = opts.profile && opts.cases.includes(6) && !cases.logToTable?.skipped
+    ? await profileRun('profile-case6', 'case6-jetstream-pg.js', ['--contender', 'sluice', '--rows', String(CFG.logToTable.rows)])
+    : null;
+  if (profile6 && !profile6.error) {
+    console.log(`\nProfile of Sluice in case 6 (node --cpu-prof, self time; ${profile6.file}; ${fmtRate(profile6.itemsPerSec)} items/s, ${fmt(profile6.cpuUsPerItem)} CPU µs/item):`);
+    for (const o of profile6.byOwner) console.log(`  ${String(o.selfPct).padStart(5)}%  ${o.owner}`);
+    console.log('  top functions:');
+    for (const f of profile6.top) console.log(`  ${String(f.selfPct).padStart(5)}%  ${f.fn}`);
+  } else if (profile6) console.log(`\nprofile (case 6) failed: ${profile6.error}`);
 
   // Conservation: every Sluice run must end with accepted = committed + dropped + dead-lettered + in-flight.
   const sluiceRuns = Object.values(cases).flatMap((c) => c.runs?.sluice ?? []);
@@ -436,6 +488,7 @@ async function main() {
     config: { ...CFG, window: { maxItems: 512, maxWaitMs: 5, maxInFlight: 1 }, sluiceQueue: { policy: 'block', maxItems: 10_000, overloadMaxItems: 2_048 } },
     cases,
     profile,
+    profile6,
     checks,
     elapsedMs: Date.now() - started,
   };

@@ -8,7 +8,8 @@ import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Sink } from 'sluice';
 import { FileSink } from 'sluice';
-import { PostgresSink } from 'sluice';
+import pg from 'pg';
+import { PostgresSink, type PostgresSinkOptions } from 'sluice';
 import { invalidOption } from 'sluice';
 import type { EventRecord } from './records/records.js';
 import type { ExperimentContext } from './types.js';
@@ -22,6 +23,54 @@ export interface LabSink {
   /** Removes what the sink stored (file, table) so the next run starts empty. */
   reset(): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * The lab's table for EventRecord, created by the lab as any user creates theirs: the CHECK
+ * and length constraints are what the poison and redrive experiments find their poison with
+ * (a negative amount → 23514, a kind over 32 characters → 22001, "12.50 EUR" → 22P02).
+ */
+export function eventTableDdl(table: string): string {
+  const q = table
+    .split('.')
+    .map((p) => `"${p}"`)
+    .join('.');
+  return `CREATE TABLE IF NOT EXISTS ${q} (
+    id text PRIMARY KEY,
+    ts bigint NOT NULL,
+    source text NOT NULL,
+    kind varchar(32) NOT NULL,
+    amount numeric(12,2) NOT NULL CHECK (amount >= 0),
+    note varchar(200),
+    payload jsonb NOT NULL
+  )`;
+}
+
+/** The column mapping the lab passes PostgresSink for its EventRecord table (no document column). */
+export const EVENT_TABLE_MAPPING = Object.freeze({
+  docColumn: null,
+  columns: Object.freeze({ ts: 'ts', source: 'source', kind: 'kind', amount: 'amount', note: 'note', payload: 'payload' }),
+}) satisfies Partial<PostgresSinkOptions>;
+
+/** Creates the lab's EventRecord table if missing and opens a PostgresSink on it with the lab's mapping. */
+export async function openEventTableSink(opts: Omit<PostgresSinkOptions, 'columns' | 'docColumn'>): Promise<PostgresSink> {
+  const c = new pg.Client({ connectionString: opts.connectionString, connectionTimeoutMillis: opts.connectTimeoutMs ?? 3_000 });
+  try {
+    await c.connect();
+    await c.query(eventTableDdl(opts.table));
+  } catch {
+    // Unreachable server, or two runs racing on the catalog (23505/42P07, the table exists):
+    // the sink's open() below says which, with the endpoint and a stable code.
+  } finally {
+    await c.end().catch(() => {});
+  }
+  const sink = new PostgresSink({ ...opts, docColumn: EVENT_TABLE_MAPPING.docColumn, columns: { ...EVENT_TABLE_MAPPING.columns } });
+  try {
+    return await sink.open();
+  } catch (e) {
+    await sink.close();
+    throw e;
+  }
 }
 
 export async function openLabSink(ctx: ExperimentContext, label: string): Promise<LabSink> {
@@ -62,9 +111,8 @@ async function openPostgresLabSink(ctx: ExperimentContext, label: string): Promi
   const url = ctx.databaseUrl ?? process.env.DATABASE_URL;
   if (!url) throw invalidOption('--database-url', undefined, 'a postgres:// URL (or DATABASE_URL) with --sink postgres');
   const table = `sluice_lab_${label.replace(/[^A-Za-z0-9_]/g, '_')}`.slice(0, 63);
-  const sink = new PostgresSink({ connectionString: url, table });
+  const sink = await openEventTableSink({ connectionString: url, table });
   try {
-    await sink.open();
     // Start empty: a previous run that was killed may have left its table behind.
     await sink.truncate();
   } catch (e) {

@@ -48,7 +48,7 @@ export { createCodec, compressMeasured, availableCodecs, zstdAvailability, CODEC
 
 // Sinks.
 export { FileSink, classifyFsError, type FileSinkOptions } from './sinks/file.js';
-export { PostgresSink, copyText, classifyPgError, POSTGRES_DEFAULTS, POSTGRES_WRITE_MODES, type PostgresSinkOptions, type PostgresWriteMode } from './sinks/postgres.js';
+export { PostgresSink, copyText, copyBinary, classifyPgError, POSTGRES_DEFAULTS, POSTGRES_WRITE_MODES, type PostgresSinkOptions, type PostgresWriteMode } from './sinks/postgres.js';
 export { HttpSink, classifyHttpStatus, type HttpSinkOptions, type HttpSinkStats } from './sinks/http.js';
 export { TcpSink, type TcpSinkOptions } from './sinks/tcp.js';
 export { TCP_ACK_BYTES, TCP_HEADER_BYTES } from './sinks/tcp-protocol.js';
@@ -59,7 +59,7 @@ export { SocketByteCounter } from './sinks/wire-counter.js';
 export { EmbeddedLogWriter, EmbeddedLogSource, type OffsetSource, type LogRecord } from './sources/embedded-log.js';
 export { connectNats, DEFAULT_NATS_URL } from './sources/nats.js';
 export { Ingest, type IngestSpec } from './run/ingest.js';
-export { JetStreamSource, JetStreamProducer } from './sources/jetstream.js';
+export { JetStreamSource, JetStreamProducer, ensureJetStream } from './sources/jetstream.js';
 export { startServer, SERVE_LIMIT_DEFAULTS, type ServeOptions, type ServeLimits, type RunningServer, type IngestMode, type AckMode } from './sources/http.js';
 
 // Dead letters: stores, re-drive, reconciliation.

@@ -26,7 +26,7 @@ import type { LedgerSnapshot } from 'sluice';
 import type { BatchHandler, Sink } from 'sluice';
 import { CallCountingSink } from 'sluice/testing';
 import { FileSink } from 'sluice';
-import { PostgresSink } from 'sluice';
+import { openEventTableSink } from '../sinks.js';
 import { validateEventEnvelope } from '../records/event-schema.js';
 import { FileDeadLetterStore } from 'sluice';
 import { PostgresDeadLetterStore } from 'sluice';
@@ -121,7 +121,7 @@ async function openBackend(kind: { source: 'embedded' | 'jetstream'; sink: 'file
     const tag = `${label.replace(/-/g, '_')}_${randomBytes(3).toString('hex')}`;
     if (kind.sink === 'postgres') {
       const url = ctx.databaseUrl ?? process.env.DATABASE_URL ?? DEFAULT_DATABASE_URL;
-      const pg = await new PostgresSink({ connectionString: url, table: `sluice_lab_poison_${tag}` }).open();
+      const pg = await openEventTableSink({ connectionString: url, table: `sluice_lab_poison_${tag}` });
       const store = new PostgresDeadLetterStore(url, `sluice_lab_poison_${tag}_dlq`);
       await store.open();
       cleanups.push(() => pg.close(), () => pg.dropTable(), () => store.close(), () => store.dropTable());

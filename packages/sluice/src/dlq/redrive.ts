@@ -47,6 +47,8 @@ import { connectNats, parseNatsUrl } from '../sources/nats.js';
 import { fingerprint, isNatsUrl, isPgUrl, type ConsumableDlq } from './access.js';
 import { streamIds } from './reconcile.js';
 import type { DeadLetterEntry } from './store.js';
+import { PostgresSink, type PostgresSinkOptions } from '../sinks/postgres.js';
+import { envelope } from '../core/types.js';
 
 // ------------------------------------------------------------------ main stream
 
@@ -259,20 +261,24 @@ function quoteTable(table: string): string {
 }
 
 /**
- * The PostgreSQL sink's real constraints: each record is INSERTed (same columns and casts as
- * PostgresSink) under a SAVEPOINT inside one transaction that is always rolled back, after
- * the migration when one is given (DDL is transactional: a dry run migrates nothing).
- * Holds the table's lock for the duration of the check: a live pipeline waits that long.
+ * The PostgreSQL sink's real constraints: each record is INSERTed (the statement PostgresSink's
+ * idempotent paths amount to, same id rule, columns and casts: PostgresSink.rowStatement)
+ * under a SAVEPOINT inside one transaction that is always rolled back, after the migration
+ * when one is given (DDL is transactional: a dry run migrates nothing). `mapping` is the
+ * sink's own (idColumn, docColumn, columns). Holds the table's lock for the duration of the
+ * check: a live pipeline waits that long.
  */
 export class PostgresRevalidator implements Revalidator {
   readonly describe: string;
   private readonly pool: pg.Pool;
   private readonly q: string;
-  constructor(url: string, readonly table: string) {
+  private readonly sink: PostgresSink;
+  constructor(url: string, readonly table: string, mapping: Pick<PostgresSinkOptions, 'idColumn' | 'docColumn' | 'columns'> = {}) {
     this.q = quoteTable(table);
     this.describe = `postgres:${table} (trial insert, rolled back)`;
     this.pool = new pg.Pool({ connectionString: url, max: 1, connectionTimeoutMillis: 3_000 });
     this.pool.on('error', () => {});
+    this.sink = new PostgresSink({ connectionString: url, table, ...mapping, maxConnections: 1, connectTimeoutMs: 3_000 });
   }
   async migrate(sql: string): Promise<void> {
     const c = await this.pool.connect();
@@ -288,26 +294,23 @@ export class PostgresRevalidator implements Revalidator {
     }
   }
   async check(records: readonly { id: string; data: Buffer }[], opts: { migrationSql?: string } = {}) {
+    const row = await this.sink.rowStatement();
     const c = await this.pool.connect();
     const out: { reason: string | null; sinkCode: string | null }[] = [];
     try {
       await c.query('BEGIN');
       if (opts.migrationSql) await c.query(opts.migrationSql);
       for (const r of records) {
-        let v: Record<string, unknown>;
+        let v: unknown;
         try {
-          v = JSON.parse(r.data.toString('utf8')) as Record<string, unknown>;
-          if (v === null || typeof v !== 'object') throw new Error('not an object');
+          v = JSON.parse(r.data.toString('utf8'));
         } catch (e) {
-          out.push({ reason: `record is not a JSON object (${(e as Error).message})`, sinkCode: 'VALIDATION' });
+          out.push({ reason: `record is not JSON (${(e as Error).message})`, sinkCode: 'VALIDATION' });
           continue;
         }
         await c.query('SAVEPOINT r');
         try {
-          await c.query(
-            `INSERT INTO ${this.q} (id, ts, source, kind, amount, note, payload) VALUES ($1::text, $2::bigint, $3::text, $4::text, $5::numeric, $6::text, $7::jsonb) ON CONFLICT (id) DO NOTHING`,
-            [v.id ?? r.id, v.ts, v.source, v.kind, v.amount, v.note, v.payload === undefined || v.payload === null ? null : JSON.stringify(v.payload)],
-          );
+          await c.query(row.text, row.values(envelope(v, { bytes: r.data.length, intendedAtMs: 0, id: r.id, raw: r.data })));
           out.push({ reason: null, sinkCode: null });
         } catch (e) {
           const code = (e as { code?: string }).code ?? null;
@@ -321,8 +324,9 @@ export class PostgresRevalidator implements Revalidator {
     }
     return out;
   }
-  close(): Promise<void> {
-    return this.pool.end();
+  async close(): Promise<void> {
+    await this.sink.close();
+    await this.pool.end();
   }
 }
 

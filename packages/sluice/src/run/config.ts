@@ -24,8 +24,12 @@ export const RunConfigSchema = z
     idField: z.string().min(1).optional(),
     /** JSON Schema file every record must match; a record that does not is dead-lettered. Off by default. */
     schema: z.string().min(1).optional(),
-    /** PostgreSQL write path (docs/sinks.md): `append` is fastest but not idempotent, so a redelivery fails with 23505 and split-and-retry would dead-letter records already stored. */
-    pgMode: z.enum(['json', 'insert', 'copy', 'auto', 'append']).default('json'),
+    /** PostgreSQL write path (docs/sinks.md). Default: the sink's (`copy`, idempotent). `append` is not idempotent: a redelivery fails with 23505 and split-and-retry would dead-letter records already stored. */
+    pgMode: z.enum(['copy', 'staged', 'insert', 'json', 'auto', 'append']).optional(),
+    /** PostgreSQL column holding the record id (unique). @default 'id' */
+    idColumn: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/).optional(),
+    /** PostgreSQL jsonb column for the whole record; null: none. @default 'doc' when the table has it */
+    docColumn: z.union([z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/), z.null()]).optional(),
     /** Dead-letter store: a JSON-lines path, `postgres://…` (table `dlqTable`), or `nats://host:port/<stream>`. Default: `<sink file>.dlq.jsonl`, or the table `<table>_dlq` for a postgres sink. */
     dlq: z.string().min(1).optional(),
     dlqTable: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/).optional(),

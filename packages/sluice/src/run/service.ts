@@ -69,6 +69,8 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
         connectionString: cfg.sink,
         table: cfg.table,
         columns: cfg.columns,
+        idColumn: cfg.idColumn,
+        docColumn: cfg.docColumn,
         mode: cfg.pgMode,
         maxConnections: Math.max(1, cfg.window.maxInFlight ?? 1),
       }).open();

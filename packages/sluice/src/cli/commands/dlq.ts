@@ -5,7 +5,7 @@ import { invalidOption } from '../../core/errors.js';
 import { isPgUrl, openConsumableDlq, type DlqSpec } from '../../dlq/access.js';
 import { versionLabel, loadTransform, openMainStream, PostgresRevalidator, redrive, jsonRevalidator, noRevalidator, type Revalidator } from '../../dlq/redrive.js';
 import type { DeadLetterEntry } from '../../dlq/store.js';
-import { parseIntAtLeast } from '../parse.js';
+import { parseColumns, parseIntAtLeast } from '../parse.js';
 
 type Opts = Record<string, string | boolean | undefined>;
 
@@ -106,6 +106,9 @@ export function registerDlq(program: Command): void {
     .option('--migrate <sql-file>', 'SQL run on the PostgreSQL sink (--sink postgres://…) before revalidation; with --dry-run inside a rolled-back transaction')
     .option('--no-validate', 'publish without revalidating')
     .option('--schema <file>', 'file sink: revalidate records against this JSON Schema (else: each must be UTF-8 JSON)')
+    .option('--columns <map>', 'PostgreSQL sink: the column mapping the pipeline uses (column=field,…), for revalidation')
+    .option('--id-column <name>', 'PostgreSQL sink: the id column (default id)')
+    .option('--doc-column <name>', "PostgreSQL sink: the jsonb column for the whole record (default doc when the table has it; 'none')")
     .option('--dry-run', 'revalidate and report what would pass and fail again; writes nothing', false)
     .addOption(new Option('--on-fail <where>', 'records that fail again go back to the DLQ (attempts + 1) or to the quarantine').choices(['dlq', 'quarantine']).default('dlq'))
     .option('--quarantine <path-or-url>', 'quarantine store (JSON-lines path, postgres:// URL, nats://host:port/<stream>)')
@@ -119,7 +122,11 @@ export function registerDlq(program: Command): void {
       const quarantine = o.quarantine ? await openConsumableDlq({ dlq: o.quarantine as string, table: (o.quarantineTable as string | undefined) ?? 'sluice_quarantine' }) : null;
       const sink = o.sink as string | undefined;
       let rv: Revalidator = noRevalidator;
-      if (o.validate !== false) rv = sink && isPgUrl(sink) ? new PostgresRevalidator(sink, (o.table as string | undefined) ?? 'sluice_records') : o.schema ? jsonRevalidator(schemaCheck(o.schema as string)) : jsonRevalidator();
+      if (o.validate !== false) rv = sink && isPgUrl(sink) ? new PostgresRevalidator(sink, (o.table as string | undefined) ?? 'sluice_records', {
+              columns: parseColumns('--columns', o.columns as string | undefined),
+              idColumn: o.idColumn as string | undefined,
+              docColumn: o.docColumn === 'none' ? null : (o.docColumn as string | undefined),
+            }) : o.schema ? jsonRevalidator(schemaCheck(o.schema as string)) : jsonRevalidator();
       if (o.migrate && !(rv instanceof PostgresRevalidator)) throw invalidOption('--migrate', o.migrate, 'used with --sink postgres://… (and validation on)');
       try {
         const migrationSql = o.migrate ? await readFile(o.migrate as string, 'utf8').catch((e: NodeJS.ErrnoException) => {

@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { RecordIdRule } from '../../codec/record-id.js';
 import { invalidOption } from '../../core/errors.js';
 import { openConsumableDlq } from '../../dlq/access.js';
 import { formatReconcile, readSource, reconcileIds, sinkIds } from '../../dlq/reconcile.js';
@@ -14,6 +15,8 @@ export function registerReconcile(program: Command): void {
     .option('--source <log-or-url>', 'embedded log path or nats://host:port/<stream>[/<consumer>] (the consumer: records beyond its ack floor count as unconsumed, not missing)')
     .option('--sink <path-or-url>', 'file sink path (NDJSON) or postgres:// URL')
     .option('--table <name>', 'PostgreSQL sink table', 'sluice_records')
+    .option('--id-column <name>', 'PostgreSQL column holding the record id', 'id')
+    .option('--id-field <path>', 'the record field the pipeline took ids from (as given to run/serve); else message ids, else content hashes (docs/records.md)')
     .option('--dlq <path-or-url>', 'dead-letter store (default: the one `sluice run` uses for --sink)')
     .option('--dlq-table <name>', 'PostgreSQL dead-letter table (default <table>_dlq)')
     .option('--quarantine <path-or-url>', 'quarantine store of the re-drive, if one was used')
@@ -26,8 +29,8 @@ export function registerReconcile(program: Command): void {
       const q = o.quarantine ? await openConsumableDlq({ dlq: o.quarantine as string, table: o.quarantineTable as string }) : null;
       try {
         const [produced, sink, dlq, quarantine] = await Promise.all([
-          readSource(o.source as string),
-          sinkIds(o.sink as string, o.table as string),
+          readSource(o.source as string, undefined, new RecordIdRule({ idField: o.idField as string | undefined })),
+          sinkIds(o.sink as string, o.table as string, o.idColumn as string),
           d.pending(),
           q ? q.pending() : Promise.resolve([]),
         ]);

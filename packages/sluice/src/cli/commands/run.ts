@@ -19,7 +19,9 @@ export function registerRun(program: Command): void {
     .option('--columns <map>', 'PostgreSQL columns filled from record fields: column=field,… (e.g. level=level,ts=time)')
     .option('--id-field <path>', "record field holding the id (dotted path); else the message id (Sluice-Id / Nats-Msg-Id header, log record id), else a content hash (docs/records.md)")
     .option('--schema <file>', 'JSON Schema file every record must match; a record that does not is dead-lettered (off by default)')
-    .addOption(new Option('--pg-mode <mode>', 'PostgreSQL write path (default json; append is not idempotent, see docs/sinks.md)').choices(['json', 'insert', 'copy', 'auto', 'append']))
+    .addOption(new Option('--pg-mode <mode>', 'PostgreSQL write path (default copy: binary COPY, idempotent on the id; append is not idempotent, see docs/sinks.md)').choices(['copy', 'staged', 'insert', 'json', 'auto', 'append']))
+    .option('--id-column <name>', 'PostgreSQL column holding the record id (default id; it must be unique)')
+    .option('--doc-column <name>', "PostgreSQL jsonb column for the whole record (default doc when the table has it; 'none' for none)")
     .option('--dlq <path-or-url>', 'dead-letter store: JSON-lines path, postgres:// URL or nats://host:port/<stream> (default <sink>.dlq.jsonl, or table <table>_dlq)')
     .option('--dlq-table <name>', 'PostgreSQL dead-letter table (default <table>_dlq)')
     .addOption(new Option('--strategy <s>', 'on a failed batch').choices(['split-and-retry', 'abort-whole-batch']))
@@ -51,6 +53,8 @@ export function registerRun(program: Command): void {
         dlqTable: o.dlqTable,
         strategy: o.strategy,
         columns: parseColumns('--columns', o.columns as string | undefined),
+        idColumn: o.idColumn,
+        docColumn: o.docColumn === 'none' ? null : o.docColumn,
         idField: o.idField,
         schema: o.schema,
         name: o.name,

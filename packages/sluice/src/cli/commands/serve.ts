@@ -24,7 +24,9 @@ export function registerServe(program: Command): void {
     .option('--sink <url>', 'postgres://… URL instead of the embedded file sink')
     .option('--table <name>', 'PostgreSQL table (with --sink postgres://…): created as (id, received_at, doc jsonb) when missing, used as it is when it exists', 'sluice_records')
     .option('--columns <map>', 'PostgreSQL columns filled from record fields: column=field,… (e.g. level=level,ts=time)')
-    .addOption(new Option('--pg-mode <mode>', 'PostgreSQL write path (docs/sinks.md)').choices(['json', 'insert', 'copy', 'auto', 'append']))
+    .addOption(new Option('--pg-mode <mode>', 'PostgreSQL write path (default copy: binary COPY, idempotent on the id; docs/sinks.md)').choices(['copy', 'staged', 'insert', 'json', 'auto', 'append']))
+    .option('--id-column <name>', 'PostgreSQL column holding the record id (default id; it must be unique)')
+    .option('--doc-column <name>', "PostgreSQL jsonb column for the whole record (default doc when the table has it; 'none' for none)")
     .option('--id-field <path>', "record field holding the id (dotted path); without it a record's id is a content hash of its line (docs/records.md)")
     .option('--schema <file>', 'JSON Schema file every record must match (off by default: any JSON value is a record)')
     .option('--dlq <path-or-url>', 'dead-letter store for records the sink refuses: JSON-lines path, postgres:// URL or nats://host:port/<stream> (default <data-dir>/dlq.jsonl, or table <table>_dlq)')
@@ -67,7 +69,14 @@ export function registerServe(program: Command): void {
       if (pg) {
         if (!/^postgres(ql)?:\/\//.test(o.sink)) throw invalidOption('--sink', o.sink, 'a postgres:// URL');
         const mod = (await import('../../sinks/postgres.js')) as typeof import('../../sinks/postgres.js');
-        sink = (await new mod.PostgresSink({ connectionString: o.sink, table: o.table, columns, mode: o.pgMode as never }).open()) as unknown as Sink<unknown>;
+        sink = (await new mod.PostgresSink({
+          connectionString: o.sink,
+          table: o.table,
+          columns,
+          idColumn: o.idColumn,
+          docColumn: o.docColumn === 'none' ? null : o.docColumn,
+          mode: o.pgMode as never,
+        }).open()) as unknown as Sink<unknown>;
         where = `postgres table ${o.table}`;
       } else {
         const path = join(resolve(o.dataDir), 'ingest.ndjson');
