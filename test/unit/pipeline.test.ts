@@ -552,8 +552,8 @@ test('drop-oldest: one over evicts the oldest queued item (not the batch being w
   assertBalanced(p);
 });
 
-test('unbounded: never refuses, whatever the queue bounds say', async () => {
-  const { clock, sink, p } = setup({ maxItems: 2, maxWaitMs: 1000, maxInFlight: 1 }, { maxItems: 2, maxBytes: 20, policy: 'unbounded' });
+test('a queue bound no load reaches never refuses (how the lab builds its unbounded contrast)', async () => {
+  const { clock, sink, p } = setup({ maxItems: 2, maxWaitMs: 1000, maxInFlight: 1 }, { maxItems: Number.MAX_SAFE_INTEGER, maxBytes: Number.MAX_SAFE_INTEGER, policy: 'block' });
   for (let i = 0; i < 1000; i++) assert.equal(p.offer(item(clock)), 'accepted');
   assert.equal(p.stats().queueItems, 998);
   const closing = p.close();
@@ -745,7 +745,7 @@ test('bad options: SLUICE_INVALID_OPTION naming the option', () => {
       `${JSON.stringify(opts)} → ${re}`,
     );
   assert.throws(() => new Pipeline<number>({} as never), (e: unknown) => e instanceof SluiceError && /sink/.test(e.message));
-  // undefined means "use the default", and an unbounded queue may be smaller than the window.
+  // undefined means "use the default"; `unbounded` is the lab's contrast, not a policy.
   new Pipeline<number>({ sink, window: { maxItems: undefined } });
-  new Pipeline<number>({ sink, window: { maxItems: 100 }, queue: { maxItems: 1, policy: 'unbounded' } });
+  assert.throws(() => new Pipeline<number>({ sink, queue: { policy: 'unbounded' as never } }), /policy.*one of block, drop-newest, drop-oldest, spill/);
 });

@@ -19,8 +19,14 @@ import { SlowSink } from 'sluice/testing';
 import { RecordFactory, type EventRecord } from '../records/records.js';
 import { poissonArrivals, runOpenLoop, type OfferTarget } from 'sluice/testing';
 
+/**
+ * The product's policies, and the lab's contrast: `unbounded`, the queue everybody writes
+ * first — not a policy Sluice offers. It runs as `block` with bounds no memory can reach.
+ */
+export type OverflowRun = OverflowPolicy | 'unbounded';
+
 export interface OverflowChildConfig {
-  policy: OverflowPolicy;
+  policy: OverflowRun;
   ratePerSec: number;
   durationMs: number;
   /** Payload padding per record (bytes), in the record's raw line (a Buffer: outside the V8 heap). */
@@ -151,7 +157,10 @@ export async function runOverflowChild(cfg: OverflowChildConfig): Promise<Overfl
   const pipeline = new Pipeline<PaddedRecord>({
     sink,
     window: cfg.window,
-    queue: { ...cfg.queue, policy: cfg.policy },
+    queue:
+      cfg.policy === 'unbounded'
+        ? { ...cfg.queue, policy: 'block', maxItems: Number.MAX_SAFE_INTEGER, maxBytes: Number.MAX_SAFE_INTEGER }
+        : { ...cfg.queue, policy: cfg.policy },
     spill,
     observers: [metrics],
     name: `overflow-${cfg.policy}`,

@@ -19,18 +19,18 @@ import { check } from '../checks.js';
 import { mdTable } from '../runner.js';
 import { createMemoryLimit, type LimitMechanism } from '../memlimit.js';
 import type { ChartSpec, Check, Experiment, ExperimentContext, ResultEnvelope } from '../types.js';
-import type { OverflowPolicy } from 'sluice';
+
 import { envelope } from 'sluice';
 import { invalidOption } from 'sluice';
 import type { LatencySummary } from 'sluice';
 import { SlowSink } from 'sluice/testing';
-import type { OverflowChildConfig, OverflowChildResult, OverflowSample } from './overflow-child.js';
+import type { OverflowChildConfig, OverflowChildResult, OverflowRun, OverflowSample } from './overflow-child.js';
 
-export const OVERFLOW_POLICIES_RUN: readonly OverflowPolicy[] = ['block', 'drop-newest', 'drop-oldest', 'spill', 'unbounded'];
+export const OVERFLOW_POLICIES_RUN: readonly OverflowRun[] = ['block', 'drop-newest', 'drop-oldest', 'spill', 'unbounded'];
 
 /** The variant record of `results/overflow.json` (the contract of issue 4, plus the raw figures behind the checks). */
 export interface OverflowVariant {
-  policy: OverflowPolicy;
+  policy: OverflowRun;
   memoryLimitMb: number;
   limitMechanism: LimitMechanism;
   exitCode: number | null;
@@ -112,7 +112,7 @@ function childCommand(): { file: string; args: string[] } {
   return { file, args: fromSource ? ['--import', 'tsx', file] : [file] };
 }
 
-async function runVariant(ctx: ExperimentContext, policy: OverflowPolicy, cfg: OverflowChildConfig, setup: Setup): Promise<OverflowVariant> {
+async function runVariant(ctx: ExperimentContext, policy: OverflowRun, cfg: OverflowChildConfig, setup: Setup): Promise<OverflowVariant> {
   const limit = createMemoryLimit(`sluice-overflow-${process.pid}-${policy}`, setup.memoryLimitMb);
   const { args } = childCommand();
   const [cmd, argv] = limit.wrap(process.execPath, [...args, JSON.stringify(cfg)]);
@@ -423,7 +423,7 @@ export const overflow: Experiment = {
 };
 
 export function overflowChecks(v: OverflowVariant[], o: { capacityPerSec: number; ratePerSec: number; spillMaxBytes: number; multiple: number }): Check[] {
-  const by = (p: OverflowPolicy) => v.find((x) => x.policy === p);
+  const by = (p: OverflowRun) => v.find((x) => x.policy === p);
   const checks: Check[] = [];
   // The load: what the generator really produced in each variant whose producer never waits
   // (block's producer waits by design: its offered rate is what the sink takes).

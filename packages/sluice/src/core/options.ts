@@ -4,8 +4,8 @@
  */
 import { invalidOption } from './errors.js';
 
-export type OverflowPolicy = 'block' | 'drop-newest' | 'drop-oldest' | 'spill' | 'unbounded';
-export const OVERFLOW_POLICIES: readonly OverflowPolicy[] = ['block', 'drop-newest', 'drop-oldest', 'spill', 'unbounded'];
+export type OverflowPolicy = 'block' | 'drop-newest' | 'drop-oldest' | 'spill';
+export const OVERFLOW_POLICIES: readonly OverflowPolicy[] = ['block', 'drop-newest', 'drop-oldest', 'spill'];
 
 export interface WindowOptions {
   /** Flush when the batch holds this many items. @default 512 */
@@ -23,9 +23,9 @@ export interface WindowOptions {
 }
 
 export interface QueueOptions {
-  /** Items waiting for a batch, at most (ignored by `unbounded`). @default 10_000 */
+  /** Items waiting for a batch, at most. @default 10_000 */
   maxItems: number;
-  /** Bytes waiting for a batch, at most (ignored by `unbounded`). @default 16 MiB */
+  /** Bytes waiting for a batch, at most. @default 16 MiB */
   maxBytes: number;
   /** What happens when the queue is full. @default 'block' */
   policy: OverflowPolicy;
@@ -77,12 +77,10 @@ export function resolveQueue(partial: Partial<QueueOptions> = {}, window: Window
     blockTimeoutMs: nonNegative('blockTimeoutMs', o.blockTimeoutMs),
   };
   // A queue smaller than the window could never trigger a size flush.
-  if (q.policy !== 'unbounded') {
-    if (q.maxItems < window.maxItems)
-      throw invalidOption('queue.maxItems', q.maxItems, `an integer ≥ maxItems (${window.maxItems}), or the window could never fill`);
-    if (q.maxBytes < window.maxBytes)
-      throw invalidOption('queue.maxBytes', q.maxBytes, `an integer ≥ maxBytes (${window.maxBytes}), or the window could never fill`);
-  }
+  if (q.maxItems < window.maxItems)
+    throw invalidOption('queue.maxItems', q.maxItems, `an integer ≥ maxItems (${window.maxItems}), or the window could never fill`);
+  if (q.maxBytes < window.maxBytes)
+    throw invalidOption('queue.maxBytes', q.maxBytes, `an integer ≥ maxBytes (${window.maxBytes}), or the window could never fill`);
   return q;
 }
 

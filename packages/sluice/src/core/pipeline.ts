@@ -380,7 +380,6 @@ export class Pipeline<T = unknown> {
   }
 
   private hasRoom(bytes: number): boolean {
-    if (this.qopts.policy === 'unbounded') return true;
     // FIFO fairness: while producers wait, newcomers queue behind them.
     if (this.waiters.length > 0) return false;
     // Spilled items are older than anything new: new items must follow them to disk.
@@ -474,9 +473,9 @@ export class Pipeline<T = unknown> {
   /** Changes the window at run time (window controllers use this). */
   setWindow(partial: Partial<Pick<WindowOptions, 'maxItems' | 'maxWaitMs' | 'maxBytes'>>): void {
     const next = resolveWindow({ ...this.win, ...partial });
-    if (this.qopts.policy !== 'unbounded' && next.maxItems > this.qopts.maxItems)
+    if (next.maxItems > this.qopts.maxItems)
       throw invalidOption('maxItems', next.maxItems, `an integer ≤ queue.maxItems (${this.qopts.maxItems})`);
-    if (this.qopts.policy !== 'unbounded' && next.maxBytes > this.qopts.maxBytes)
+    if (next.maxBytes > this.qopts.maxBytes)
       throw invalidOption('maxBytes', next.maxBytes, `an integer ≤ queue.maxBytes (${this.qopts.maxBytes})`);
     this.win = next;
     this.q.chunkSize = next.maxItems;
