@@ -17,15 +17,20 @@ export function registerControllerMetrics(registry: client.Registry, controller:
   gauge('sluice_window_max_items', 'Window size bound currently set (items).', (g) => g.set({ controller: controller.kind }, controller.stats().window.maxItems), ['controller']);
   gauge('sluice_window_max_wait_ms', 'Window deadline currently set (ms).', (g) => g.set({ controller: controller.kind }, controller.stats().window.maxWaitMs), ['controller']);
   gauge('sluice_controller_period_p99_ms', 'End-to-end p99 of the last control period (ms).', (g) => g.set({ controller: controller.kind }, controller.stats().lastP99Ms), ['controller']);
-  gauge(
-    'sluice_controller_decisions_total',
-    'Control decisions taken, by decision (increase, decrease, hold).',
-    (g) => {
-      const s = controller.stats();
-      g.set({ controller: controller.kind, decision: 'increase' }, s.increases);
-      g.set({ controller: controller.kind, decision: 'decrease' }, s.decreases);
-      g.set({ controller: controller.kind, decision: 'hold' }, s.holds);
-    },
-    ['controller', 'decision'],
-  );
+  // A count only ever grows: typed `counter` (with `_total`), so rate() and increase() apply.
+  // Set from the controller's tally at scrape time: reset, then inc by the tally.
+  if (!registry.getSingleMetric('sluice_controller_decisions_total'))
+    new client.Counter({
+      name: 'sluice_controller_decisions_total',
+      help: 'Control decisions taken, by decision (increase, decrease, hold).',
+      labelNames: ['controller', 'decision'],
+      registers: [registry],
+      collect() {
+        const s = controller.stats();
+        this.reset();
+        this.inc({ controller: controller.kind, decision: 'increase' }, s.increases);
+        this.inc({ controller: controller.kind, decision: 'decrease' }, s.decreases);
+        this.inc({ controller: controller.kind, decision: 'hold' }, s.holds);
+      },
+    });
 }

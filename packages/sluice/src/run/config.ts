@@ -68,6 +68,8 @@ export const RunConfigSchema = z
     /** NATS consumer: redelivery delay of an unacknowledged message (ms). */
     ackWaitMs: posInt.default(30_000),
     metricsPort: z.number().int().min(0).max(65535).optional(),
+    /** p99 end-to-end latency objective (ms): the AIMD controller moves the window live from `window` to hold it (docs/tune.md). Off by default. */
+    sloP99Ms: z.number().positive().optional(),
   })
   .strict();
 
@@ -113,4 +115,24 @@ export function resolveRunConfig(file: string | undefined, overrides: Record<str
   const r = RunConfigSchema.safeParse(merged);
   if (!r.success) throw new SluiceError(ErrorCode.InvalidOption, `invalid ${file ? `config ${file}` : 'options'}: ${firstIssue(r.error)}`, { details: { issues: r.error.issues } });
   return r.data;
+}
+
+/**
+ * `sluice serve --config FILE`: the same JSON shape as `run`'s (a `sluice tune` snippet is
+ * accepted by both as is), every field optional and validated the same way. Keys that have no
+ * meaning for serve (source, strategy, retry, …) are returned in `ignored` for one note.
+ */
+export const SERVE_APPLICABLE = ['sink', 'table', 'columns', 'idField', 'schema', 'pgMode', 'idColumn', 'docColumn', 'dlq', 'dlqTable', 'window', 'queue', 'stopGraceMs', 'sloP99Ms'] as const;
+
+export function readServeConfig(file: string): { cfg: Partial<RunConfig>; ignored: string[] } {
+  const raw = readConfigFile(file);
+  const r = RunConfigSchema.partial().safeParse(raw);
+  if (!r.success) throw new SluiceError(ErrorCode.InvalidOption, `invalid config ${file}: ${firstIssue(r.error)}`, { details: { issues: r.error.issues } });
+  const cfg: Partial<RunConfig> = {};
+  const ignored: string[] = [];
+  for (const k of Object.keys(raw)) {
+    if ((SERVE_APPLICABLE as readonly string[]).includes(k)) (cfg as Record<string, unknown>)[k] = (r.data as Record<string, unknown>)[k];
+    else ignored.push(k);
+  }
+  return { cfg, ignored };
 }

@@ -24,6 +24,8 @@ import { connectNats, parseNatsUrl } from '../sources/nats.js';
 import { prometheusFor } from '../metrics/prometheus.js';
 import { registerSinkHealthMetrics } from '../metrics/sink-health.js';
 import { ErrorCode, SluiceError } from '../core/errors.js';
+import { resolveQueue, resolveWindow } from '../core/options.js';
+import { LiveSlo } from '../tune/live.js';
 import { Ingest } from './ingest.js';
 import type { RunConfig } from './config.js';
 
@@ -129,7 +131,14 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
             { signal: abort.signal },
           );
 
-    const ingest = new Ingest<unknown>({ source, sink, handler, idRule, name: cfg.name, window: cfg.window, queue: cfg.queue });
+    // --slo-p99-ms: the AIMD controller moves the window live, from the configured one (docs/tune.md).
+    let slo: LiveSlo | null = null;
+    if (cfg.sloP99Ms !== undefined) {
+      const win = resolveWindow(cfg.window);
+      slo = new LiveSlo({ sloMs: cfg.sloP99Ms, queue: resolveQueue(cfg.queue, win), start: win, log: (l) => process.stderr.write(`sluice run: ${l}\n`) });
+    }
+    const ingest = new Ingest<unknown>({ source, sink, handler, idRule, name: cfg.name, window: cfg.window, queue: cfg.queue, sloMs: cfg.sloP99Ms, observers: slo ? [slo.observer] : [] });
+    slo?.attach(ingest.pipeline);
     // One line when the sink goes down and one when it is back: the log keeps the records
     // meanwhile (fetching pauses once the queue is full; held messages are claimed in progress).
     const health = ingest.pipeline.sinkHealth();
@@ -142,6 +151,7 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
     if (cfg.metricsPort !== undefined) {
       const expo = prometheusFor(ingest.pipeline, ingest.metrics);
       if (health) registerSinkHealthMetrics(expo.registry, health);
+      slo?.registerMetrics(expo.registry);
       new client.Gauge({
         name: 'sluice_source_lag',
         help: 'Records in the source not yet acknowledged (log: records − committed offset; JetStream: num_pending + num_ack_pending).',

@@ -159,6 +159,8 @@ export interface ServeOptions {
   /** Per-line errors listed in a response, at most (the counts are always complete). @default 1000 */
   maxErrorsListed?: number;
   log?: (line: string) => void;
+  /** More pipeline observers (e.g. a window controller, `--slo-p99-ms`), after the server's own. @default none */
+  observers?: PipelineObserver<unknown>[];
 }
 
 export interface RunningServer {
@@ -281,7 +283,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     handler: opts.handler,
     window: opts.window,
     queue: { policy: 'block', blockTimeoutMs: 1000, ...opts.queue },
-    observers: [metrics, ticketObserver],
+    observers: [metrics, ticketObserver, ...(opts.observers ?? [])],
     name: 'serve',
   });
   metrics.attach(pipeline);

@@ -42,6 +42,7 @@ export function registerRun(program: Command): void {
     .option('--ack-wait-ms <n>', 'JetStream: redelivery delay of an unacknowledged message')
     .option('--metrics-port <port>', 'serve GET /metrics on 127.0.0.1:<port> (0 = any free port)')
     .option('--name <name>', 'pipeline name (metrics label, DLQ entries)')
+    .option('--slo-p99-ms <n>', 'p99 end-to-end latency objective: the AIMD controller moves the window live from the configured one (docs/tune.md)')
     .action(async (o: Record<string, string | boolean | undefined>) => {
       const budget = o.retryBudget === 'infinite' ? 'infinite' : num(o.retryBudget as string | undefined);
       const cfg = resolveRunConfig(o.config as string | undefined, {
@@ -66,10 +67,11 @@ export function registerRun(program: Command): void {
         itemRetries: num(o.itemRetries as string),
         ackWaitMs: num(o.ackWaitMs as string),
         metricsPort: num(o.metricsPort as string),
+        sloP99Ms: num(o.sloP99Ms as string),
       });
       const svc = await startService(cfg);
       const d = svc.describe;
-      process.stdout.write(`sluice run: ${d.source} → ${d.sink} (${d.strategy}, dlq ${d.dlq})${d.metricsUrl ? `, metrics ${d.metricsUrl}` : ''}; ready\n`);
+      process.stdout.write(`sluice run: ${d.source} → ${d.sink} (${d.strategy}, dlq ${d.dlq})${d.metricsUrl ? `, metrics ${d.metricsUrl}` : ''}${cfg.sloP99Ms !== undefined ? `, window live for p99 ≤ ${cfg.sloP99Ms} ms` : ''}; ready\n`);
       let failure: unknown = null;
       await new Promise<void>((resolve) => {
         process.once('SIGINT', () => resolve());

@@ -11,13 +11,18 @@ import { loadJsonSchema } from '../../codec/json-schema.js';
 import { splitAndRetry } from '../../core/reliability.js';
 import { openDeadLetterStore } from '../../dlq/access.js';
 import { deadLetterWriter } from '../../dlq/store.js';
-import { parseColumns, parseIntAtLeast, parseNonNegative } from '../parse.js';
+import { parseColumns, parseIntAtLeast, parseNonNegative, parsePositive } from '../parse.js';
+import { readServeConfig } from '../../run/config.js';
+import { resolveQueue, resolveWindow } from '../../core/options.js';
+import { LiveSlo } from '../../tune/live.js';
 
 export function registerServe(program: Command): void {
   const d = SERVE_LIMIT_DEFAULTS;
   program
     .command('serve')
     .description('HTTP ingest: POST /ingest (NDJSON; identity, gzip, deflate or br), GET /metrics, GET /healthz (see docs/serve.md)')
+    .option('--config <file>', "JSON config, the same shape as `run --config` (a `sluice tune` snippet as is): window, queue, sloP99Ms and the sink's options; flags given override it")
+    .option('--slo-p99-ms <n>', 'p99 end-to-end latency objective: the AIMD controller moves the window live from the configured one; implies --flush window unless --flush is given (docs/tune.md)')
     .option('--host <host>', 'address to bind', '127.0.0.1')
     .option('--port <n>', 'port (0 = any free port)', '8080')
     .option('--data-dir <dir>', 'embedded file sink directory (records go to <dir>/ingest.ndjson)', './sluice-data')
@@ -57,11 +62,37 @@ export function registerServe(program: Command): void {
     .option('--body-rate-grace-ms <ms>', 'how long a body may arrive at any rate', String(d.bodyRateGraceMs))
     .option('--headers-timeout-ms <ms>', 'request headers must arrive within this', String(d.headersTimeoutMs))
     .option('--request-timeout-ms <ms>', 'the whole request must arrive within this', String(d.requestTimeoutMs))
-    .action(async (o: Record<string, string>) => {
+    .action(async (o: Record<string, string>, cmd: Command) => {
+      // --config: the file's values where no flag was given (a flag's default does not count).
+      let fileColumns: Record<string, string> | undefined;
+      let fileSinkPath: string | undefined;
+      let fileWindow: { maxBytes?: number; maxInFlight?: number } = {};
+      if (o.config !== undefined) {
+        const { cfg: f, ignored } = readServeConfig(o.config);
+        if (ignored.length > 0) process.stderr.write(`sluice serve: config ${o.config}: ignoring ${ignored.join(', ')} (no meaning for serve)\n`);
+        const take = (flag: string, v: unknown) => {
+          if (v !== undefined && (o[flag] === undefined || cmd.getOptionValueSource(flag) === 'default')) o[flag] = v === null ? 'none' : String(v);
+        };
+        if (f.sink !== undefined && /^postgres(ql)?:\/\//.test(f.sink)) take('sink', f.sink);
+        else if (f.sink !== undefined && o.sink === undefined) fileSinkPath = resolve(f.sink);
+        for (const k of ['table', 'idField', 'schema', 'pgMode', 'idColumn', 'docColumn', 'dlq', 'dlqTable', 'stopGraceMs', 'sloP99Ms'] as const) take(k, f[k]);
+        take('maxItems', f.window?.maxItems);
+        take('maxWaitMs', f.window?.maxWaitMs);
+        take('queueItems', f.queue?.maxItems);
+        take('queueBytes', f.queue?.maxBytes);
+        take('policy', f.queue?.policy);
+        take('blockTimeoutMs', f.queue?.blockTimeoutMs);
+        if (o.columns === undefined) fileColumns = f.columns;
+        fileWindow = { maxBytes: f.window?.maxBytes, maxInFlight: f.window?.maxInFlight };
+      }
+      const sloMs = o.sloP99Ms !== undefined ? parsePositive('--slo-p99-ms', o.sloP99Ms) : undefined;
+      // The controller moves the window; with --flush request a request is cut as soon as it is
+      // enqueued and the window would bound only requests larger than maxItems.
+      if (sloMs !== undefined && cmd.getOptionValueSource('flush') === 'default') o.flush = 'window';
       const codings = o.codings.split(',').map((s) => s.trim()) as Coding[];
       for (const c of codings) if (!KNOWN_CODINGS.includes(c)) throw invalidOption('--codings', o.codings, `a comma-separated list of ${KNOWN_CODINGS.join(', ')}`);
       const check = o.schema !== undefined ? loadJsonSchema(o.schema) : undefined;
-      const columns = parseColumns('--columns', o.columns);
+      const columns = parseColumns('--columns', o.columns) ?? fileColumns;
       if (columns && o.sink === undefined) throw invalidOption('--columns', o.columns, 'used with --sink postgres://…');
       let sink: Sink<unknown>;
       let where: string;
@@ -79,7 +110,7 @@ export function registerServe(program: Command): void {
         }).open()) as unknown as Sink<unknown>;
         where = `postgres table ${o.table}`;
       } else {
-        const path = join(resolve(o.dataDir), 'ingest.ndjson');
+        const path = fileSinkPath ?? join(resolve(o.dataDir), 'ingest.ndjson');
         sink = await new FileSink<unknown>({ path }).open();
         where = path;
       }
@@ -92,6 +123,19 @@ export function registerServe(program: Command): void {
       const abort = new AbortController();
       const handler = splitAndRetry(sink, { dlq: deadLetterWriter(dlq, { pipeline: 'serve', sink: sink.name, source: 'http' }) }, { signal: abort.signal });
       const stopGraceMs = parseNonNegative('--stop-grace-ms', o.stopGraceMs);
+      const window = { maxItems: parseIntAtLeast('--max-items', o.maxItems, 1), maxWaitMs: parseNonNegative('--max-wait-ms', o.maxWaitMs), ...fileWindow };
+      const queue = {
+        policy: o.policy as 'block',
+        blockTimeoutMs: parseNonNegative('--block-timeout-ms', o.blockTimeoutMs),
+        maxItems: parseIntAtLeast('--queue-items', o.queueItems, 1),
+        maxBytes: parseIntAtLeast('--queue-bytes', o.queueBytes, 1),
+      };
+      const log = (l: string) => process.stderr.write(l + '\n');
+      let slo: LiveSlo | null = null;
+      if (sloMs !== undefined) {
+        const win = resolveWindow(window);
+        slo = new LiveSlo({ sloMs, queue: resolveQueue(queue, win), start: win, log: (l) => log(`sluice serve: ${l}`) });
+      }
       const srv = await startServer({
         sink,
         handler,
@@ -102,13 +146,9 @@ export function registerServe(program: Command): void {
         flush: o.flush as FlushMode,
         check,
         idField: o.idField,
-        window: { maxItems: parseIntAtLeast('--max-items', o.maxItems, 1), maxWaitMs: parseNonNegative('--max-wait-ms', o.maxWaitMs) },
-        queue: {
-          policy: o.policy as 'block',
-          blockTimeoutMs: parseNonNegative('--block-timeout-ms', o.blockTimeoutMs),
-          maxItems: parseIntAtLeast('--queue-items', o.queueItems, 1),
-          maxBytes: parseIntAtLeast('--queue-bytes', o.queueBytes, 1),
-        },
+        window,
+        queue,
+        observers: slo ? [slo.observer] : [],
         limits: {
           maxCompressedBytes: parseIntAtLeast('--max-compressed-bytes', o.maxCompressedBytes, 1),
           maxDecompressedBytes: parseIntAtLeast('--max-decompressed-bytes', o.maxDecompressedBytes, 1),
@@ -123,9 +163,13 @@ export function registerServe(program: Command): void {
           codings,
         },
         retryAfterSeconds: parseIntAtLeast('--retry-after', o.retryAfter, 0),
-        log: (l) => process.stderr.write(l + '\n'),
+        log,
       });
-      process.stdout.write(`sluice serve: listening on ${srv.url} (POST /ingest, GET /metrics, GET /healthz) → ${where}, dead letters → ${dlq.describe}\n`);
+      if (slo) {
+        slo.attach(srv.pipeline);
+        slo.registerMetrics(srv.exposition.registry);
+      }
+      process.stdout.write(`sluice serve: listening on ${srv.url} (POST /ingest, GET /metrics, GET /healthz) → ${where}, dead letters → ${dlq.describe}${slo ? `; window live for p99 ≤ ${sloMs} ms from ${window.maxItems} items / ${window.maxWaitMs} ms` : ''}\n`);
       await new Promise<void>((done) => {
         const stop = (sig: string) => {
           process.stdout.write(`sluice serve: ${sig}: no new requests, draining (a second signal gives up batches still in retry)…\n`);
