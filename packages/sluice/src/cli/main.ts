@@ -8,6 +8,7 @@ import { registerDlq } from './commands/dlq.js';
 import { registerReconcile } from './commands/reconcile.js';
 import { registerRun } from './commands/run.js';
 import { registerServe } from './commands/serve.js';
+import { registerTune } from './commands/tune.js';
 import { exitWithError } from './errors.js';
 
 const program = new Command();
@@ -38,6 +39,7 @@ registerRun(program);
 registerServe(program);
 registerDlq(program);
 registerReconcile(program);
+registerTune(program);
 
 try {
   await program.parseAsync(process.argv);
