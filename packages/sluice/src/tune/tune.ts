@@ -83,11 +83,11 @@ export async function tune(sink: TimedSink, rec: RecordShape, where: string, cho
   const slo = o.sloMs;
   const limit = round3(slo * (1 - MARGIN_FRACTION));
   const quick = o.quick;
-  // A run lasts runMs, longer at low rates until it holds minSamples latencies (p99 of 200 is
+  // A run lasts runMs, longer at low rates until it holds minSamples latencies (p99 of 150 is
   // their 2nd-largest; of 14, the largest), but never past maxRunMs.
   const runMs = quick ? 1000 : 3000;
-  const minSamples = quick ? 200 : 500;
-  const maxRunMs = quick ? 4000 : 15_000;
+  const minSamples = quick ? 150 : 500;
+  const maxRunMs = quick ? 3000 : 15_000;
   const durFor = (perSec: number) => Math.round(Math.min(maxRunMs, Math.max(runMs, (minSamples / perSec) * 1000)));
   const sizes = quick ? [1, 16, 128, 1024] : [1, 8, 64, 256, 1024, 4096];
   const reps = quick ? 3 : 7;
