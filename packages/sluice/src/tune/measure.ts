@@ -343,6 +343,8 @@ export interface PacedRun {
   offered: number;
   /** Items scheduled but never offered (the producer stalled) plus refused ones. */
   notOffered: number;
+  /** Time the producer waited on a full queue (backpressure from the sink), ms. */
+  blockedMs: number;
   /** Fixed-cost operations per committed item. */
   opsPerItem: number;
   batches: number;
@@ -424,6 +426,7 @@ export async function pacedRun(
     committed: obs.committed,
     offered: load.offered,
     notOffered,
+    blockedMs: round3(load.blockedMs),
     opsPerItem: obs.committed > 0 ? ops / obs.committed : Infinity,
     batches: obs.cuts,
     medianBatch: median(obs.batchSizes) || 0,

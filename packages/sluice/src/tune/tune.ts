@@ -115,8 +115,9 @@ export async function tune(sink: TimedSink, rec: RecordShape, where: string, cho
   const probeOnce = async (rate: number) => {
     const r = await pacedRun(sink, rec, { ratePerSec: Math.round(rate), durationMs: durFor(rate), ...probeWin, sloMs: slo }, allWrites);
     const held = r.p99Ms <= limit;
-    // Items the producer never got to offer: this process, not the sink, set the limit.
-    if (!held && r.notOffered > MAX_NOT_OFFERED_SHARE * Math.max(1, r.offered)) limitedByGenerator = true;
+    // Items the producer never got to offer although the queue never pushed back: this
+    // process, not the sink, set the limit (a blocked producer is the sink's backpressure).
+    if (!held && r.notOffered > MAX_NOT_OFFERED_SHARE * Math.max(1, r.offered) && r.blockedMs < 0.01 * r.durationMs) limitedByGenerator = true;
     probes.push({ ratePerSec: Math.round(rate), p99Ms: r.p99Ms, held });
     step('capacity');
     return held;
@@ -165,10 +166,10 @@ export async function tune(sink: TimedSink, rec: RecordShape, where: string, cho
     peak = Math.max(1, Math.round(p.ratePerSec));
     peakFrom = `busiest second of ${o.tracePath} (mean ${Math.round(p.meanPerSec)}/s)`;
   } else {
-    peak = Math.max(1, Math.round(PEAK_SHARE * capacity));
+    peak = Math.round(PEAK_SHARE * capacity);
     peakFrom = `${PEAK_SHARE * 100}% of the measured capacity at the SLO`;
   }
-  const low = Math.max(1, Math.round(LOW_SHARE * peak));
+  const low = peak > 0 ? Math.max(1, Math.round(LOW_SHARE * peak)) : 0;
 
   const costOut = { fixedMs: round3(costM.fixedMs), perItemMs: costM.perItemMs, perByteMs: costM.perByteMs, model: { fixedMs: round3(costM.model.fixedMs), perItemMs: costM.model.perItemMs }, points: costM.points };
   const base = { sloMs: slo, limitMs: limit, records: rec.describe, sink: where, quick, cost: costOut, capacity: { perSec: capacity, probes, limitedByGenerator }, loads: { peakPerSec: peak, lowPerSec: low, peakFrom } };
