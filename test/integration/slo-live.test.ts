@@ -70,6 +70,25 @@ function drive(tickMs: number, send: () => Promise<unknown>) {
   };
 }
 
+const decisionsOf = (text: string) => ['increase', 'decrease', 'hold'].reduce((n, d) => n + metric(text, 'sluice_controller_decisions_total', `decision="${d}"`), 0);
+const lowSettled = (w: Window) => w.maxWaitMs !== START_WAIT_MS || decisionsOf(w.text) >= 4;
+
+/**
+ * At low load the timer binds: maxItems is not the knob moved. The wait moves the way the p99
+ * the controller observed says: up while it was under the band (SLO − 15% margin = 17 ms); left
+ * alone only when the p99 was in the band or above the SLO (on a loaded machine an fdatasync
+ * stall can put the low-load p99 over 20 ms with a 1 ms wait, and the controller holds: not the
+ * window's breach); never down while p99 was under the SLO.
+ */
+function checkLow(w: Window) {
+  assert.equal(w.maxItems, START_ITEMS, `at low load the timer binds: maxItems is not the knob moved\n${w.text}`);
+  const p99 = metric(w.text, 'sluice_controller_interval_p99_ms');
+  const increases = metric(w.text, 'sluice_controller_decisions_total', 'decision="increase"');
+  if (w.maxWaitMs > START_WAIT_MS) assert.ok(increases >= 1, w.text);
+  else if (w.maxWaitMs === START_WAIT_MS) assert.ok(p99 >= 17, `the wait held although p99 ${p99} ms was under the band\n${w.text}`);
+  else assert.ok(p99 > 20, `the wait shrank although p99 ${p99} ms was within the SLO\n${w.text}`);
+}
+
 function checkCommon(w: Window, errText: string) {
   // Typed as Prometheus expects: counts are counters with _total, the rest gauges.
   assert.match(w.text, /^# TYPE sluice_controller_decisions_total counter$/m);
@@ -101,15 +120,10 @@ test('sluice serve --slo-p99-ms 20: a load step moves the window in /metrics (wa
 
     // Low: one item every 10 ms (≈ 100/s): far fewer than 8 items per wait, the timer cuts.
     stopLoad = drive(10, () => post(1));
-    await until('the wait to move at low load', async () => (await windowOf(url)).maxWaitMs !== START_WAIT_MS, 60_000, srv.err);
+    await until('the wait to move, or 4 decisions, at low load', async () => lowSettled(await windowOf(url)), 90_000, srv.err);
     await stopLoad();
     stopLoad = null;
-    const low = await windowOf(url);
-    assert.equal(low.maxItems, START_ITEMS, 'at low load the timer binds: maxItems is not the knob moved');
-    const lowIncreases = metric(low.text, 'sluice_controller_decisions_total', 'decision="increase"');
-    const lowP99 = metric(low.text, 'sluice_controller_interval_p99_ms');
-    // The direction follows the p99 the controller observed: under the band it grows the wait.
-    if (lowP99 < 17) assert.ok(low.maxWaitMs > START_WAIT_MS && lowIncreases >= 1, low.text);
+    checkLow(await windowOf(url));
 
     // High: 200 items every 10 ms (≈ 20k/s offered): 8-item batches cannot keep up, the size binds.
     stopLoad = drive(10, () => post(200));
@@ -143,12 +157,10 @@ test('sluice run --slo-p99-ms 20 on the embedded log: a load step moves the wind
     const url = /(http:\/\/\S+\/metrics)/.exec(run.out())![1];
 
     stopLoad = drive(10, () => append(1));
-    await until('the wait to move at low load', async () => (await windowOf(url)).maxWaitMs !== START_WAIT_MS, 60_000, run.err);
+    await until('the wait to move, or 4 decisions, at low load', async () => lowSettled(await windowOf(url)), 90_000, run.err);
     await stopLoad();
     stopLoad = null;
-    const low = await windowOf(url);
-    assert.equal(low.maxItems, START_ITEMS, 'at low load the timer binds: maxItems is not the knob moved');
-    if (metric(low.text, 'sluice_controller_interval_p99_ms') < 17) assert.ok(low.maxWaitMs > START_WAIT_MS, low.text);
+    checkLow(await windowOf(url));
 
     stopLoad = drive(10, () => append(200));
     await until('maxItems to rise at high load', async () => (await windowOf(url)).maxItems > START_ITEMS, 60_000, run.err);
