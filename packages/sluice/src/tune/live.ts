@@ -12,6 +12,7 @@
  * then `slo.attach(pipeline)` and `slo.registerMetrics(registry)`.
  */
 import client from 'prom-client';
+import type { Clock } from '../core/clock.js';
 import { AimdController, type WindowDecision, type WindowTarget } from '../core/controller.js';
 import { invalidOption } from '../core/errors.js';
 import type { Envelope, FlushInfo, PipelineObserver } from '../core/types.js';
@@ -37,6 +38,8 @@ export interface LiveSloOptions {
   start: { maxItems: number; maxWaitMs: number };
   /** One line per change of regime. @default none */
   log?: (line: string) => void;
+  /** @default the system clock */
+  clock?: Clock;
 }
 
 export type Regime = 'idle' | 'timer-bound' | 'size-bound' | 'mixed' | 'over the SLO' | 'sink saturated';
@@ -73,7 +76,7 @@ export class LiveSlo {
     // The controller's own bounds: never past the queue's item bound (setWindow would refuse
     // it), and a tuned window larger than the default cap is kept rather than cut at attach.
     const maxItems = Math.min(opts.queue.maxItems, Math.max(LIVE_MAX_ITEMS, opts.start.maxItems));
-    this.controller = new AimdController<unknown>({ sloMs: opts.sloMs, maxItems, maxWaitMs: Math.max(opts.sloMs, opts.start.maxWaitMs) });
+    this.controller = new AimdController<unknown>({ sloMs: opts.sloMs, maxItems, maxWaitMs: Math.max(opts.sloMs, opts.start.maxWaitMs), clock: opts.clock });
   }
 
   /**
