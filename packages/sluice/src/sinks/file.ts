@@ -88,6 +88,17 @@ export class FileSink<T = unknown> implements Sink<T> {
     return next;
   }
 
+  /**
+   * Which of `ids` the file holds (dedupeById; without it none is known): the optional
+   * `StoredIds` capability the Elasticsearch `_bulk` door uses for `create` (docs/serve.md).
+   */
+  async storedIds(ids: readonly string[]): Promise<ReadonlySet<string>> {
+    if (!this.dedupe) return new Set();
+    await this.serial;
+    await this.handle();
+    return new Set(ids.filter((id) => this.ids!.has(id)));
+  }
+
   /** Records skipped because their id was already in the file (dedupeById). */
   duplicatesSkipped(): number {
     return this.skipped;
