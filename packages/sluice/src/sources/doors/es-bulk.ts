@@ -39,6 +39,18 @@ export function isBulkPath(path: string): boolean {
   return path === '/_bulk' || /^\/[^/_][^/]*\/_bulk$/.test(path);
 }
 
+export function isRefreshPath(path: string): boolean {
+  return path === '/_refresh' || /^\/[^/_][^/]*\/_refresh$/.test(path);
+}
+
+/**
+ * `_refresh` (helpers.bulk calls it at the end, `refreshOnCompletion`): with `ack: 'commit'` a
+ * record is in the sink before its `_bulk` answer, so there is nothing to make visible.
+ */
+export async function esRefresh(ctx: DoorContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  ctx.send(req, res, 200, { _shards: { total: 1, successful: 1, failed: 0 } });
+}
+
 export async function esRoot(ctx: DoorContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
   if (req.method === 'HEAD') return void ctx.sendBody(req, res, 200, '', 'application/json');
   ctx.send(req, res, 200, {

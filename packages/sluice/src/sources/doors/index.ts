@@ -13,7 +13,7 @@ import type { SluiceError } from '../../core/errors.js';
 import type { Envelope, Sink } from '../../core/types.js';
 import type client from 'prom-client';
 import type { AckMode, ServeLimits, Ticket } from '../http.js';
-import { esBulk, esRoot, isBulkPath } from './es-bulk.js';
+import { esBulk, esRefresh, esRoot, isBulkPath, isRefreshPath } from './es-bulk.js';
 import { otlpLogs } from './otlp.js';
 import { lokiPush } from './loki.js';
 
@@ -47,6 +47,7 @@ export interface Door {
 }
 
 const ES_ROOT: Door = { gated: false, handle: esRoot };
+const ES_REFRESH: Door = { gated: false, handle: esRefresh };
 const ES_BULK: Door = { gated: true, handle: esBulk };
 const OTLP: Door = { gated: true, handle: otlpLogs };
 const LOKI: Door = { gated: true, handle: lokiPush };
@@ -54,6 +55,7 @@ const LOKI: Door = { gated: true, handle: lokiPush };
 /** The door for a request, `'method'` for a door's path with the wrong method, or null (not a door). */
 export function matchDoor(method: string, path: string): Door | 'method' | null {
   if (path === '/') return method === 'GET' || method === 'HEAD' ? ES_ROOT : null;
+  if (isRefreshPath(path)) return method === 'POST' || method === 'GET' ? ES_REFRESH : 'method';
   const door = path === '/v1/logs' ? OTLP : path === '/loki/api/v1/push' ? LOKI : isBulkPath(path) ? ES_BULK : null;
   if (!door) return null;
   // Elasticsearch also takes PUT for _bulk.
