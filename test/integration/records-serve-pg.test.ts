@@ -149,6 +149,7 @@ test('serve → an existing table it cannot write is one clear error at start, a
   await db.query(`CREATE TABLE "${table}" (id text PRIMARY KEY, must_fill text NOT NULL)`);
   try {
     const s = startServe(['--sink', url, '--table', table, '--data-dir', `/tmp/${table}`]);
+    s.ready.catch(() => {}); // it must not start
     const code = await s.exited;
     assert.notEqual(code, 0);
     const err = s.err().trim();

@@ -23,6 +23,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import zlib from 'node:zlib';
+import * as snappy from 'snappyjs';
 import { check } from '../checks.js';
 import { createMemoryLimit, type LimitMechanism, type MemoryLimit } from '../memlimit.js';
 import { mdTable } from '../runner.js';
@@ -51,6 +52,12 @@ interface BuiltPayload {
   expectStatus: number;
   expectCap: string | null;
   body: () => Readable;
+  /** The door it is sent to (docs/serve.md). @default '/ingest' */
+  path?: string;
+  /** @default 'application/x-ndjson' */
+  contentType?: string;
+  /** The naive server only speaks /ingest: door payloads run against the capped one only. */
+  cappedOnly?: boolean;
 }
 
 export interface BombCase {
@@ -217,6 +224,20 @@ async function buildPayloads(ctx: ExperimentContext, dir: string): Promise<{ pay
     expectCap: null,
     body: fileBody(legit),
   });
+  // The same attacks, encoded for each front door (docs/serve.md, "Front doors").
+  payloads.push({ name: 'bulk-gzip-1GiB-zeros', description: 'the 1 GiB gzip bomb as an Elasticsearch _bulk body', kind: 'bomb', contentEncoding: 'gzip', compressedBytes: gzBytes, expandedBytes: GiB, lines: 1, expectStatus: 413, expectCap: 'line-bytes', body: fileBody(gz), path: '/_bulk', cappedOnly: true });
+  payloads.push({ name: 'otlp-gzip-1GiB-zeros', description: 'the 1 GiB gzip bomb as an OTLP/HTTP protobuf body', kind: 'bomb', contentEncoding: 'gzip', compressedBytes: gzBytes, expandedBytes: GiB, lines: 1, expectStatus: 413, expectCap: null, body: fileBody(gz), path: '/v1/logs', contentType: 'application/x-protobuf', cappedOnly: true });
+  // Field 1 (resource_logs), length-delimited, declaring 2^28 bytes; 3 bytes follow.
+  const lying = Buffer.from([0x0a, 0x80, 0x80, 0x80, 0x80, 0x01, 1, 2, 3]);
+  payloads.push({ name: 'otlp-proto-lying-length', description: 'an OTLP protobuf whose length prefix claims 256 MiB, 9 bytes sent', kind: 'bomb', contentEncoding: null, compressedBytes: lying.length, expandedBytes: lying.length, lines: 1, expectStatus: 400, expectCap: null, body: () => Readable.from([lying]), path: '/v1/logs', contentType: 'application/x-protobuf', cappedOnly: true });
+  // A snappy block whose length varint declares 4 GiB − 1, 7 bytes sent: refused on the length alone.
+  const snappyLiar = Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 0x00, 0x61]);
+  payloads.push({ name: 'loki-snappy-declares-4GiB', description: 'a Loki snappy block declaring 4 GiB, 7 bytes sent', kind: 'bomb', contentEncoding: null, compressedBytes: snappyLiar.length, expandedBytes: 2 ** 32 - 1, lines: 1, expectStatus: 413, expectCap: 'decompressed-bytes', body: () => Readable.from([snappyLiar]), path: '/loki/api/v1/push', contentType: 'application/x-protobuf', cappedOnly: true });
+  const snappyBig = Buffer.from(snappy.compress(new Uint8Array(64 * MiB)));
+  const snappyPath = join(dir, 'zeros-64MiB.snappy');
+  writeFileSync(snappyPath, snappyBig);
+  payloads.push({ name: 'loki-snappy-64MiB-zeros', description: 'a real snappy block of 64 MiB of zeros (expands past the 16 MiB cap)', kind: 'bomb', contentEncoding: null, compressedBytes: snappyBig.length, expandedBytes: 64 * MiB, lines: 1, expectStatus: 413, expectCap: 'decompressed-bytes', body: fileBody(snappyPath), path: '/loki/api/v1/push', contentType: 'application/x-protobuf', cappedOnly: true });
+
   const goodSmall = join(dir, 'good-100.gz');
   writeFileSync(goodSmall, zlib.gzipSync(Buffer.concat(lines.slice(0, 100).flatMap((l) => [l, Buffer.from('\n')]))));
   ctx.progress.tick(1, 'legit batch');
@@ -269,7 +290,7 @@ interface Answer {
 }
 
 /** Sends a streamed body; stops sending as soon as the answer arrives (a server that answered early wants no more). */
-function send(url: string, body: Readable, contentEncoding: string | null, timeoutMs: number): Promise<Answer> {
+function send(url: string, body: Readable, contentEncoding: string | null, timeoutMs: number, path = '/ingest', contentType = 'application/x-ndjson'): Promise<Answer> {
   return new Promise((resolve) => {
     const t0 = performance.now();
     let done = false;
@@ -280,9 +301,9 @@ function send(url: string, body: Readable, contentEncoding: string | null, timeo
       body.destroy();
       resolve(a);
     };
-    const headers: Record<string, string> = { 'content-type': 'application/x-ndjson' };
+    const headers: Record<string, string> = { 'content-type': contentType };
     if (contentEncoding) headers['content-encoding'] = contentEncoding;
-    const req = http.request(`${url}/ingest`, { method: 'POST', headers, agent: false });
+    const req = http.request(`${url}${path}`, { method: 'POST', headers, agent: false });
     const timer = setTimeout(() => {
       req.destroy();
       finish({ status: 0, ms: null, json: null, error: `no answer in ${timeoutMs} ms` });
@@ -361,7 +382,7 @@ async function runCase(p: BuiltPayload, variant: Variant, limitMb: number, goodS
       const h = procStatusKb(child.pid, 'VmHWM');
       if (h !== null) lastHwm = h;
     }, 10);
-    const ans = await send(child.url, p.body(), p.contentEncoding, 60_000);
+    const ans = await send(child.url, p.body(), p.contentEncoding, 60_000, p.path, p.contentType);
     await sleep(150);
     clearInterval(sampler);
     const h = procStatusKb(child.pid, 'VmHWM');
@@ -513,7 +534,8 @@ export const bomb: Experiment = {
   title: 'Bombs: bounded decompression keeps the front door up',
   description:
     'Builds decompression bombs and oversized bodies in the lab (1 GiB of zeros as gzip and as brotli, gzip inside gzip, a 2 GiB line, ' +
-    'a million tiny lines, 1 GiB of valid lines) and a legitimate batch just under the caps, and sends each to the capped server ' +
+    'a million tiny lines, 1 GiB of valid lines), the same attacks encoded for the other front doors (the gzip bomb as a _bulk and an OTLP body, ' +
+    'an OTLP protobuf whose length lies, a Loki snappy block declaring 4 GiB and a real one expanding to 64 MiB) and a legitimate batch just under the caps, and sends each to the capped server ' +
     '(`sluice serve`) and to a naive server that decompresses whole bodies in memory, each in a fresh child under the same memory limit. ' +
     'Records status, time to the answer, peak RSS over baseline, survival and bytes read out of the decoder; then measures good-request ' +
     'latency from a second process with and without a stream of bombs.',
@@ -529,10 +551,11 @@ export const bomb: Experiment = {
     const cases: BombCase[] = [];
     const mechanisms = new Set<string>();
     const notes = new Set<string>();
-    ctx.progress.start('bomb: payloads × variants', payloads.length * 2);
+    const variantsOf = (p: BuiltPayload) => (p.cappedOnly ? (['capped'] as const) : (['capped', 'naive'] as const));
+    ctx.progress.start('bomb: payloads × variants', payloads.reduce((n, p) => n + variantsOf(p).length, 0));
     let n = 0;
     for (const p of payloads)
-      for (const variant of ['capped', 'naive'] as const) {
+      for (const variant of variantsOf(p)) {
         const { c, mechanism, note } = await runCase(p, variant, limitMb, goodSmall, ctx.workDir, n++);
         mechanisms.add(mechanism);
         if (note) notes.add(note);

@@ -80,7 +80,8 @@ export function registerServe(program: Command): void {
         where = `postgres table ${o.table}`;
       } else {
         const path = join(resolve(o.dataDir), 'ingest.ndjson');
-        sink = await new FileSink<unknown>({ path }).open();
+        // Idempotent by record id (the id rule: --id-field, else a content hash), so a client's retry stores nothing twice.
+        sink = await new FileSink<unknown>({ path, dedupeById: true }).open();
         where = path;
       }
       const dlqSpec = (o.dlq as string | undefined) ?? (pg ? o.sink : join(resolve(o.dataDir), 'dlq.jsonl'));
