@@ -14,9 +14,9 @@ export interface DoorItemMeta extends ItemMeta {
   index?: string;
 }
 
-/** The Elasticsearch `_index` a record was sent to, when it came through `_bulk`. */
+/** The Elasticsearch `_index` a record was sent to, when it came through `_bulk` (also `env.attrs.index`). */
 export function recordIndex(env: Envelope<unknown>): string | undefined {
-  return (env.meta as DoorItemMeta | undefined)?.index;
+  return env.attrs?.index ?? (env.meta as DoorItemMeta | undefined)?.index;
 }
 
 export type Staged = { ok: true; env: Envelope<unknown> } | { ok: false; reason: ItemRejectReason; message: string };
@@ -29,7 +29,8 @@ export type Staged = { ok: true; env: Envelope<unknown> } | { ok: false; reason:
 export function stage(ctx: DoorContext, raw: Buffer, meta: DoorItemMeta, t0: number, messageId?: string): Staged {
   const r = ctx.validator.validate(raw);
   if (!r.ok) return r;
-  return { ok: true, env: envelope(r.value, { bytes: raw.length, intendedAtMs: t0, raw, id: ctx.idRule.id(raw, r.value, messageId), meta }) };
+  const attrs = meta.index !== undefined ? { index: meta.index } : undefined;
+  return { ok: true, env: envelope(r.value, { bytes: raw.length, intendedAtMs: t0, raw, id: ctx.idRule.id(raw, r.value, messageId), meta, attrs }) };
 }
 
 /** Counts item rejections by reason on the shared counter. */
