@@ -122,3 +122,56 @@ ruleset(name="to-sluice") {
     await d.finish();
   }
 });
+
+/**
+ * syslog-ng conflicts with rsyslog in Debian (both provide system-log-daemon), so .ci/run
+ * unpacks Debian's syslog-ng-core, syslog-ng-mod-http and syslog-ng-scl into a private prefix
+ * (`dpkg-deb -x`, nothing installed system-wide) and the test runs that binary from there.
+ */
+const SYSLOG_NG_ROOT = process.env.SLUICE_SYSLOG_NG_ROOT ?? '/opt/sluice-test/syslog-ng';
+
+test("syslog-ng elasticsearch-http() → POST /_bulk: every line once", async (t) => {
+  const bin = join(SYSLOG_NG_ROOT, 'usr/sbin/syslog-ng');
+  if (!requireBinary(t, bin, 'syslog-ng (unpacked by .ci/run)')) return;
+  const d = await doorServer();
+  let daemon: ChildProcess | null = null;
+  try {
+    const work = join(d.dir, 'syslog-ng');
+    await mkdir(work, { recursive: true });
+    const inPort = await freePort();
+    const conf = join(work, 'syslog-ng.conf');
+    // The configuration docs/serve.md gives for syslog-ng, with this test's ports and directories
+    // (the SCL include is by absolute path because this binary lives in a private prefix).
+    await writeFile(
+      conf,
+      `@version: 3.38
+@include "${join(SYSLOG_NG_ROOT, 'usr/share/syslog-ng/include/scl/elasticsearch/elastic-http.conf')}"
+source s_in { network(ip("127.0.0.1") port(${inPort}) transport("tcp")); };
+destination d_sluice {
+  elasticsearch-http(url("${d.srv.url}/_bulk") index("logs-syslog-ng") type("") batch_lines(200) workers(1) timeout(10));
+};
+log { source(s_in); destination(d_sluice); };
+`,
+    );
+    daemon = spawn(
+      bin,
+      ['-F', '-f', conf, `--module-path=${join(SYSLOG_NG_ROOT, 'usr/lib/syslog-ng/3.38')}`, '-R', join(work, 'persist'), '-c', join(work, 'ctl'), '-p', join(work, 'pid')],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LD_LIBRARY_PATH: join(SYSLOG_NG_ROOT, 'usr/lib/syslog-ng') } },
+    );
+    let out = '';
+    daemon.stdout!.on('data', (b) => (out += b));
+    daemon.stderr!.on('data', (b) => (out += b));
+    await waitForPort(inPort, daemon).catch((e) => assert.fail(`${e.message}: ${out}`));
+    await sendSyslog(inPort, keys('sg').map((k) => `<14>May  1 12:00:00 doors-host app[1]: hello key=${k}`));
+    await waitForRecords(d.path, N).catch((e) => assert.fail(`${e.message}: ${out}`));
+    await stop(daemon);
+    const { ledger, records } = await d.finish();
+    const keyOfSng = (r: unknown) => /key=([a-z]+-\d+)/.exec(String((r as { MESSAGE?: unknown })?.MESSAGE ?? ''))?.[1];
+    reconcile(records, keyOfSng, keys('sg'), ledger);
+    assert.equal((records[0] as { PROGRAM: string }).PROGRAM, 'app');
+    assert.ok([...d.sink.indexOf.values()].every((ix) => ix === 'logs-syslog-ng'));
+  } finally {
+    if (daemon) await stop(daemon);
+    await d.finish();
+  }
+});
