@@ -8,6 +8,7 @@ import { registerDlq } from './commands/dlq.js';
 import { registerReconcile } from './commands/reconcile.js';
 import { registerRun } from './commands/run.js';
 import { registerServe } from './commands/serve.js';
+import { registerToken } from './commands/token.js';
 import { exitWithError } from './errors.js';
 
 const program = new Command();
@@ -38,6 +39,7 @@ registerRun(program);
 registerServe(program);
 registerDlq(program);
 registerReconcile(program);
+registerToken(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -14,7 +14,7 @@
  * most `maxDecompressedBytes` of lines per request, and at most `maxConcurrentRequests`
  * requests are served at once: that product is the memory this door can be made to hold.
  */
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import client from 'prom-client';
@@ -34,6 +34,8 @@ import { ItemValidator, type ItemRejectReason } from '../codec/validate.js';
 import type { RecordCheck } from '../codec/json-schema.js';
 import { RecordIdRule } from '../codec/record-id.js';
 import { matchDoor, type DoorContext } from './doors/index.js';
+import { Authenticator, loadTokensFile, routeOf, type Principal } from './auth.js';
+import { createFrontDoorServer, reloadTls, type TlsFiles } from './tls.js';
 
 /** Items validated between two yields to the event loop (≈1 ms of work for small records). */
 const VALIDATE_SLICE = 1000;
@@ -160,6 +162,14 @@ export interface ServeOptions {
   /** Per-line errors listed in a response, at most (the counts are always complete). @default 1000 */
   maxErrorsListed?: number;
   log?: (line: string) => void;
+  /** Serve HTTPS with these PEM files (`clientCa`: mutual TLS); `reload()` re-reads them. @default plain HTTP */
+  tls?: TlsFiles;
+  /**
+   * Who may write (src/sources/auth.ts, docs/serve.md "Running it on a network"): every known
+   * route, /metrics and /healthz included, then needs a token of the file that allows it.
+   * `reload()` re-reads the file. @default none: anyone who reaches the port may write
+   */
+  auth?: { tokensFile: string };
 }
 
 export interface RunningServer {
@@ -170,6 +180,8 @@ export interface RunningServer {
   exposition: Exposition;
   /** Stops accepting, waits for requests in progress, drains the pipeline, closes the sink. Idempotent. */
   close(): Promise<LedgerSnapshot>;
+  /** Re-reads the TLS files and the tokens file (SIGHUP in `sluice serve`); throws, keeping the old ones, when one is invalid. */
+  reload(): void;
 }
 
 export interface LineError {
@@ -314,6 +326,10 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 1024, 16384, 1048576],
     registers: reg,
   });
+
+  // Who may write: checked from the headers alone, before any body byte is read (src/sources/auth.ts).
+  const auth = opts.auth ? new Authenticator({ tokens: loadTokensFile(opts.auth.tokensFile), registry: exposition.registry, log }) : null;
+  const principals = new WeakMap<IncomingMessage, Principal>();
 
   let active = 0;
   // Per request: a small body read before its slot was taken, and when the request arrived.
@@ -504,6 +520,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       onRefuse(e, { decompressedBytesRead: stats.decompressedBytesRead });
       return false;
     } finally {
+      const who = principals.get(req);
+      if (who) auth!.chargeBytes(who, stats.decompressedBytesRead);
       compressedBytes.inc(stats.compressedBytes);
       decompressedBytes.inc(stats.decompressedBytesRead);
       if (stats.compressedBytes > 0) ratio.observe(stats.decompressedBytesRead / stats.compressedBytes);
@@ -590,6 +608,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
 
     // Enqueue in order. A block timeout stops here: the lines from the first refused one on
     // are not accepted, and the answer says which (the client resends them after Retry-After).
+    const who = principals.get(req);
+    if (who) auth!.chargeRecords(who, staged.length);
     const { accepted, refused } = await enqueueStaged(staged, ticket);
     const notAccepted = staged.length - accepted;
     if (refused) reject((staged[accepted].meta as ItemMeta).line, refused.code === ErrorCode.QueueFull ? 'queue-full' : 'closed', refused.message);
@@ -639,13 +659,31 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     itemsRejected,
   };
 
-  const server = http.createServer({ connectionsCheckingInterval: 1000 }, (req, res) => {
+  /** A door's context for one request: with auth, its records are charged to the request's tenant. */
+  const contextFor = (req: IncomingMessage): DoorContext => {
+    const who = principals.get(req);
+    if (!who) return doorContext;
+    return { ...doorContext, enqueueStaged: (staged, ticket) => (auth!.chargeRecords(who, staged.length), enqueueStaged(staged, ticket)) };
+  };
+
+  const server = createFrontDoorServer(opts.tls, { connectionsCheckingInterval: 1000 }, (req, res) => {
     const path = (req.url ?? '/').split('?', 1)[0];
     // Elasticsearch clients (8.x, 9.x) refuse any answer without this header (docs/serve.md).
     res.setHeader('x-elastic-product', 'Elasticsearch');
+    // Who may write: decided from the headers, before the body is read or decoded (a bomb from
+    // a client without a valid token is answered 401 and its bytes discarded undecoded).
+    const route = auth ? routeOf(path) : null;
+    if (route) {
+      const v = auth!.authorize(req.headers, route);
+      if (!v.ok) {
+        requestsRejected.inc({ reason: v.reason });
+        return void sendBody(req, res, v.status, v.body, v.contentType, v.headers);
+      }
+      principals.set(req, v.principal);
+    }
     const door = matchDoor(req.method ?? 'GET', path);
     if (door === 'method') return void send(req, res, 405, { error: 'method not allowed', allow: 'POST' }, { allow: 'POST' });
-    if (door && !door.gated) return void door.handle(doorContext, req, res);
+    if (door && !door.gated) return void door.handle(contextFor(req), req, res);
     if (path === '/ingest' || door) {
       if (!door && req.method !== 'POST') return void send(req, res, 405, { error: 'method not allowed', allow: 'POST' }, { allow: 'POST' });
       if (closing) return refuse(req, res, new SluiceError(ErrorCode.Closed, 'server is shutting down'));
@@ -668,7 +706,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         }
         active++;
         try {
-          await (door ? door.handle(doorContext, req, res) : ingest(req, res));
+          await (door ? door.handle(contextFor(req), req, res) : ingest(req, res));
         } finally {
           active--;
         }
@@ -724,7 +762,18 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   });
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-  const url = `http://${host}:${addr.port}`;
+  const url = `${opts.tls ? 'https' : 'http'}://${host}:${addr.port}`;
+  if (auth) log(`auth: ${auth.tenantNames().length} tenants from ${opts.auth!.tokensFile} (${auth.tenantNames().join(', ')})`);
+  else if (!opts.tls && !['127.0.0.1', '::1', 'localhost'].includes(opts.host ?? '127.0.0.1'))
+    log(`warning: serving ${url} without TLS or tokens: anyone who reaches it may write (docs/serve.md, "Running it on a network")`);
+
+  function reload(): void {
+    // Read both before swapping either, so an invalid file changes nothing.
+    const tokens = opts.auth ? loadTokensFile(opts.auth.tokensFile) : null;
+    if (opts.tls) reloadTls(server, opts.tls);
+    if (tokens) auth!.replace(tokens);
+    log(`reloaded:${opts.tls ? ` TLS files (${opts.tls.cert})` : ''}${tokens ? ` ${tokens.length} tokens (${auth!.tenantNames().length} tenants)` : ''}${!opts.tls && !tokens ? ' nothing to reload' : ''}`);
+  }
 
   function close(): Promise<LedgerSnapshot> {
     if (closing) return closing;
@@ -744,6 +793,6 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     return closing;
   }
 
-  return { url, port: addr.port, pipeline, metrics, exposition, close };
+  return { url, port: addr.port, pipeline, metrics, exposition, close, reload };
 }
 

@@ -8,10 +8,18 @@ import { FileSink } from '../../sinks/file.js';
 import { KNOWN_CODINGS, type Coding } from '../../codec/bounded-decode.js';
 import { ACK_MODES, FLUSH_MODES, INGEST_MODES, SERVE_LIMIT_DEFAULTS, startServer, type AckMode, type FlushMode, type IngestMode } from '../../sources/http.js';
 import { loadJsonSchema } from '../../codec/json-schema.js';
+import type { TlsFiles } from '../../sources/tls.js';
 import { splitAndRetry } from '../../core/reliability.js';
 import { openDeadLetterStore } from '../../dlq/access.js';
 import { deadLetterWriter } from '../../dlq/store.js';
 import { parseColumns, parseIntAtLeast, parseNonNegative } from '../parse.js';
+
+function tlsFiles(o: Record<string, string>): TlsFiles | undefined {
+  if (o.tlsCert === undefined && o.tlsKey === undefined && o.tlsClientCa === undefined) return undefined;
+  if (o.tlsCert === undefined) throw invalidOption('--tls-cert', undefined, 'a PEM certificate file (with --tls-key)');
+  if (o.tlsKey === undefined) throw invalidOption('--tls-key', undefined, 'a PEM private key file (with --tls-cert)');
+  return { cert: o.tlsCert, key: o.tlsKey, clientCa: o.tlsClientCa };
+}
 
 export function registerServe(program: Command): void {
   const d = SERVE_LIMIT_DEFAULTS;
@@ -57,6 +65,10 @@ export function registerServe(program: Command): void {
     .option('--body-rate-grace-ms <ms>', 'how long a body may arrive at any rate', String(d.bodyRateGraceMs))
     .option('--headers-timeout-ms <ms>', 'request headers must arrive within this', String(d.headersTimeoutMs))
     .option('--request-timeout-ms <ms>', 'the whole request must arrive within this', String(d.requestTimeoutMs))
+    .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (chain); re-read on SIGHUP')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert; re-read on SIGHUP')
+    .option('--tls-client-ca <file>', 'mutual TLS: require client certificates signed by this PEM CA; re-read on SIGHUP')
+    .option('--tokens <file>', 'tokens file (JSON: tenant, token hash, routes, rate; `sluice token new`): every route then needs a token; re-read on SIGHUP')
     .action(async (o: Record<string, string>) => {
       const codings = o.codings.split(',').map((s) => s.trim()) as Coding[];
       for (const c of codings) if (!KNOWN_CODINGS.includes(c)) throw invalidOption('--codings', o.codings, `a comma-separated list of ${KNOWN_CODINGS.join(', ')}`);
@@ -125,6 +137,16 @@ export function registerServe(program: Command): void {
         },
         retryAfterSeconds: parseIntAtLeast('--retry-after', o.retryAfter, 0),
         log: (l) => process.stderr.write(l + '\n'),
+        tls: tlsFiles(o),
+        auth: o.tokens !== undefined ? { tokensFile: o.tokens } : undefined,
+      });
+      // SIGHUP: a renewed certificate or a changed tokens file, without a restart (docs/serve.md).
+      process.on('SIGHUP', () => {
+        try {
+          srv.reload();
+        } catch (e) {
+          process.stderr.write(`sluice serve: reload refused, keeping the previous files: ${(e as Error).message}\n`);
+        }
       });
       process.stdout.write(`sluice serve: listening on ${srv.url} (POST /ingest, GET /metrics, GET /healthz) → ${where}, dead letters → ${dlq.describe}\n`);
       await new Promise<void>((done) => {
