@@ -123,6 +123,8 @@ export interface CaseResult {
   outage: Outage | null;
   statuses?: Record<string, number>;
   firstAttemptStatuses?: Record<string, number>;
+  /** Answers other than 200, by `status/reason` (the body's reason). */
+  statusReasons?: Record<string, number>;
   healthz?: Record<string, number>;
   maxRssMb: number;
   /** The Sluice process was alive when asked to stop, stopped with exit 0 and a balanced ledger (not required of a process killed on purpose). */
@@ -323,7 +325,8 @@ async function runCase(ctx: ExperimentContext, spec: RunCaseSpec, payloads: Payl
       // Acked at the source (at or below the ack floor) and neither in the sink nor the DLQ.
       ackedNotInSink: rep.missing,
     });
-    r.extra = { ...(r.extra ?? {}), reconcile: { ...rep, missingIds: rep.missingIds.slice(0, 5), duplicatedIds: rep.duplicatedIds.slice(0, 5) }, publishedRecords: produced };
+    const si = await jsm.streams.info(stream).catch(() => null);
+    r.extra = { ...(r.extra ?? {}), streamMessages: si?.state.messages ?? null, reconcile: { ...rep, missingIds: rep.missingIds.slice(0, 5), duplicatedIds: rep.duplicatedIds.slice(0, 5) }, publishedRecords: produced };
   } catch (e) {
     r.error = (e as Error).stack ?? String(e);
     ctx.log(`chaos case ${spec.id}: ${(e as Error).message}`);
@@ -464,6 +467,7 @@ function fillFromLoad(r: CaseResult, load: OpenLoopResult, rep: ReconcileReport,
     statuses: load.statusCounts,
     firstAttemptStatuses: load.firstAttemptStatusCounts,
   });
+  r.statusReasons = tally(load.requests.flatMap((q) => q.attempts.filter((a) => a.status !== 200).map((a) => `${a.status}${a.reason ? `/${a.reason}` : ''}`)));
 }
 
 function latencySummary(xs: number[]): { n: number; p50: number; p99: number; max: number } {
@@ -847,10 +851,11 @@ export const chaos: Experiment = {
       const bits: string[] = [];
       if (c.healthz) bits.push(`/healthz polls: ${st(c.healthz)}`);
       if (c.firstAttemptStatuses) bits.push(`first-attempt statuses: ${st(c.firstAttemptStatuses)}`);
+      if (c.statusReasons) bits.push(`non-200 answers by reason: ${st(c.statusReasons)}`);
       if (c.unparsableLines !== undefined) bits.push(`unparsable lines: ${c.unparsableLines}`);
       if (c.ledger) bits.push(`ledger: ${c.ledger}`);
       if (c.extra) {
-        for (const k of ['latencyFirstAttemptMs', 'latencyDuringOutageMs', 'latencyInAttackMs', 'latencyOutsideAttackMs', 'headerConnLifetimeMs', 'bodyConnLifetimeMs', 'slowAnswers', 'goodInAttackStatuses', 'outageFirstStatuses', 'attack', 'retried'])
+        for (const k of ['latencyFirstAttemptMs', 'latencyDuringOutageMs', 'latencyInAttackMs', 'latencyOutsideAttackMs', 'headerConnLifetimeMs', 'bodyConnLifetimeMs', 'slowAnswers', 'goodInAttackStatuses', 'outageFirstStatuses', 'attack', 'retried', 'streamMessages', 'killedExit', 'producedAtKill'])
           if (c.extra[k] !== undefined) bits.push(`${k}: ${JSON.stringify(c.extra[k])}`);
       }
       bits.push(`Sluice's lines: ${c.faultLines.map((l) => `[${(l.atMs / 1000).toFixed(1)} s] ${l.text}`).join(' | ') || 'none'}`);
