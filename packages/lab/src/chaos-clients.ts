@@ -190,7 +190,7 @@ export async function openLoopIngest(opts: {
 // ------------------------------------------------------------------ slow clients
 
 export interface SlowConn {
-  kind: 'headers' | 'body';
+  kind: 'headers' | 'body-small' | 'body-large';
   openedAtMs: number;
   closedAtMs: number | null;
   /** Status line the server sent before closing, if any (e.g. 408). */
@@ -207,7 +207,7 @@ export interface SlowClientsResult {
 
 /**
  * Keeps `headerConns` connections sending request headers one byte a second and `bodyConns`
- * sending a body (Content-Length 1 MB) one byte a second, for `durationMs`. Connections are
+ * sending a body one byte a second (half declared 10 kB, half 1 MB), for `durationMs`. Connections are
  * opened `openPerTick` at a time (every 10 ms) so the attack ramps up in a second or two.
  */
 export async function slowClients(opts: { port: number; headerConns: number; bodyConns: number; durationMs: number; openPerTick?: number }): Promise<SlowClientsResult> {
@@ -219,7 +219,9 @@ export async function slowClients(opts: { port: number; headerConns: number; bod
   let openFailures = 0;
   let stopping = false;
   const headerPrefix = Buffer.from('POST /ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\nX-Slow: ');
-  const bodyHeaders = Buffer.from('POST /ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000000\r\n\r\n');
+  // Two trickles: a body declared small (10 kB, under serve's SMALL_BODY_BYTES: read before it
+  // takes a concurrency slot) and one declared large (1 MB: streamed, so it takes a slot at once).
+  const bodyHeaders = (len: number) => Buffer.from(`POST /ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\nContent-Length: ${len}\r\n\r\n`);
 
   const connect = (kind: SlowConn['kind']) => {
     const c: SlowConn = { kind, openedAtMs: now(), closedAtMs: null, status: null, bytesSent: 0 };
@@ -230,7 +232,7 @@ export async function slowClients(opts: { port: number; headerConns: number; bod
     s.on('connect', () => {
       open.set(s, c);
       maxOpen = Math.max(maxOpen, open.size);
-      const first = kind === 'headers' ? headerPrefix : Buffer.concat([bodyHeaders, Buffer.from('{')]);
+      const first = kind === 'headers' ? headerPrefix : Buffer.concat([bodyHeaders(kind === 'body-small' ? 10_000 : 1_000_000), Buffer.from('{')]);
       s.write(first);
       c.bytesSent += first.length;
     });
@@ -252,7 +254,10 @@ export async function slowClients(opts: { port: number; headerConns: number; bod
   };
 
   // Ramp up.
-  const want: SlowConn['kind'][] = [...Array<SlowConn['kind']>(opts.bodyConns).fill('body'), ...Array<SlowConn['kind']>(opts.headerConns).fill('headers')];
+  const want: SlowConn['kind'][] = [
+    ...Array<SlowConn['kind']>(Math.ceil(opts.bodyConns / 2)).fill('body-small'),
+    ...Array<SlowConn['kind']>(Math.floor(opts.bodyConns / 2)).fill('body-large'),
+    ...Array<SlowConn['kind']>(opts.headerConns).fill('headers')];
   const per = opts.openPerTick ?? 50;
   for (let i = 0; i < want.length && now() < opts.durationMs; i += per) {
     for (const k of want.slice(i, i + per)) connect(k);

@@ -686,7 +686,8 @@ async function serveSlowClientsCase(ctx: ExperimentContext, payloads: Payloads):
     r.extra = {
       attack: { headerConns, bodyConns, fromMs: attackFromMs, durationMs: attackMs, maxOpen: a.maxOpen, opened: a.conns.length, openFailures: a.openFailures },
       headerConnLifetimeMs: lifetime('headers'),
-      bodyConnLifetimeMs: lifetime('body'),
+      smallBodyConnLifetimeMs: lifetime('body-small'),
+      largeBodyConnLifetimeMs: lifetime('body-large'),
       slowAnswers: tally(a.conns.filter((c) => c.closedAtMs !== null).map((c) => `${c.kind}:${c.status ?? 'closed-without-answer'}`)),
       goodInAttack: inAttack.length,
       goodInAttackFirst200: inAttack.filter((q) => q.attempts[0].status === 200).length,
@@ -855,7 +856,7 @@ export const chaos: Experiment = {
       if (c.unparsableLines !== undefined) bits.push(`unparsable lines: ${c.unparsableLines}`);
       if (c.ledger) bits.push(`ledger: ${c.ledger}`);
       if (c.extra) {
-        for (const k of ['latencyFirstAttemptMs', 'latencyDuringOutageMs', 'latencyInAttackMs', 'latencyOutsideAttackMs', 'headerConnLifetimeMs', 'bodyConnLifetimeMs', 'slowAnswers', 'goodInAttackStatuses', 'outageFirstStatuses', 'attack', 'retried', 'streamMessages', 'killedExit', 'producedAtKill'])
+        for (const k of ['latencyFirstAttemptMs', 'latencyDuringOutageMs', 'latencyInAttackMs', 'latencyOutsideAttackMs', 'headerConnLifetimeMs', 'smallBodyConnLifetimeMs', 'largeBodyConnLifetimeMs', 'slowAnswers', 'goodInAttackStatuses', 'outageFirstStatuses', 'attack', 'retried', 'streamMessages', 'killedExit', 'producedAtKill'])
           if (c.extra[k] !== undefined) bits.push(`${k}: ${JSON.stringify(c.extra[k])}`);
       }
       bits.push(`Sluice's lines: ${c.faultLines.map((l) => `[${(l.atMs / 1000).toFixed(1)} s] ${l.text}`).join(' | ') || 'none'}`);
