@@ -196,6 +196,8 @@ export interface SlowConn {
   /** Status line the server sent before closing, if any (e.g. 408). */
   status: number | null;
   bytesSent: number;
+  /** Closed by us when the attack ended (not by the server). */
+  closedByUs: boolean;
 }
 
 export interface SlowClientsResult {
@@ -210,7 +212,7 @@ export interface SlowClientsResult {
  * sending a body one byte a second (half declared 10 kB, half 1 MB), for `durationMs`. Connections are
  * opened `openPerTick` at a time (every 10 ms) so the attack ramps up in a second or two.
  */
-export async function slowClients(opts: { port: number; headerConns: number; bodyConns: number; durationMs: number; openPerTick?: number }): Promise<SlowClientsResult> {
+export async function slowClients(opts: { port: number; headerConns: number; bodyConns: number; durationMs: number; openPerTick?: number; bodies?: 'both' | 'small' | 'large' }): Promise<SlowClientsResult> {
   const t0 = performance.now();
   const now = () => performance.now() - t0;
   const conns: SlowConn[] = [];
@@ -224,7 +226,7 @@ export async function slowClients(opts: { port: number; headerConns: number; bod
   const bodyHeaders = (len: number) => Buffer.from(`POST /ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\nContent-Length: ${len}\r\n\r\n`);
 
   const connect = (kind: SlowConn['kind']) => {
-    const c: SlowConn = { kind, openedAtMs: now(), closedAtMs: null, status: null, bytesSent: 0 };
+    const c: SlowConn = { kind, openedAtMs: now(), closedAtMs: null, status: null, bytesSent: 0, closedByUs: false };
     conns.push(c);
     const s = net.connect(opts.port, '127.0.0.1');
     s.setNoDelay(true);
@@ -248,6 +250,7 @@ export async function slowClients(opts: { port: number; headerConns: number; bod
     });
     s.on('close', () => {
       c.closedAtMs = now();
+      c.closedByUs = stopping;
       open.delete(s);
       if (!stopping) setTimeout(() => !stopping && connect(kind), 100);
     });
@@ -255,8 +258,8 @@ export async function slowClients(opts: { port: number; headerConns: number; bod
 
   // Ramp up.
   const want: SlowConn['kind'][] = [
-    ...Array<SlowConn['kind']>(Math.ceil(opts.bodyConns / 2)).fill('body-small'),
-    ...Array<SlowConn['kind']>(Math.floor(opts.bodyConns / 2)).fill('body-large'),
+    ...Array<SlowConn['kind']>(opts.bodies === 'large' ? 0 : opts.bodies === 'small' ? opts.bodyConns : Math.ceil(opts.bodyConns / 2)).fill('body-small'),
+    ...Array<SlowConn['kind']>(opts.bodies === 'small' ? 0 : opts.bodies === 'large' ? opts.bodyConns : Math.floor(opts.bodyConns / 2)).fill('body-large'),
     ...Array<SlowConn['kind']>(opts.headerConns).fill('headers')];
   const per = opts.openPerTick ?? 50;
   for (let i = 0; i < want.length && now() < opts.durationMs; i += per) {

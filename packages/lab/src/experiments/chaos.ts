@@ -660,6 +660,7 @@ async function serveSlowClientsCase(ctx: ExperimentContext, payloads: Payloads):
   const bodyConns = ctx.quick ? 32 : 64;
   const durationMs = ctx.quick ? 26_000 : 40_000;
   const attackFromMs = 3_000;
+  const bodies = (['both', 'small', 'large'] as const).find((b) => b === ctx.args.slowBodies) ?? 'both';
   const attackMs = durationMs - 6_000;
   try {
     h = await startServe(['--data-dir', dataDir]);
@@ -667,7 +668,7 @@ async function serveSlowClientsCase(ctx: ExperimentContext, payloads: Payloads):
     let attack: SlowClientsResult | null = null;
     const attacking = (async () => {
       await sleep(attackFromMs);
-      attack = await slowClients({ port: h!.port, headerConns, bodyConns, durationMs: attackMs });
+      attack = await slowClients({ port: h!.port, headerConns, bodyConns, durationMs: attackMs, bodies });
     })();
     const load = await openLoopIngest({ url: h.url, rps: 20, durationMs, retryDeadlineMs: durationMs + 60_000, body: bodyMaker(payloads, 50, 0) });
     await attacking;
@@ -681,14 +682,14 @@ async function serveSlowClientsCase(ctx: ExperimentContext, payloads: Payloads):
     // Good requests whose intended send time fell inside the attack (after its 2 s ramp-up).
     const inAttack = load.requests.filter((q) => q.intendedAtMs >= attackFromMs + 2_000 && q.intendedAtMs < attackFromMs + attackMs);
     const lifetime = (kind: string) =>
-      latencySummary(a.conns.filter((c) => c.kind === kind && c.closedAtMs !== null && c.closedAtMs < attackMs - 100).map((c) => c.closedAtMs! - c.openedAtMs));
+      latencySummary(a.conns.filter((c) => c.kind === kind && c.closedAtMs !== null && !c.closedByUs).map((c) => c.closedAtMs! - c.openedAtMs));
     r.outage = null;
     r.extra = {
-      attack: { headerConns, bodyConns, fromMs: attackFromMs, durationMs: attackMs, maxOpen: a.maxOpen, opened: a.conns.length, openFailures: a.openFailures },
+      attack: { headerConns, bodyConns, bodies, fromMs: attackFromMs, durationMs: attackMs, maxOpen: a.maxOpen, opened: a.conns.length, openFailures: a.openFailures },
       headerConnLifetimeMs: lifetime('headers'),
       smallBodyConnLifetimeMs: lifetime('body-small'),
       largeBodyConnLifetimeMs: lifetime('body-large'),
-      slowAnswers: tally(a.conns.filter((c) => c.closedAtMs !== null).map((c) => `${c.kind}:${c.status ?? 'closed-without-answer'}`)),
+      slowAnswers: tally(a.conns.filter((c) => c.closedAtMs !== null && !c.closedByUs).map((c) => `${c.kind}:${c.status ?? 'closed-without-answer'}`)),
       goodInAttack: inAttack.length,
       goodInAttackFirst200: inAttack.filter((q) => q.attempts[0].status === 200).length,
       goodInAttackStatuses: tally(inAttack.map((q) => String(q.attempts[0].status))),
@@ -811,7 +812,10 @@ export const chaos: Experiment = {
       checks: cases.flatMap(caseChecks),
     };
   },
-  cliOptions: [{ flags: '--cases <list>', description: 'run only these cases, e.g. 1,4' }],
+  cliOptions: [
+    { flags: '--cases <list>', description: 'run only these cases, e.g. 1,4' },
+    { flags: '--slow-bodies <which>', description: 'case 6: trickling bodies declared small (10 kB), large (1 MB) or both (default)' },
+  ],
   markdown(result: ResultEnvelope): string {
     const cases = result.cases as CaseResult[];
     const s = (n: number | null | undefined) => (n === null || n === undefined ? '—' : (n / 1000).toFixed(1));
