@@ -57,6 +57,8 @@ interface Answer {
   status: number | 'error' | 'timeout';
   body: Record<string, unknown> | null;
   retryAfterS: number | null;
+  /** errno-style code of a connection error (ECONNRESET, …). */
+  code?: string;
 }
 
 function post(url: URL, agent: http.Agent, lines: Buffer[], timeoutMs: number): Promise<Answer> {
@@ -91,7 +93,7 @@ function post(url: URL, agent: http.Agent, lines: Buffer[], timeoutMs: number): 
       req.destroy();
       done({ status: 'timeout', body: null, retryAfterS: null });
     });
-    req.on('error', () => done({ status: 'error', body: null, retryAfterS: null }));
+    req.on('error', (e: NodeJS.ErrnoException) => done({ status: 'error', body: null, retryAfterS: null, code: e.code ?? e.message }));
     req.end(payload);
   });
 }
@@ -137,7 +139,7 @@ export async function openLoopIngest(opts: {
       const a = await post(url, agent, b.lines.slice(from), opts.attemptTimeoutMs ?? 60_000);
       const first = log.attempts.length === 0;
       const latencyMs = now() - (first ? intendedAtMs : sentAtMs);
-      log.attempts.push({ sentAtMs, status: a.status, latencyMs, reason: typeof a.body?.reason === 'string' ? a.body.reason : undefined });
+      log.attempts.push({ sentAtMs, status: a.status, latencyMs, reason: typeof a.body?.reason === 'string' ? a.body.reason : a.code });
       statusCounts[String(a.status)] = (statusCounts[String(a.status)] ?? 0) + 1;
       if (first) firstCounts[String(a.status)] = (firstCounts[String(a.status)] ?? 0) + 1;
       const sent = b.lines.length - from;

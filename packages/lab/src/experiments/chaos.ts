@@ -577,7 +577,9 @@ async function serveDiskFullCase(ctx: ExperimentContext, payloads: Payloads): Pr
   const r = emptyCase(5, 'serve → file on a small tmpfs: disk full, then space freed');
   const t0 = performance.now();
   const mnt = join(ctx.workDir, 'tmpfs');
-  const sizeBytes = 16 * 2 ** 20;
+  // Room enough, once the ballast is deleted, for everything the load sends (full: 36,000
+  // records ≈ 11 MB): the disk fills once, on purpose, and not again.
+  const sizeBytes = 64 * 2 ** 20;
   let unmount: (() => void) | null = null;
   try {
     unmount = await mountTmpfs(mnt, sizeBytes);
