@@ -13,6 +13,7 @@ import { redriveExperiment } from './experiments/redrive.js';
 import { overflow } from './experiments/overflow.js';
 import { bomb } from './experiments/bomb.js';
 import { tenants } from './experiments/tenants.js';
+import { chaos } from './experiments/chaos.js';
 
 export const EXPERIMENTS: Experiment[] = [
   batching,
@@ -25,6 +26,7 @@ export const EXPERIMENTS: Experiment[] = [
   overflow,
   bomb,
   tenants,
+  chaos,
 ];
 
 export function findExperiment(name: string): Experiment | undefined {
