@@ -149,6 +149,7 @@ test('serve → an existing table it cannot write is one clear error at start, a
   await db.query(`CREATE TABLE "${table}" (id text PRIMARY KEY, must_fill text NOT NULL)`);
   try {
     const s = startServe(['--sink', url, '--table', table, '--data-dir', `/tmp/${table}`]);
+    s.ready.catch(() => {}); // it must not start
     const code = await s.exited;
     assert.notEqual(code, 0);
     const err = s.err().trim();
@@ -157,6 +158,45 @@ test('serve → an existing table it cannot write is one clear error at start, a
     const cols = (await db.query(`SELECT column_name FROM information_schema.columns WHERE table_name = $1`, [table])).rows.length;
     assert.equal(cols, 2, 'never ALTERed');
   } finally {
+    await db.query(`DROP TABLE IF EXISTS "${table}"; DROP TABLE IF EXISTS "${table}_dlq"`);
+    await db.end();
+  }
+});
+
+test('serve → PostgreSQL through _bulk with the Elasticsearch client: _index in a column (@index), 409 for a create of a stored id, reconcile by table', { timeout: 120_000 }, async (t) => {
+  const url = await requirePostgres(t);
+  if (!url) return;
+  const { Client } = await import('@elastic/elasticsearch');
+  const table = uniqueName('serve_es');
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  await db.query(`CREATE TABLE "${table}" (id text PRIMARY KEY, es_index text NOT NULL, doc jsonb NOT NULL)`);
+  const s = startServe(['--sink', url, '--table', table, '--columns', 'es_index=@index', '--data-dir', `/tmp/${table}`]);
+  try {
+    const base = await s.ready;
+    const client = new Client({ node: base });
+    const n = 2000;
+    const stats = await client.helpers.bulk({
+      datasource: Array.from({ length: n }, (_, i) => ({ key: `k-${i}`, msg: `hello ${i}` })),
+      onDocument: (doc) => ({ create: { _index: doc.key.endsWith('7') ? 'logs-b' : 'logs-a', _id: doc.key } }),
+      flushBytes: 16 * 1024,
+      concurrency: 2,
+    });
+    assert.equal(stats.successful, n);
+    assert.equal(stats.failed, 0);
+    const again = await client.bulk({ operations: [{ create: { _index: 'logs-a', _id: 'k-1' } }, { key: 'k-1', msg: 'again' }] });
+    assert.equal(again.items[0].create!.status, 409);
+    await client.close();
+    const rows = (await db.query<{ id: string; es_index: string; msg: string }>(`SELECT id, es_index, doc->>'msg' AS msg FROM "${table}"`)).rows;
+    assert.equal(rows.length, n, 'every document once');
+    assert.equal(new Set(rows.map((r) => r.id)).size, n);
+    assert.ok(rows.every((r) => r.es_index === (r.id.endsWith('7') ? 'logs-b' : 'logs-a')), 'each row keeps its _index');
+    assert.equal(rows.find((r) => r.id === 'k-1')!.msg, 'hello 1', 'the 409 did not overwrite');
+  } finally {
+    s.child.kill('SIGTERM');
+    setTimeout(() => s.child.kill('SIGKILL'), 20_000).unref();
+    assert.equal(await s.exited, 0, s.err());
+    assert.match(s.out(), /ledger .*balanced/);
     await db.query(`DROP TABLE IF EXISTS "${table}"; DROP TABLE IF EXISTS "${table}_dlq"`);
     await db.end();
   }

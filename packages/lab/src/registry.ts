@@ -12,6 +12,8 @@ import { poison } from './experiments/poison.js';
 import { redriveExperiment } from './experiments/redrive.js';
 import { overflow } from './experiments/overflow.js';
 import { bomb } from './experiments/bomb.js';
+import { tenants } from './experiments/tenants.js';
+import { chaos } from './experiments/chaos.js';
 
 export const EXPERIMENTS: Experiment[] = [
   batching,
@@ -23,6 +25,8 @@ export const EXPERIMENTS: Experiment[] = [
   redriveExperiment,
   overflow,
   bomb,
+  tenants,
+  chaos,
 ];
 
 export function findExperiment(name: string): Experiment | undefined {

@@ -61,6 +61,8 @@ export { connectNats, DEFAULT_NATS_URL } from './sources/nats.js';
 export { Ingest, type IngestSpec } from './run/ingest.js';
 export { JetStreamSource, JetStreamProducer, ensureJetStream } from './sources/jetstream.js';
 export { startServer, SERVE_LIMIT_DEFAULTS, type ServeOptions, type ServeLimits, type RunningServer, type IngestMode, type AckMode } from './sources/http.js';
+export { hashToken, newToken, parseTokensFile, loadTokensFile, ROUTES, type TokenEntry, type TenantRate, type Route } from './sources/auth.js';
+export type { TlsFiles } from './sources/tls.js';
 
 // Dead letters: stores, re-drive, reconciliation.
 export { FileDeadLetterStore } from './dlq/file.js';

@@ -24,7 +24,7 @@ export interface BombChildSpec {
   dataDir: string;
   limits?: Partial<ServeLimits>;
   /** Server settings besides the limits (default: the server's defaults). */
-  serve?: Pick<ServeOptions, 'flush' | 'window'>;
+  serve?: Pick<ServeOptions, 'flush' | 'window' | 'auth'>;
 }
 
 function naiveServer(): Promise<string> {

@@ -23,19 +23,32 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import zlib from 'node:zlib';
+import * as snappy from 'snappyjs';
 import { check } from '../checks.js';
 import { createMemoryLimit, type LimitMechanism, type MemoryLimit } from '../memlimit.js';
 import { mdTable } from '../runner.js';
 import type { ChartSpec, Check, Experiment, ExperimentContext, ResultEnvelope } from '../types.js';
 import { mixedLoadCommand, type MixedLoadResult, type MixedLoadSpec } from '../mixed-load.js';
 import { RecordFactory } from '../records/records.js';
-import { SERVE_LIMIT_DEFAULTS } from 'sluice';
+import { SERVE_LIMIT_DEFAULTS, hashToken } from 'sluice';
 import { bombChildCommand, type BombChildSpec } from './bomb-child.js';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
 
-type Variant = 'capped' | 'naive';
+/**
+ * `unauthenticated`: the capped server with a tokens file (`sluice serve --tokens`), the
+ * payload sent without a token: it must be refused (401) before any byte is decoded.
+ * `authenticated`: the same server, the payload sent with a writer's token: the caps apply as
+ * without auth.
+ */
+type Variant = 'capped' | 'naive' | 'unauthenticated' | 'authenticated';
+
+/** Tokens of the authenticated server (lab-only secrets, written to the work dir as hashes). */
+const LAB_WRITER_TOKEN = 'slk_lab-writer-0123456789abcdefghijklmnopqrstuv';
+const LAB_OPS_TOKEN = 'slk_lab-ops-0123456789abcdefghijklmnopqrstuvwxyz';
+/** Payloads also sent to the authenticated server with a token (the 1 GiB bombs). */
+const AUTHENTICATED_PAYLOADS = new Set(['gzip-1GiB-zeros', 'br-1GiB-zeros', 'bulk-gzip-1GiB-zeros']);
 
 interface BuiltPayload {
   name: string;
@@ -51,6 +64,12 @@ interface BuiltPayload {
   expectStatus: number;
   expectCap: string | null;
   body: () => Readable;
+  /** The door it is sent to (docs/serve.md). @default '/ingest' */
+  path?: string;
+  /** @default 'application/x-ndjson' */
+  contentType?: string;
+  /** The naive server only speaks /ingest: door payloads run against the capped one only. */
+  cappedOnly?: boolean;
 }
 
 export interface BombCase {
@@ -217,6 +236,20 @@ async function buildPayloads(ctx: ExperimentContext, dir: string): Promise<{ pay
     expectCap: null,
     body: fileBody(legit),
   });
+  // The same attacks, encoded for each front door (docs/serve.md, "Front doors").
+  payloads.push({ name: 'bulk-gzip-1GiB-zeros', description: 'the 1 GiB gzip bomb as an Elasticsearch _bulk body', kind: 'bomb', contentEncoding: 'gzip', compressedBytes: gzBytes, expandedBytes: GiB, lines: 1, expectStatus: 413, expectCap: 'line-bytes', body: fileBody(gz), path: '/_bulk', cappedOnly: true });
+  payloads.push({ name: 'otlp-gzip-1GiB-zeros', description: 'the 1 GiB gzip bomb as an OTLP/HTTP protobuf body', kind: 'bomb', contentEncoding: 'gzip', compressedBytes: gzBytes, expandedBytes: GiB, lines: 1, expectStatus: 413, expectCap: null, body: fileBody(gz), path: '/v1/logs', contentType: 'application/x-protobuf', cappedOnly: true });
+  // Field 1 (resource_logs), length-delimited, declaring 2^28 bytes; 3 bytes follow.
+  const lying = Buffer.from([0x0a, 0x80, 0x80, 0x80, 0x80, 0x01, 1, 2, 3]);
+  payloads.push({ name: 'otlp-proto-lying-length', description: 'an OTLP protobuf whose length prefix claims 256 MiB, 9 bytes sent', kind: 'bomb', contentEncoding: null, compressedBytes: lying.length, expandedBytes: lying.length, lines: 1, expectStatus: 400, expectCap: null, body: () => Readable.from([lying]), path: '/v1/logs', contentType: 'application/x-protobuf', cappedOnly: true });
+  // A snappy block whose length varint declares 4 GiB − 1, 7 bytes sent: refused on the length alone.
+  const snappyLiar = Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 0x00, 0x61]);
+  payloads.push({ name: 'loki-snappy-declares-4GiB', description: 'a Loki snappy block declaring 4 GiB, 7 bytes sent', kind: 'bomb', contentEncoding: null, compressedBytes: snappyLiar.length, expandedBytes: 2 ** 32 - 1, lines: 1, expectStatus: 413, expectCap: 'decompressed-bytes', body: () => Readable.from([snappyLiar]), path: '/loki/api/v1/push', contentType: 'application/x-protobuf', cappedOnly: true });
+  const snappyBig = Buffer.from(snappy.compress(new Uint8Array(64 * MiB)));
+  const snappyPath = join(dir, 'zeros-64MiB.snappy');
+  writeFileSync(snappyPath, snappyBig);
+  payloads.push({ name: 'loki-snappy-64MiB-zeros', description: 'a real snappy block of 64 MiB of zeros (expands past the 16 MiB cap)', kind: 'bomb', contentEncoding: null, compressedBytes: snappyBig.length, expandedBytes: 64 * MiB, lines: 1, expectStatus: 413, expectCap: 'decompressed-bytes', body: fileBody(snappyPath), path: '/loki/api/v1/push', contentType: 'application/x-protobuf', cappedOnly: true });
+
   const goodSmall = join(dir, 'good-100.gz');
   writeFileSync(goodSmall, zlib.gzipSync(Buffer.concat(lines.slice(0, 100).flatMap((l) => [l, Buffer.from('\n')]))));
   ctx.progress.tick(1, 'legit batch');
@@ -226,7 +259,7 @@ async function buildPayloads(ctx: ExperimentContext, dir: string): Promise<{ pay
 
 // ---------------------------------------------------------------- children and requests
 
-interface Child {
+export interface Child {
   proc: ChildProcess;
   url: string;
   pid: number;
@@ -234,7 +267,7 @@ interface Child {
   stdout: string[];
 }
 
-async function startChild(spec: BombChildSpec, limit: MemoryLimit): Promise<Child> {
+export async function startChild(spec: BombChildSpec, limit: MemoryLimit): Promise<Child> {
   const { command, args } = bombChildCommand(spec);
   const [cmd, argv] = limit.wrap(command, args);
   const proc = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -269,7 +302,7 @@ interface Answer {
 }
 
 /** Sends a streamed body; stops sending as soon as the answer arrives (a server that answered early wants no more). */
-function send(url: string, body: Readable, contentEncoding: string | null, timeoutMs: number): Promise<Answer> {
+function send(url: string, body: Readable, contentEncoding: string | null, timeoutMs: number, path = '/ingest', contentType = 'application/x-ndjson', extraHeaders: Record<string, string> = {}): Promise<Answer> {
   return new Promise((resolve) => {
     const t0 = performance.now();
     let done = false;
@@ -280,9 +313,9 @@ function send(url: string, body: Readable, contentEncoding: string | null, timeo
       body.destroy();
       resolve(a);
     };
-    const headers: Record<string, string> = { 'content-type': 'application/x-ndjson' };
+    const headers: Record<string, string> = { 'content-type': contentType, ...extraHeaders };
     if (contentEncoding) headers['content-encoding'] = contentEncoding;
-    const req = http.request(`${url}/ingest`, { method: 'POST', headers, agent: false });
+    const req = http.request(`${url}${path}`, { method: 'POST', headers, agent: false });
     const timer = setTimeout(() => {
       req.destroy();
       finish({ status: 0, ms: null, json: null, error: `no answer in ${timeoutMs} ms` });
@@ -319,9 +352,9 @@ function procStatusKb(pid: number, key: 'VmRSS' | 'VmHWM'): number | null {
   }
 }
 
-async function decompressedCounter(url: string): Promise<number | null> {
+async function decompressedCounter(url: string, headers: Record<string, string> = {}): Promise<number | null> {
   try {
-    const text = await (await fetch(`${url}/metrics`)).text();
+    const text = await (await fetch(`${url}/metrics`, { headers })).text();
     const m = /^sluice_http_decompressed_bytes_total(?:\{[^}]*\})? (\d+(?:\.\d+)?(?:e\+\d+)?)$/m.exec(text);
     return m ? Number(m[1]) : null;
   } catch {
@@ -329,9 +362,9 @@ async function decompressedCounter(url: string): Promise<number | null> {
   }
 }
 
-async function healthy(url: string): Promise<boolean> {
+async function healthy(url: string, headers: Record<string, string> = {}): Promise<boolean> {
   try {
-    const r = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) });
+    const r = await fetch(`${url}/healthz`, { headers, signal: AbortSignal.timeout(2000) });
     return r.status === 200;
   } catch {
     return false;
@@ -340,13 +373,18 @@ async function healthy(url: string): Promise<boolean> {
 
 const mb = (kb: number | null) => (kb === null ? null : Math.round((kb / 1024) * 10) / 10);
 
-async function runCase(p: BuiltPayload, variant: Variant, limitMb: number, goodSmall: string, workDir: string, n: number): Promise<{ c: BombCase; mechanism: LimitMechanism; note?: string }> {
+async function runCase(p: BuiltPayload, variant: Variant, limitMb: number, goodSmall: string, workDir: string, n: number, tokensFile: string): Promise<{ c: BombCase; mechanism: LimitMechanism; note?: string }> {
   const limit = createMemoryLimit(`sluice-bomb-${process.pid}-${n}`, limitMb);
   const dataDir = join(workDir, `data-${n}`);
-  const child = await startChild({ variant, dataDir }, limit);
+  const withAuth = variant === 'unauthenticated' || variant === 'authenticated';
+  const child = await startChild({ variant: variant === 'naive' ? 'naive' : 'capped', dataDir, ...(withAuth ? { serve: { auth: { tokensFile } } } : {}) }, limit);
+  // With auth: legitimate requests carry the writer's token, /metrics and /healthz the ops token.
+  const writer: Record<string, string> = withAuth ? { authorization: `Bearer ${LAB_WRITER_TOKEN}` } : {};
+  const ops: Record<string, string> = withAuth ? { authorization: `Bearer ${LAB_OPS_TOKEN}` } : {};
+  const payloadHeaders = variant === 'authenticated' ? writer : {};
   try {
     // Warm-up: one legitimate request, so the baseline includes the code paths' first use.
-    await send(child.url, createReadStream(goodSmall), 'gzip', 10_000);
+    await send(child.url, createReadStream(goodSmall), 'gzip', 10_000, undefined, undefined, writer);
     await sleep(200);
     let peakResetWorked = true;
     try {
@@ -355,20 +393,20 @@ async function runCase(p: BuiltPayload, variant: Variant, limitMb: number, goodS
       peakResetWorked = false;
     }
     const baselineKb = procStatusKb(child.pid, 'VmRSS');
-    const before = variant === 'capped' ? await decompressedCounter(child.url) : null;
+    const before = variant !== 'naive' ? await decompressedCounter(child.url, ops) : null;
     let lastHwm = procStatusKb(child.pid, 'VmHWM');
     const sampler = setInterval(() => {
       const h = procStatusKb(child.pid, 'VmHWM');
       if (h !== null) lastHwm = h;
     }, 10);
-    const ans = await send(child.url, p.body(), p.contentEncoding, 60_000);
+    const ans = await send(child.url, p.body(), p.contentEncoding, 60_000, p.path, p.contentType, payloadHeaders);
     await sleep(150);
     clearInterval(sampler);
     const h = procStatusKb(child.pid, 'VmHWM');
     if (h !== null) lastHwm = h;
-    const alive = child.proc.exitCode === null && child.proc.signalCode === null && (await healthy(child.url));
-    const after = variant === 'capped' && alive ? await decompressedCounter(child.url) : null;
-    const legit = alive ? await send(child.url, createReadStream(goodSmall), 'gzip', 10_000) : { status: 0 };
+    const alive = child.proc.exitCode === null && child.proc.signalCode === null && (await healthy(child.url, ops));
+    const after = variant !== 'naive' && alive ? await decompressedCounter(child.url, ops) : null;
+    const legit = alive ? await send(child.url, createReadStream(goodSmall), 'gzip', 10_000, undefined, undefined, writer) : { status: 0 };
     const exit = alive ? null : await Promise.race([child.exited.then((e) => `${e.code ?? ''}${e.signal ?? ''}`), sleep(2000).then(() => 'running')]);
     const c: BombCase = {
       payload: p.name,
@@ -382,7 +420,7 @@ async function runCase(p: BuiltPayload, variant: Variant, limitMb: number, goodS
       cgroupPeakMb: limit.maxUsageMb(),
       survived: alive,
       decompressedBytesRead:
-        variant === 'capped' ? (before !== null && after !== null ? after - before : null) : typeof ans.json?.decompressedBytes === 'number' ? (ans.json.decompressedBytes as number) : null,
+        variant !== 'naive' ? (before !== null && after !== null ? after - before : null) : typeof ans.json?.decompressedBytes === 'number' ? (ans.json.decompressedBytes as number) : null,
       capHit: typeof ans.json?.cap === 'string' ? (ans.json.cap as string) : null,
       accepted: typeof ans.json?.accepted === 'number' ? (ans.json.accepted as number) : null,
       exit,
@@ -403,7 +441,7 @@ async function runCase(p: BuiltPayload, variant: Variant, limitMb: number, goodS
   }
 }
 
-function runLoad(spec: MixedLoadSpec): Promise<MixedLoadResult> {
+export function runLoad(spec: MixedLoadSpec): Promise<MixedLoadResult> {
   const { command, args } = mixedLoadCommand();
   return new Promise((resolve, reject) => {
     const p = spawn(command, [...args, JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -513,8 +551,10 @@ export const bomb: Experiment = {
   title: 'Bombs: bounded decompression keeps the front door up',
   description:
     'Builds decompression bombs and oversized bodies in the lab (1 GiB of zeros as gzip and as brotli, gzip inside gzip, a 2 GiB line, ' +
-    'a million tiny lines, 1 GiB of valid lines) and a legitimate batch just under the caps, and sends each to the capped server ' +
-    '(`sluice serve`) and to a naive server that decompresses whole bodies in memory, each in a fresh child under the same memory limit. ' +
+    'a million tiny lines, 1 GiB of valid lines), the same attacks encoded for the other front doors (the gzip bomb as a _bulk and an OTLP body, ' +
+    'an OTLP protobuf whose length lies, a Loki snappy block declaring 4 GiB and a real one expanding to 64 MiB) and a legitimate batch just under the caps, and sends each to the capped server ' +
+    '(`sluice serve`) and to a naive server that decompresses whole bodies in memory, each in a fresh child under the same memory limit; ' +
+    'every bomb also to the server with a tokens file (`--tokens`) without a token (401 before any byte is decoded: bytes read out of the decoder must be 0), the 1 GiB ones also with a token. ' +
     'Records status, time to the answer, peak RSS over baseline, survival and bytes read out of the decoder; then measures good-request ' +
     'latency from a second process with and without a stream of bombs.',
   cliOptions: [{ flags: '--bomb-limit-mb <n>', description: 'memory limit of each server child (MB)', defaultValue: '256' }],
@@ -529,11 +569,28 @@ export const bomb: Experiment = {
     const cases: BombCase[] = [];
     const mechanisms = new Set<string>();
     const notes = new Set<string>();
-    ctx.progress.start('bomb: payloads × variants', payloads.length * 2);
+    // The authenticated server (sluice serve --tokens): every bomb without a token, the 1 GiB ones also with one.
+    const tokensFile = join(ctx.workDir, 'tokens.json');
+    writeFileSync(
+      tokensFile,
+      JSON.stringify({
+        tokens: [
+          { name: 'lab-writer', hash: hashToken(LAB_WRITER_TOKEN), routes: ['ingest', 'bulk', 'otlp', 'loki'] },
+          { name: 'lab-ops', hash: hashToken(LAB_OPS_TOKEN), routes: ['metrics', 'healthz'] },
+        ],
+      }),
+    );
+    const variantsOf = (p: BuiltPayload): Variant[] => [
+      'capped',
+      ...(p.cappedOnly ? [] : (['naive'] as const)),
+      ...(p.kind === 'bomb' ? (['unauthenticated'] as const) : []),
+      ...(AUTHENTICATED_PAYLOADS.has(p.name) ? (['authenticated'] as const) : []),
+    ];
+    ctx.progress.start('bomb: payloads × variants', payloads.reduce((n, p) => n + variantsOf(p).length, 0));
     let n = 0;
     for (const p of payloads)
-      for (const variant of ['capped', 'naive'] as const) {
-        const { c, mechanism, note } = await runCase(p, variant, limitMb, goodSmall, ctx.workDir, n++);
+      for (const variant of variantsOf(p)) {
+        const { c, mechanism, note } = await runCase(p, variant, limitMb, goodSmall, ctx.workDir, n++, tokensFile);
         mechanisms.add(mechanism);
         if (note) notes.add(note);
         cases.push(c);
@@ -566,6 +623,19 @@ export const bomb: Experiment = {
         checks.push(check(`capped ${p.name}: status`, c.status, '==', 200));
         checks.push(check(`capped ${p.name}: every line accepted`, c.accepted ?? -1, '==', p.lines));
         checks.push(check(`capped ${p.name}: survived`, c.survived, '==', true));
+      }
+    }
+    for (const p of payloads.filter((x) => x.kind === 'bomb')) {
+      const u = cases.find((x) => x.payload === p.name && x.variant === 'unauthenticated')!;
+      checks.push(check(`unauthenticated ${p.name}: status`, u.status, '==', 401));
+      checks.push(check(`unauthenticated ${p.name}: bytes read out of the decoder`, u.decompressedBytesRead ?? Infinity, '==', 0));
+      checks.push(check(`unauthenticated ${p.name}: survived`, u.survived, '==', true));
+      checks.push(check(`unauthenticated ${p.name}: a legitimate request (with its token) right after succeeds`, u.legitAfterStatus, '==', 200));
+      const a = cases.find((x) => x.payload === p.name && x.variant === 'authenticated');
+      if (a) {
+        checks.push(check(`authenticated ${p.name}: status`, a.status, '==', p.expectStatus));
+        checks.push(check(`authenticated ${p.name}: bytes read out of the decoder ≤ cap + one chunk`, a.decompressedBytesRead ?? Infinity, '<=', caps.maxDecompressedBytes + caps.decoderChunkBytes));
+        checks.push(check(`authenticated ${p.name}: survived`, a.survived, '==', true));
       }
     }
     for (const name of ['gzip-1GiB-zeros', 'br-1GiB-zeros']) {
@@ -684,9 +754,9 @@ export const bomb: Experiment = {
               mark: { type: 'bar', tooltip: true },
               encoding: {
                 y: { field: 'payload', type: 'nominal', title: 'payload', sort: order },
-                yOffset: { field: 'variant', sort: ['capped', 'naive'] },
+                yOffset: { field: 'variant', sort: ['capped', 'naive', 'unauthenticated', 'authenticated'] },
                 x: { field: 'peakRssMb', type: 'quantitative', title: 'peak RSS (MB)' },
-                color: { field: 'variant', type: 'nominal', title: 'server', sort: ['capped', 'naive'] },
+                color: { field: 'variant', type: 'nominal', title: 'server', sort: ['capped', 'naive', 'unauthenticated', 'authenticated'] },
                 opacity: { condition: { test: "datum.outcome === 'killed'", value: 0.4 }, value: 1 },
               },
             },

@@ -9,6 +9,7 @@ import { registerReconcile } from './commands/reconcile.js';
 import { registerRun } from './commands/run.js';
 import { registerServe } from './commands/serve.js';
 import { registerTune } from './commands/tune.js';
+import { registerToken } from './commands/token.js';
 import { exitWithError } from './errors.js';
 
 const program = new Command();
@@ -40,6 +41,7 @@ registerServe(program);
 registerDlq(program);
 registerReconcile(program);
 registerTune(program);
+registerToken(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -33,6 +33,12 @@ export interface Envelope<T = unknown> {
   /** Opaque source context (e.g. a JetStream message to ack). */
   meta?: unknown;
   /**
+   * What the front door knew of the record besides its bytes, e.g. `{ index }` for an
+   * Elasticsearch `_bulk` record. A sink may store them: the PostgreSQL sink maps `@index` to a
+   * column (`--columns es_index=@index`).
+   */
+  attrs?: Readonly<Record<string, string>>;
+  /**
    * Set by the pipeline at acceptance: monotonic ms, never later than the real acceptance.
    * An item that opens a batch (accepted into an empty queue) and an item accepted into the
    * spill store get a fresh clock reading; an item queued behind others gets the pipeline's
@@ -67,6 +73,7 @@ export interface EnvelopeInit {
   raw?: Buffer;
   offset?: number;
   meta?: unknown;
+  attrs?: Readonly<Record<string, string>>;
 }
 
 /** Builds an envelope with the pipeline-owned fields initialised (one hidden class). */
@@ -86,6 +93,7 @@ export function envelope<T>(value: T, init: EnvelopeInit = {}): Envelope<T> {
     raw: init.raw,
     offset: init.offset,
     meta: init.meta,
+    attrs: init.attrs,
     acceptedAtMs: 0,
     seq: 0,
   };

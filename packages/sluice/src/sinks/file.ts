@@ -150,6 +150,18 @@ export class FileSink<T = unknown> implements Sink<T> {
     return next;
   }
 
+  /**
+   * Which of `ids` the file holds, as far as its id index knows (dedupeById; without it none is
+   * known; an id older than `dedupeWindow` is not known either): the optional `storedIds`
+   * capability the Elasticsearch `_bulk` door uses for `create` (docs/serve.md).
+   */
+  async storedIds(ids: readonly string[]): Promise<ReadonlySet<string>> {
+    if (!this.dedupe) return new Set();
+    await this.serial;
+    await this.handle();
+    return new Set(ids.filter((id) => this.ids!.has(id)));
+  }
+
   private async writeOne(batch: readonly Envelope<T>[]): Promise<void> {
     this.check(batch);
     await this.handle().catch((cause) => {

@@ -376,8 +376,8 @@ export class PostgresSink implements Sink<unknown> {
     this.columnMap = [];
     for (const [col, path] of Object.entries(columns)) {
       if (!IDENT.test(col)) throw invalidOption(`columns.${col}`, path, 'a column name of letters, digits and _');
-      if (typeof path !== 'string' || path === '' || path.split('.').some((p) => p === ''))
-        throw invalidOption(`columns.${col}`, path, 'a field name or dotted path such as "level" or "http.status"');
+      if (typeof path !== 'string' || path === '' || path.split('.').some((p) => p === '') || (path.startsWith('@') && !/^@[A-Za-z_][A-Za-z0-9_]*$/.test(path)))
+        throw invalidOption(`columns.${col}`, path, 'a field name or dotted path such as "level" or "http.status", or an attribute such as "@index"');
       if (col === this.idColumnName || col === (opts.docColumn ?? POSTGRES_DEFAULTS.docColumn))
         throw invalidOption(`columns.${col}`, path, 'a column other than the id and document columns');
       this.columnMap.push([col, path.split('.')]);
@@ -554,7 +554,12 @@ export class PostgresSink implements Sink<unknown> {
         continue;
       }
       const row: Row = [id, doc];
-      for (let j = 0; j < k; j++) row.push(fieldText(fieldAt(e.value, plan.mapped[j].path), plan.mapped[j].json));
+      for (let j = 0; j < k; j++) {
+        const path = plan.mapped[j].path;
+        // `@name`: an attribute the front door kept with the record (`@index`: the _bulk `_index`).
+        const v = path[0].charCodeAt(0) === 0x40 ? e.attrs?.[path[0].slice(1)] : fieldAt(e.value, path);
+        row.push(fieldText(v, plan.mapped[j].json));
+      }
       out[i] = row;
     }
     return out;
@@ -781,6 +786,22 @@ export class PostgresSink implements Sink<unknown> {
     await this.open();
     const r = await this.pool.query<{ n: string }>(`SELECT count(*)::bigint AS n FROM ${this.qtable}`);
     return Number(r.rows[0].n);
+  }
+
+  /**
+   * Which of `ids` the table holds: the optional `storedIds` capability the Elasticsearch
+   * `_bulk` door uses to answer 409 to a `create` of an id already stored (docs/serve.md).
+   * A transient failure throws a classified SinkError.
+   */
+  async storedIds(ids: readonly string[]): Promise<ReadonlySet<string>> {
+    if (ids.length === 0) return new Set();
+    try {
+      await this.open();
+      const r = await this.pool.query<{ id: string }>(`SELECT ${qi(this.idColumnName)}::text AS id FROM ${this.qtable} WHERE ${qi(this.idColumnName)}::text = ANY($1::text[])`, [ids]);
+      return new Set(r.rows.map((x) => x.id));
+    } catch (err) {
+      throw classifyPgError(err);
+    }
   }
 
   /** Every stored id, as text (reconciliation: compare with what the pipeline says it committed). */

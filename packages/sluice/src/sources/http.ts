@@ -14,7 +14,7 @@
  * most `maxDecompressedBytes` of lines per request, and at most `maxConcurrentRequests`
  * requests are served at once: that product is the memory this door can be made to hold.
  */
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import client from 'prom-client';
@@ -33,6 +33,9 @@ import { NdjsonFramer } from '../codec/ndjson.js';
 import { ItemValidator, type ItemRejectReason } from '../codec/validate.js';
 import type { RecordCheck } from '../codec/json-schema.js';
 import { RecordIdRule } from '../codec/record-id.js';
+import { matchDoor, type DoorContext } from './doors/index.js';
+import { Authenticator, loadTokensFile, routeOf, type Principal } from './auth.js';
+import { createFrontDoorServer, reloadTls, type TlsFiles } from './tls.js';
 
 /** Items validated between two yields to the event loop (≈1 ms of work for small records). */
 const VALIDATE_SLICE = 1000;
@@ -161,6 +164,14 @@ export interface ServeOptions {
   log?: (line: string) => void;
   /** More pipeline observers (e.g. a window controller, `--slo-p99-ms`), after the server's own. @default none */
   observers?: PipelineObserver<unknown>[];
+  /** Serve HTTPS with these PEM files (`clientCa`: mutual TLS); `reload()` re-reads them. @default plain HTTP */
+  tls?: TlsFiles;
+  /**
+   * Who may write (src/sources/auth.ts, docs/serve.md "Running it on a network"): every known
+   * route, /metrics and /healthz included, then needs a token of the file that allows it.
+   * `reload()` re-reads the file. @default none: anyone who reaches the port may write
+   */
+  auth?: { tokensFile: string };
 }
 
 export interface RunningServer {
@@ -171,16 +182,18 @@ export interface RunningServer {
   exposition: Exposition;
   /** Stops accepting, waits for requests in progress, drains the pipeline, closes the sink. Idempotent. */
   close(): Promise<LedgerSnapshot>;
+  /** Re-reads the TLS files and the tokens file (SIGHUP in `sluice serve`); throws, keeping the old ones, when one is invalid. */
+  reload(): void;
 }
 
-interface LineError {
+export interface LineError {
   line: number;
   reason: ItemRejectReason | 'queue-full' | 'closed' | 'dropped' | 'dead-lettered';
   message: string;
 }
 
 /** Per request: counts items that reach a terminal state, so the answer can wait for commit. */
-class Ticket {
+export class Ticket {
   outstanding = 0;
   committed = 0;
   dropped = 0;
@@ -208,7 +221,7 @@ class Ticket {
   }
 }
 
-interface ItemMeta {
+export interface ItemMeta {
   ticket: Ticket;
   line: number;
 }
@@ -316,15 +329,25 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     registers: reg,
   });
 
+  // Who may write: checked from the headers alone, before any body byte is read (src/sources/auth.ts).
+  const auth = opts.auth ? new Authenticator({ tokens: loadTokensFile(opts.auth.tokensFile), registry: exposition.registry, log }) : null;
+  const principals = new WeakMap<IncomingMessage, Principal>();
+
   let active = 0;
+  // Per request: a small body read before its slot was taken, and when the request arrived.
+  const preReads = new WeakMap<IncomingMessage, Buffer>();
+  const arrivedAt = new WeakMap<IncomingMessage, number>();
   let closing: Promise<LedgerSnapshot> | null = null;
   const inProgress = new Set<Promise<void>>();
 
   function send(req: IncomingMessage, res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+    sendBody(req, res, status, JSON.stringify(body) + '\n', 'application/json', headers);
+  }
+
+  function sendBody(req: IncomingMessage, res: ServerResponse, status: number, json: string | Uint8Array, contentType: string, headers: Record<string, string> = {}): void {
     requestsTotal.inc({ status: String(status) });
-    const json = JSON.stringify(body) + '\n';
     if (res.headersSent || res.destroyed) return;
-    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json), ...headers });
+    res.writeHead(status, { ...(json.length > 0 ? { 'content-type': contentType } : {}), 'content-length': Buffer.byteLength(json), ...headers });
     if (req.complete) return void res.end(json);
     // Answered before the body ended (a cap). Ending the response now would let Node close
     // the socket with body bytes unread, and the kernel's reset can reach the client before
@@ -401,7 +424,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
    * decoded at once (see SMALL_BODY_BYTES): no thread-pool round trips, which a good request
    * would otherwise share with bombs being decoded and with the sink's fdatasync.
    */
-  async function decodeInto(req: IncomingMessage, coding: Coding, framer: NdjsonFramer, stats: DecodeStats, preRead: Buffer | null): Promise<void> {
+  async function decodeInto(req: IncomingMessage, coding: Coding, framer: { push(chunk: Buffer): void }, stats: DecodeStats): Promise<void> {
+    const preRead = preReads.get(req) ?? null;
     let source: Readable = preRead ? Readable.from([preRead]) : req;
     if (preRead && coding !== 'br') {
       const whole = preRead;
@@ -429,22 +453,86 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     }
   }
 
-  async function ingest(req: IncomingMessage, res: ServerResponse, preRead: Buffer | null, t0: number): Promise<void> {
+  /**
+   * Offers `staged` in order (each envelope's meta an ItemMeta of `ticket`). A block timeout
+   * stops here: the items from the first refused one on are not accepted (`accepted` is
+   * their index), and the caller says which (the client resends them after Retry-After).
+   * Then cuts the batch (flush 'request') and, with ack 'commit', waits for the ticket.
+   */
+  async function enqueueStaged(staged: readonly Envelope<unknown>[], ticket: Ticket): Promise<{ accepted: number; refused: SluiceError | null }> {
+    let refused: SluiceError | null = null;
+    let accepted = 0;
+    for (; accepted < staged.length; accepted++) {
+      const env = staged[accepted];
+      ticket.outstanding++;
+      try {
+        // offer() first: no promise per item while the queue has room; put() only to wait.
+        if (pipeline.offer(env) === 'full') await pipeline.put(env);
+      } catch (e) {
+        ticket.outstanding--;
+        if (!isSluiceError(e)) throw e;
+        refused = e;
+        break;
+      }
+    }
+    ticket.finishEnqueue();
+    // The whole request is in: cut it now rather than hold it (and its client) for a window
+    // that only other requests could fill. If a batch is being written, this request's items
+    // wait for it and leave with everything else queued meanwhile.
+    if (flush === 'request' && accepted > 0) void pipeline.flush();
+    if (ack === 'commit') await ticket.done;
+    return { accepted, refused };
+  }
+
+  /**
+   * The body under every request-level cap: Content-Length vs the compressed cap, one known
+   * Content-Encoding, bounded decode into `target` (which may throw a cap error of its own).
+   * On a refusal, answers through `onRefuse` (default: the JSON refusal) and returns false.
+   */
+  async function readBody(
+    req: IncomingMessage,
+    res: ServerResponse,
+    target: { push(chunk: Buffer): void; end?(): void },
+    onRefuse: (e: SluiceError, extra: Record<string, unknown>) => void = (e, extra) => refuse(req, res, e, extra),
+  ): Promise<boolean> {
     const cl = req.headers['content-length'];
-    if (cl !== undefined && Number(cl) > limits.maxCompressedBytes)
-      return refuse(
-        req,
-        res,
+    if (cl !== undefined && Number(cl) > limits.maxCompressedBytes) {
+      onRefuse(
         new SluiceError(ErrorCode.CompressedTooLarge, `Content-Length ${cl} exceeds ${limits.maxCompressedBytes} bytes`, {
           details: { cap: 'compressed-bytes', limit: limits.maxCompressedBytes, read: 0 },
         }),
+        {},
       );
+      return false;
+    }
     let coding: Coding;
     try {
       coding = parseContentEncoding(req.headers['content-encoding'], limits.codings);
     } catch (e) {
-      return refuse(req, res, e as SluiceError);
+      onRefuse(e as SluiceError, {});
+      return false;
     }
+    const stats: DecodeStats = { compressedBytes: 0, decompressedBytesRead: 0, decompressedBytesPassed: 0 };
+    try {
+      await decodeInto(req, coding, target, stats);
+      target.end?.();
+      return true;
+    } catch (e) {
+      if (!isSluiceError(e)) throw e;
+      onRefuse(e, { decompressedBytesRead: stats.decompressedBytesRead });
+      return false;
+    } finally {
+      const who = principals.get(req);
+      if (who) auth!.chargeBytes(who, stats.decompressedBytesRead);
+      compressedBytes.inc(stats.compressedBytes);
+      decompressedBytes.inc(stats.decompressedBytesRead);
+      if (stats.compressedBytes > 0) ratio.observe(stats.decompressedBytesRead / stats.compressedBytes);
+    }
+  }
+
+  async function ingest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // Latency runs from the request's arrival, not from when a slot or the body was had.
+    const t0 = arrivedAt.get(req) ?? performance.now();
 
     const staged: Envelope<unknown>[] = [];
     const errors: LineError[] = [];
@@ -468,18 +556,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       },
       { maxLineBytes: limits.maxLineBytes, maxItems: limits.maxItemsPerRequest },
     );
-    const stats: DecodeStats = { compressedBytes: 0, decompressedBytesRead: 0, decompressedBytesPassed: 0 };
-    try {
-      await decodeInto(req, coding, framer, stats, preRead);
-      framer.end();
-    } catch (e) {
-      if (isSluiceError(e)) return refuse(req, res, e, { decompressedBytesRead: stats.decompressedBytesRead });
-      throw e;
-    } finally {
-      compressedBytes.inc(stats.compressedBytes);
-      decompressedBytes.inc(stats.decompressedBytesRead);
-      if (stats.compressedBytes > 0) ratio.observe(stats.decompressedBytesRead / stats.compressedBytes);
-    }
+    if (!(await readBody(req, res, framer))) return;
     for (let i = 0; i < rawLines.length; i++) {
       // Yield now and then: a large batch must not hold the event loop from other requests.
       if (i > 0 && i % VALIDATE_SLICE === 0) await yieldToLoop();
@@ -533,34 +610,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
 
     // Enqueue in order. A block timeout stops here: the lines from the first refused one on
     // are not accepted, and the answer says which (the client resends them after Retry-After).
-    let refused: SluiceError | null = null;
-    let notAccepted = 0;
-    for (let i = 0; i < staged.length; i++) {
-      const env = staged[i];
-      const line = (env.meta as ItemMeta).line;
-      if (refused) {
-        notAccepted++;
-        continue;
-      }
-      ticket.outstanding++;
-      try {
-        // offer() first: no promise per item while the queue has room; put() only to wait.
-        if (pipeline.offer(env) === 'full') await pipeline.put(env);
-      } catch (e) {
-        ticket.outstanding--;
-        if (!isSluiceError(e)) throw e;
-        refused = e;
-        notAccepted++;
-        reject(line, e.code === ErrorCode.QueueFull ? 'queue-full' : 'closed', e.message);
-      }
-    }
-    const accepted = staged.length - notAccepted;
-    ticket.finishEnqueue();
-    // The whole request is in: cut it now rather than hold it (and its client) for a window
-    // that only other requests could fill. If a batch is being written, this request's items
-    // wait for it and leave with everything else queued meanwhile.
-    if (flush === 'request' && accepted > 0) void pipeline.flush();
-    if (ack === 'commit') await ticket.done;
+    const who = principals.get(req);
+    if (who) auth!.chargeRecords(who, staged.length);
+    const { accepted, refused } = await enqueueStaged(staged, ticket);
+    const notAccepted = staged.length - accepted;
+    if (refused) reject((staged[accepted].meta as ItemMeta).line, refused.code === ErrorCode.QueueFull ? 'queue-full' : 'closed', refused.message);
     for (const l of ticket.lost) if (errors.length < maxErrorsListed) errors.push(l);
     const result = {
       mode,
@@ -575,7 +629,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       errorsListed: errors.length,
     };
     if (refused) {
-      const { status, reason } = statusOf(refused);
+      const { status, reason } = refusal(refused);
       requestsRejected.inc({ reason });
       const firstNotAccepted = (staged[accepted]?.meta as ItemMeta | undefined)?.line;
       return send(req, res, status, { error: refused.code, reason, message: refused.message, firstNotAcceptedLine: firstNotAccepted, ...result }, {
@@ -589,12 +643,53 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     send(req, res, rejectedLines > 0 || ticket.deadLettered > 0 ? 207 : 200, result);
   }
 
-  const server = http.createServer({ connectionsCheckingInterval: 1000 }, (req, res) => {
+  /** What the other front doors (./doors: _bulk, OTLP, Loki) share with /ingest. */
+  const doorContext: DoorContext = {
+    limits,
+    validator,
+    idRule,
+    sink: opts.sink,
+    ack,
+    retryAfter,
+    maxErrorsListed,
+    send,
+    sendBody,
+    refuse,
+    readBody,
+    enqueueStaged,
+    requestsRejected,
+    itemsRejected,
+  };
+
+  /** A door's context for one request: with auth, its records are charged to the request's tenant. */
+  const contextFor = (req: IncomingMessage): DoorContext => {
+    const who = principals.get(req);
+    if (!who) return doorContext;
+    return { ...doorContext, enqueueStaged: (staged, ticket) => (auth!.chargeRecords(who, staged.length), enqueueStaged(staged, ticket)) };
+  };
+
+  const server = createFrontDoorServer(opts.tls, { connectionsCheckingInterval: 1000 }, (req, res) => {
     const path = (req.url ?? '/').split('?', 1)[0];
-    if (path === '/ingest') {
-      if (req.method !== 'POST') return void send(req, res, 405, { error: 'method not allowed', allow: 'POST' }, { allow: 'POST' });
+    // Elasticsearch clients (8.x, 9.x) refuse any answer without this header (docs/serve.md).
+    res.setHeader('x-elastic-product', 'Elasticsearch');
+    // Who may write: decided from the headers, before the body is read or decoded (a bomb from
+    // a client without a valid token is answered 401 and its bytes discarded undecoded).
+    const route = auth ? routeOf(path) : null;
+    if (route) {
+      const v = auth!.authorize(req.headers, route);
+      if (!v.ok) {
+        requestsRejected.inc({ reason: v.reason });
+        return void sendBody(req, res, v.status, v.body, v.contentType, v.headers);
+      }
+      principals.set(req, v.principal);
+    }
+    const door = matchDoor(req.method ?? 'GET', path);
+    if (door === 'method') return void send(req, res, 405, { error: 'method not allowed', allow: 'POST' }, { allow: 'POST' });
+    if (door && !door.gated) return void door.handle(contextFor(req), req, res);
+    if (path === '/ingest' || door) {
+      if (!door && req.method !== 'POST') return void send(req, res, 405, { error: 'method not allowed', allow: 'POST' }, { allow: 'POST' });
       if (closing) return refuse(req, res, new SluiceError(ErrorCode.Closed, 'server is shutting down'));
-      const t0 = performance.now();
+      arrivedAt.set(req, performance.now());
       const stopGuard = guardBodyRate(req, res);
       // A small body (by Content-Length) is read before it takes a concurrency slot, so clients
       // trickling bodies hold sockets (until the rate guard cuts them), never the slots that
@@ -602,15 +697,18 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       const cl = req.headers['content-length'];
       const small = cl !== undefined && Number(cl) <= SMALL_BODY_BYTES;
       const p = (async () => {
-        const preRead = small ? await readWhole(req).catch(() => null) : null;
-        if (small && preRead === null) return; // aborted or cut by the rate guard: nothing to answer
+        if (small) {
+          const preRead = await readWhole(req).catch(() => null);
+          if (preRead === null) return; // aborted or cut by the rate guard: nothing to answer
+          preReads.set(req, preRead);
+        }
         if (active >= limits.maxConcurrentRequests) {
           requestsRejected.inc({ reason: 'concurrency' });
           return void send(req, res, 503, { error: 'SLUICE_OVERLOADED', reason: 'concurrency', limit: limits.maxConcurrentRequests }, { 'retry-after': retryAfter });
         }
         active++;
         try {
-          await ingest(req, res, preRead, t0);
+          await (door ? door.handle(contextFor(req), req, res) : ingest(req, res));
         } finally {
           active--;
         }
@@ -648,7 +746,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       );
       return;
     }
-    send(req, res, 404, { error: 'not found', endpoints: ['POST /ingest', 'GET /metrics', 'GET /healthz'] });
+    send(req, res, 404, { error: 'not found', endpoints: ['POST /ingest', 'GET /metrics', 'GET /healthz', 'POST /_bulk', 'POST /{index}/_bulk', 'POST /v1/logs', 'POST /loki/api/v1/push'] });
   });
   // Slow-loris bounds: the headers within headersTimeoutMs, the whole request within
   // requestTimeoutMs, both checked every second (Node checks every 30 s by default, which let
@@ -666,7 +764,18 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   });
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-  const url = `http://${host}:${addr.port}`;
+  const url = `${opts.tls ? 'https' : 'http'}://${host}:${addr.port}`;
+  if (auth) log(`auth: ${auth.tenantNames().length} tenants from ${opts.auth!.tokensFile} (${auth.tenantNames().join(', ')})`);
+  else if (!opts.tls && !['127.0.0.1', '::1', 'localhost'].includes(opts.host ?? '127.0.0.1'))
+    log(`warning: serving ${url} without TLS or tokens: anyone who reaches it may write (docs/serve.md, "Running it on a network")`);
+
+  function reload(): void {
+    // Read both before swapping either, so an invalid file changes nothing.
+    const tokens = opts.auth ? loadTokensFile(opts.auth.tokensFile) : null;
+    if (opts.tls) reloadTls(server, opts.tls);
+    if (tokens) auth!.replace(tokens);
+    log(`reloaded:${opts.tls ? ` TLS files (${opts.tls.cert})` : ''}${tokens ? ` ${tokens.length} tokens (${auth!.tenantNames().length} tenants)` : ''}${!opts.tls && !tokens ? ' nothing to reload' : ''}`);
+  }
 
   function close(): Promise<LedgerSnapshot> {
     if (closing) return closing;
@@ -686,6 +795,6 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     return closing;
   }
 
-  return { url, port: addr.port, pipeline, metrics, exposition, close };
+  return { url, port: addr.port, pipeline, metrics, exposition, close, reload };
 }
 

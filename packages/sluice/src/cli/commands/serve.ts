@@ -8,6 +8,7 @@ import { FileSink } from '../../sinks/file.js';
 import { KNOWN_CODINGS, type Coding } from '../../codec/bounded-decode.js';
 import { ACK_MODES, FLUSH_MODES, INGEST_MODES, SERVE_LIMIT_DEFAULTS, startServer, type AckMode, type FlushMode, type IngestMode } from '../../sources/http.js';
 import { loadJsonSchema } from '../../codec/json-schema.js';
+import type { TlsFiles } from '../../sources/tls.js';
 import { splitAndRetry } from '../../core/reliability.js';
 import { openDeadLetterStore } from '../../dlq/access.js';
 import { deadLetterWriter } from '../../dlq/store.js';
@@ -15,6 +16,13 @@ import { parseColumns, parseIntAtLeast, parseNonNegative, parsePositive } from '
 import { readServeConfig } from '../../run/config.js';
 import { resolveQueue, resolveWindow } from '../../core/options.js';
 import { LiveSlo } from '../../tune/live.js';
+
+function tlsFiles(o: Record<string, string>): TlsFiles | undefined {
+  if (o.tlsCert === undefined && o.tlsKey === undefined && o.tlsClientCa === undefined) return undefined;
+  if (o.tlsCert === undefined) throw invalidOption('--tls-cert', undefined, 'a PEM certificate file (with --tls-key)');
+  if (o.tlsKey === undefined) throw invalidOption('--tls-key', undefined, 'a PEM private key file (with --tls-cert)');
+  return { cert: o.tlsCert, key: o.tlsKey, clientCa: o.tlsClientCa };
+}
 
 export function registerServe(program: Command): void {
   const d = SERVE_LIMIT_DEFAULTS;
@@ -62,6 +70,10 @@ export function registerServe(program: Command): void {
     .option('--body-rate-grace-ms <ms>', 'how long a body may arrive at any rate', String(d.bodyRateGraceMs))
     .option('--headers-timeout-ms <ms>', 'request headers must arrive within this', String(d.headersTimeoutMs))
     .option('--request-timeout-ms <ms>', 'the whole request must arrive within this', String(d.requestTimeoutMs))
+    .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (chain); re-read on SIGHUP')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert; re-read on SIGHUP')
+    .option('--tls-client-ca <file>', 'mutual TLS: require client certificates signed by this PEM CA; re-read on SIGHUP')
+    .option('--tokens <file>', 'tokens file (JSON: tenant, token hash, routes, rate; `sluice token new`): every route then needs a token; re-read on SIGHUP')
     .action(async (o: Record<string, string>, cmd: Command) => {
       // --config: the file's values where no flag was given (a flag's default does not count).
       let fileColumns: Record<string, string> | undefined;
@@ -111,7 +123,8 @@ export function registerServe(program: Command): void {
         where = `postgres table ${o.table}`;
       } else {
         const path = fileSinkPath ?? join(resolve(o.dataDir), 'ingest.ndjson');
-        sink = await new FileSink<unknown>({ path }).open();
+        // Idempotent by record id (the id rule: --id-field, else a content hash), so a client's retry stores nothing twice.
+        sink = await new FileSink<unknown>({ path, dedupeById: true }).open();
         where = path;
       }
       const dlqSpec = (o.dlq as string | undefined) ?? (pg ? o.sink : join(resolve(o.dataDir), 'dlq.jsonl'));
@@ -164,6 +177,16 @@ export function registerServe(program: Command): void {
         },
         retryAfterSeconds: parseIntAtLeast('--retry-after', o.retryAfter, 0),
         log,
+        tls: tlsFiles(o),
+        auth: o.tokens !== undefined ? { tokensFile: o.tokens } : undefined,
+      });
+      // SIGHUP: a renewed certificate or a changed tokens file, without a restart (docs/serve.md).
+      process.on('SIGHUP', () => {
+        try {
+          srv.reload();
+        } catch (e) {
+          process.stderr.write(`sluice serve: reload refused, keeping the previous files: ${(e as Error).message}\n`);
+        }
       });
       if (slo) {
         slo.attach(srv.pipeline);

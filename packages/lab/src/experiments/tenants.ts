@@ -1,0 +1,172 @@
+/**
+ * Experiment `tenants`: one tenant over its rate does not slow another (issue 26, docs/serve.md
+ * "Running it on a network"). One `sluice serve --tokens` server in a child process (the bomb
+ * experiment's child, file sink); open-loop load from separate processes (src/mixed-load.ts,
+ * latency from each request's intended send time). The steady tenant sends the same load in
+ * three settings, interleaved and repeated: alone; while a flooding tenant sends 4× its
+ * records/s limit (refused 429 before its bodies are read); while the same flood comes with a
+ * token that has no limit (the contrast: what the limit buys). Both tenants' p99 are recorded.
+ */
+import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import zlib from 'node:zlib';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { hashToken } from 'sluice';
+import { check } from '../checks.js';
+import { createMemoryLimit } from '../memlimit.js';
+import { mdTable } from '../runner.js';
+import type { MixedLoadResult, MixedLoadSpec } from '../mixed-load.js';
+import { RecordFactory } from '../records/records.js';
+import type { Check, Experiment, ResultEnvelope } from '../types.js';
+import { runLoad, startChild } from './bomb.js';
+
+const STEADY = 'slk_lab-steady-0123456789abcdefghijklmnopqrstu';
+const FLOOD = 'slk_lab-flood-0123456789abcdefghijklmnopqrstuv';
+const FLOOD_UNLIMITED = 'slk_lab-flood-free-0123456789abcdefghijklmnopq';
+const OPS = 'slk_lab-ops-0123456789abcdefghijklmnopqrstuvwxyz';
+
+type Setting = 'steady alone' | 'with limited flood' | 'with unlimited flood';
+const SETTINGS: Setting[] = ['steady alone', 'with limited flood', 'with unlimited flood'];
+
+interface Run {
+  round: number;
+  setting: Setting;
+  steady: MixedLoadResult;
+  flood: MixedLoadResult | null;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+export const tenants: Experiment = {
+  name: 'tenants',
+  title: 'Tenants: one over its rate does not slow another',
+  description:
+    'One authenticated server (`sluice serve --tokens`, file sink) in a child process. A steady tenant sends 100-record gzip batches at a fixed rate ' +
+    '(open loop, from a second process) alone, while a flooding tenant sends 4× its records/s limit, and while the same flood comes with an unlimited token; ' +
+    'the three settings interleaved and repeated. Records both tenants’ p50/p99 and answers by status, and the records the limited tenant got through.',
+
+  async run(ctx) {
+    const rounds = ctx.quick ? 2 : 3;
+    const durationSec = ctx.quick ? 3 : 6;
+    const batch = 100;
+    const steadyRate = 20; // requests/s → 2,000 records/s
+    const floodRate = 40; // requests/s → 4,000 records/s
+    const floodLimit = 1000; // records/s: the flood sends 4× this
+    const f = new RecordFactory({ seed: 11 });
+    const body = zlib.gzipSync(Buffer.concat(Array.from({ length: batch }, (_, i) => [f.make(i, 0).raw!, Buffer.from('\n')]).flat()));
+    const bodyFile = join(ctx.workDir, 'batch.ndjson.gz');
+    writeFileSync(bodyFile, body);
+    const tokensFile = join(ctx.workDir, 'tokens.json');
+    writeFileSync(
+      tokensFile,
+      JSON.stringify({
+        tokens: [
+          { name: 'steady', hash: hashToken(STEADY), routes: ['ingest'] },
+          { name: 'flood', hash: hashToken(FLOOD), routes: ['ingest'], rate: { recordsPerSec: floodLimit, bytesPerSec: 1e9 } },
+          { name: 'flood-unlimited', hash: hashToken(FLOOD_UNLIMITED), routes: ['ingest'] },
+          { name: 'ops', hash: hashToken(OPS), routes: ['metrics', 'healthz'] },
+        ],
+      }),
+    );
+    const limit = createMemoryLimit(`sluice-tenants-${process.pid}`, 1024);
+    const child = await startChild({ variant: 'capped', dataDir: join(ctx.workDir, 'data'), serve: { auth: { tokensFile } } }, limit);
+    const load = (token: string, rate: number, kind: string, startAtMs: number): MixedLoadSpec => ({
+      url: `${child.url}/ingest`,
+      durationSec,
+      startAtMs,
+      connections: 8,
+      overallRate: rate,
+      requests: [{ kind, bodyFile, headers: { 'content-encoding': 'gzip', 'content-type': 'application/x-ndjson', authorization: `Bearer ${token}` } }],
+      warmupPath: '/healthz',
+    });
+    const runs: Run[] = [];
+    const floodRecords: number[] = [];
+    try {
+      ctx.progress.start('tenants: settings × rounds', rounds * SETTINGS.length);
+      for (let round = 0; round < rounds; round++)
+        for (const setting of SETTINGS) {
+          const startAtMs = Date.now() + 1500;
+          const floodToken = setting === 'with limited flood' ? FLOOD : FLOOD_UNLIMITED;
+          const before = await tenantRecords(child.url, 'flood');
+          const [steady, flood] = await Promise.all([
+            runLoad(load(STEADY, steadyRate, 'steady', startAtMs)),
+            setting === 'steady alone' ? Promise.resolve(null) : runLoad(load(floodToken, floodRate, 'flood', startAtMs)),
+          ]);
+          if (setting === 'with limited flood') floodRecords.push(((await tenantRecords(child.url, 'flood')) - before) / durationSec);
+          runs.push({ round, setting, steady, flood });
+          ctx.progress.tick(1, `${setting}: steady p99 ${steady.latencyMs.p99} ms${flood ? `, flood p99 ${flood.latencyMs.p99} ms` : ''}`);
+          // Let the sink catch up on the unlimited flood's records before the next setting.
+          await sleep(500);
+        }
+      ctx.progress.done();
+    } finally {
+      child.proc.kill('SIGTERM');
+      await Promise.race([child.exited, sleep(30_000)]);
+      if (child.proc.exitCode === null && child.proc.signalCode === null) child.proc.kill('SIGKILL');
+      await child.exited;
+      await limit.remove();
+    }
+    let ledger: { balanced?: boolean } | null = null;
+    for (const l of child.stdout)
+      try {
+        const m = JSON.parse(l) as { ledger?: { balanced?: boolean } };
+        if (m.ledger) ledger = m.ledger;
+      } catch {
+        /* not ours */
+      }
+
+    const p99 = (s: Setting, who: 'steady' | 'flood') => runs.filter((r) => r.setting === s).map((r) => (who === 'steady' ? r.steady : r.flood)?.latencyMs.p99 ?? NaN);
+    const summary = SETTINGS.map((s) => ({ setting: s, steadyP99Ms: median(p99(s, 'steady')), steadyP99ByRound: p99(s, 'steady'), floodP99Ms: s === 'steady alone' ? null : median(p99(s, 'flood')) }));
+    const alone = summary[0].steadyP99Ms;
+    const limited = summary[1].steadyP99Ms;
+    // The tolerance is read from the baseline's own spread across rounds (at least 2 ms): a
+    // difference inside what "alone" varies by is noise.
+    const spread = Math.max(2, Math.max(...p99('steady alone', 'steady')) - Math.min(...p99('steady alone', 'steady')));
+    const steadyStatuses = (s: Setting) => runs.filter((r) => r.setting === s).flatMap((r) => Object.keys(r.steady.byKind.steady ?? {}));
+    const floodStatuses = runs.filter((r) => r.setting === 'with limited flood').map((r) => r.flood!.byKind.flood ?? {});
+    const checks: Check[] = [
+      check('steady tenant answered 200 only, in every setting', SETTINGS.every((s) => steadyStatuses(s).every((st) => st === '200')), '==', true),
+      check('limited flood: refused with 429', floodStatuses.every((k) => (k['429'] ?? 0) > 0), '==', true),
+      check(`steady p99 with the limited flood − alone (ms) ≤ 2 × the baseline's spread (${spread.toFixed(1)} ms)`, limited - alone, '<=', 2 * spread),
+      check(`steady p99 with the limited flood ≤ SLO (ms)`, limited, '<=', ctx.sloMs),
+      // Long-run rate + burst (1 s) + what the requests admitted at once carry (8 connections × 100), over the run.
+      check('limited flood: records/s it got through (median) ≤ limit + (burst + 8 × 100) ÷ duration', median(floodRecords), '<=', floodLimit + (floodLimit + 8 * batch) / durationSec),
+      check('ledger balanced after drain', ledger?.balanced === true, '==', true),
+    ];
+    return { rounds, durationSec, batch, steadyRate, floodRate, floodLimit, summary, floodRecordsPerSec: floodRecords, runs, ledger, checks };
+  },
+
+  markdown(r: ResultEnvelope) {
+    const runs = r.runs as Run[];
+    const t = mdTable(
+      ['round', 'setting', 'steady answers', 'steady p50 ms', 'steady p99 ms', 'flood answers', 'flood p50 ms', 'flood p99 ms'],
+      runs.map((x) => [
+        x.round,
+        x.setting,
+        JSON.stringify(x.steady.byKind.steady ?? {}),
+        x.steady.latencyMs.p50,
+        x.steady.latencyMs.p99,
+        x.flood ? JSON.stringify(x.flood.byKind.flood ?? {}) : '—',
+        x.flood?.latencyMs.p50 ?? '—',
+        x.flood?.latencyMs.p99 ?? '—',
+      ]),
+    );
+    const s = r.summary as { setting: string; steadyP99Ms: number; floodP99Ms: number | null }[];
+    return (
+      `### tenants — steady ${r.steadyRate} req/s × ${r.batch} records; flood ${r.floodRate} req/s × ${r.batch} records against a limit of ${r.floodLimit} records/s; ` +
+      `${r.rounds} rounds × ${r.durationSec} s, settings interleaved\n\n` +
+      t +
+      `\n\nMedian over rounds: ${s.map((x) => `${x.setting}: steady p99 ${x.steadyP99Ms} ms${x.floodP99Ms !== null ? `, flood p99 ${x.floodP99Ms} ms` : ''}`).join('; ')}. ` +
+      `Limited flood got through ${(r.floodRecordsPerSec as number[]).map((x) => x.toFixed(0)).join(', ')} records/s.\n`
+    );
+  },
+};
+
+async function tenantRecords(url: string, tenant: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${OPS}` } })).text();
+  const m = new RegExp(`^sluice_tenant_records_total\\{tenant="${tenant}"[^}]*\\} (\\S+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : 0;
+}

@@ -1,0 +1,35 @@
+/** `sluice token new|hash`: tokens for `sluice serve --tokens` (docs/serve.md, "Running it on a network"). */
+import type { Command } from 'commander';
+import { invalidOption } from '../../core/errors.js';
+import { hashToken, newToken } from '../../sources/auth.js';
+
+async function readStdin(): Promise<string> {
+  const parts: Buffer[] = [];
+  for await (const c of process.stdin) parts.push(c as Buffer);
+  return Buffer.concat(parts).toString('utf8');
+}
+
+export function registerToken(program: Command): void {
+  const token = program.command('token').description('make tokens for `sluice serve --tokens` (the file stores only their hashes)');
+  token
+    .command('new')
+    .description('print a new random token (256 bits) on stdout and its tokens-file entry on stderr')
+    .option('--name <tenant>', 'tenant name for the entry', 'tenant')
+    .option('--routes <list>', 'routes the token may use, comma-separated (ingest, bulk, otlp, loki, metrics, healthz)', 'ingest')
+    .action((o: { name: string; routes: string }) => {
+      const t = newToken();
+      process.stdout.write(t + '\n');
+      const entry = { name: o.name, hash: hashToken(t), routes: o.routes.split(',').map((s) => s.trim()) };
+      process.stderr.write(JSON.stringify(entry) + '\n');
+    });
+  token
+    .command('hash')
+    .description('read a token on stdin (not argv: it would show in ps and shell history) and print its hash line, sha256:<hex>')
+    .action(async () => {
+      const t = (await readStdin()).replace(/\r?\n$/, '');
+      if (t.length === 0) throw invalidOption('token', '', 'a token on stdin');
+      // The hash is fast on purpose (src/sources/auth.ts): it protects high-entropy tokens only.
+      if (t.length < 20) process.stderr.write('sluice token hash: warning: a token this short can be guessed from its hash; use `sluice token new`\n');
+      process.stdout.write(hashToken(t) + '\n');
+    });
+}
