@@ -16,8 +16,10 @@ export function summaryLines(r: TuneResult): string[] {
   L.push(`records: ${r.records}`);
   L.push(`cost: fixed ${f(r.cost.fixedMs, 3)} ms per write, ${us(r.cost.perItemMs)} per item, ${r.cost.perByteMs === null ? 'per byte not separable with these records' : `${f(r.cost.perByteMs * 1e6, 3)} ns per byte`}`);
   L.push(`writes: ${r.stalls.writes} timed, ${r.stalls.overSlo} longer than the SLO (${r.sloMs} ms); p99 write ${f(r.stalls.p99WriteMs)} ms, longest ${f(r.stalls.maxWriteMs)} ms`);
-  const probes = r.capacity.probes.map((p) => `${p.ratePerSec}/s → ${f(p.p99Ms)} ms`).join(', ');
-  L.push(`capacity at the SLO (p99 ≤ ${r.limitMs} ms = SLO − margin): ${r.capacity.perSec}/s${r.capacity.perSec > 0 && r.capacity.limitedByGenerator ? ' (at least: the load generator in this process was the limit)' : ''}; probes (rate → p99): ${probes}`);
+  const probes = r.capacity.probes.map((p) => `${p.ratePerSec}/s → ${Number.isFinite(p.p99Ms) ? `${f(p.p99Ms)} ms` : 'load not offered or records lost'}`).join(', ');
+  const capNote =
+    r.capacity.perSec === 0 ? '' : r.capacity.bound === 'at-least' ? ' at least (no rate tried failed: the ramp ran out of probes)' : r.capacity.limitedByGenerator ? ' at least (the load generator in this process, not the sink, failed above it)' : '';
+  L.push(`capacity at the SLO (p99 ≤ ${r.limitMs} ms = SLO − margin): ${r.capacity.perSec}/s${capNote}; probes (rate → p99): ${probes}`);
   L.push(r.loads.peakPerSec > 0 ? `loads: peak ${r.loads.peakPerSec}/s (${r.loads.peakFrom}), low ${r.loads.lowPerSec}/s` : 'loads: none (no rate held the SLO)');
   if (r.derived) L.push(r.derived.feasible ? `derived from the cost model: ${r.derived.reason}` : `derived from the cost model: none: ${r.derived.reason}`);
   if (r.choice.chosen) {

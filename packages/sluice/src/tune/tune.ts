@@ -66,7 +66,14 @@ export interface TuneResult {
   quick: boolean;
   cost: Omit<MeasuredCost, 'writesMs'>;
   stalls: { writes: number; overSlo: number; maxWriteMs: number; p99WriteMs: number };
-  capacity: { perSec: number; probes: { ratePerSec: number; p99Ms: number; held: boolean }[]; limitedByGenerator: boolean };
+  capacity: {
+    perSec: number;
+    probes: { ratePerSec: number; p99Ms: number; held: boolean; generatorLimited: boolean }[];
+    /** 'found': a rate above it failed; 'at-least': no rate tried failed (the ramp ran out of probes). */
+    bound: 'found' | 'at-least';
+    /** The failing rate's runs could not offer their load although the queue never pushed back: this process, not the sink, was the limit. */
+    limitedByGenerator: boolean;
+  };
   loads: { peakPerSec: number; lowPerSec: number; peakFrom: string };
   derived: DerivedWindow | null;
   cells: CellResult[];
@@ -94,7 +101,7 @@ export async function tune(sink: TimedSink, rec: RecordShape, where: string, cho
   const gridItems = quick ? [32, 512] : [16, 64, 256, 1024, 4096];
   const gridWaits = (quick ? [0.25, 0.5] : [0.1, 0.25, 0.5, 0.75]).map((f) => round3(f * limit));
   const cellReps = quick ? 1 : 3;
-  const probesMax = quick ? 5 : 8;
+  const probesMax = quick ? 6 : 10;
   // Progress: cost writes + capacity probes + grid runs + derived runs + validation (estimates).
   const total = sizes.length * reps * 2 + probesMax * 2 + (gridItems.length * gridWaits.length + 1) * 2 * cellReps + VALIDATION_RUNS;
   let done = 0;
@@ -110,15 +117,14 @@ export async function tune(sink: TimedSink, rec: RecordShape, where: string, cho
 
   // 2. capacity at the SLO: a window that adds at most a quarter of the bound, large batches.
   const probeWin = { maxItems: 4096, maxWaitMs: round3(limit / 4) };
-  const probes: { ratePerSec: number; p99Ms: number; held: boolean }[] = [];
-  let limitedByGenerator = false;
+  const probes: TuneResult['capacity']['probes'] = [];
   const probeOnce = async (rate: number) => {
     const r = await pacedRun(sink, rec, { ratePerSec: Math.round(rate), durationMs: durFor(rate), ...probeWin, sloMs: slo }, allWrites);
     const held = r.p99Ms <= limit;
     // Items the producer never got to offer although the queue never pushed back: this
     // process, not the sink, set the limit (a blocked producer is the sink's backpressure).
-    if (!held && r.notOffered > MAX_NOT_OFFERED_SHARE * Math.max(1, r.offered) && r.blockedMs < 0.01 * r.durationMs) limitedByGenerator = true;
-    probes.push({ ratePerSec: Math.round(rate), p99Ms: r.p99Ms, held });
+    const generatorLimited = !held && r.notOffered > MAX_NOT_OFFERED_SHARE * Math.max(1, r.offered) && r.blockedMs < 0.01 * r.durationMs;
+    probes.push({ ratePerSec: Math.round(rate), p99Ms: r.p99Ms, held, generatorLimited });
     step('capacity');
     return held;
   };
@@ -154,6 +160,8 @@ export async function tune(sink: TimedSink, rec: RecordShape, where: string, cho
       else hi = mid;
     }
   const capacity = Math.round(lo);
+  const failedAtHi = probes.filter((p) => p.ratePerSec === Math.round(hi) && !p.held);
+  const limitedByGenerator = hi > 0 && failedAtHi.length > 0 && failedAtHi.every((p) => p.generatorLimited);
 
   // 3. loads
   let peak: number;
@@ -172,7 +180,7 @@ export async function tune(sink: TimedSink, rec: RecordShape, where: string, cho
   const low = peak > 0 ? Math.max(1, Math.round(LOW_SHARE * peak)) : 0;
 
   const costOut = { fixedMs: round3(costM.fixedMs), perItemMs: costM.perItemMs, perByteMs: costM.perByteMs, model: { fixedMs: round3(costM.model.fixedMs), perItemMs: costM.model.perItemMs }, points: costM.points };
-  const base = { sloMs: slo, limitMs: limit, records: rec.describe, sink: where, quick, cost: costOut, capacity: { perSec: capacity, probes, limitedByGenerator }, loads: { peakPerSec: peak, lowPerSec: low, peakFrom } };
+  const base = { sloMs: slo, limitMs: limit, records: rec.describe, sink: where, quick, cost: costOut, capacity: { perSec: capacity, probes, bound: hi > 0 ? ('found' as const) : ('at-least' as const), limitedByGenerator }, loads: { peakPerSec: peak, lowPerSec: low, peakFrom } };
   const stallsOf = (ws: number[]) => {
     const sorted = [...ws].sort((a, b) => a - b);
     return { writes: ws.length, overSlo: ws.filter((w) => w > slo).length, maxWriteMs: round3(sorted[sorted.length - 1] ?? 0), p99WriteMs: round3(sorted[Math.max(0, Math.ceil(0.99 * sorted.length) - 1)] ?? 0) };
