@@ -92,14 +92,14 @@ export async function tune(sink: TimedSink, rec: RecordShape, where: string, cho
   const quick = o.quick;
   // A run lasts runMs, longer at low rates until it holds minSamples latencies (p99 of 150 is
   // their 2nd-largest; of 14, the largest), but never past maxRunMs.
-  const runMs = quick ? 1000 : 3000;
-  const minSamples = quick ? 150 : 500;
-  const maxRunMs = quick ? 3000 : 15_000;
+  const runMs = quick ? 1000 : 2000;
+  const minSamples = quick ? 150 : 300;
+  const maxRunMs = quick ? 3000 : 8000;
   const durFor = (perSec: number) => Math.round(Math.min(maxRunMs, Math.max(runMs, (minSamples / perSec) * 1000)));
   const sizes = quick ? [1, 16, 128, 1024] : [1, 8, 64, 256, 1024, 4096];
   const reps = quick ? 3 : 7;
-  const gridItems = quick ? [32, 512] : [16, 64, 256, 1024, 4096];
-  const gridWaits = (quick ? [0.25, 0.5] : [0.1, 0.25, 0.5, 0.75]).map((f) => round3(f * limit));
+  const gridItems = quick ? [32, 512] : [16, 128, 1024, 4096];
+  const gridWaits = (quick ? [0.25, 0.5] : [0.1, 0.25, 0.5]).map((f) => round3(f * limit));
   const cellReps = quick ? 1 : 3;
   const probesMax = quick ? 6 : 10;
   // Progress: cost writes + capacity probes + grid runs + derived runs + validation (estimates).
