@@ -159,7 +159,9 @@ export async function openScratch(spec: SinkSpec): Promise<Scratch> {
   const tag = randomBytes(4).toString('hex');
   if (isPg(spec.sink)) {
     const table = spec.table ?? 'sluice_records';
-    const scratch = `${table}_sluice_tune_${tag}`.slice(-63).replace(/^[^A-Za-z_]+/, 't');
+    const bare = table.includes('.') ? table.slice(table.indexOf('.') + 1) : table;
+    // ≤ 63 characters (PostgreSQL's identifier limit): the user's name is shortened, never the tag.
+    const scratch = `${bare.slice(0, 63 - '_sluice_tune_'.length - tag.length)}_sluice_tune_${tag}`;
     const { default: pg } = await import('pg');
     const admin = new pg.Client({ connectionString: spec.sink });
     await admin.connect();
