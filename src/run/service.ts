@@ -20,6 +20,8 @@ import { EmbeddedLogSource, type OffsetSource } from '../sources/embedded-log.js
 import { JetStreamSource } from '../sources/jetstream.js';
 import { connectNats, parseNatsUrl } from '../sources/nats.js';
 import { prometheusFor } from '../metrics/prometheus.js';
+import { liveView } from '../metrics/live.js';
+import { watchSink } from '../metrics/sink-health.js';
 import { ErrorCode, SluiceError } from '../core/errors.js';
 import { Ingest } from './ingest.js';
 import type { RunConfig } from './config.js';
@@ -65,6 +67,7 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
       sink = await new FileSink<unknown>({ path: cfg.sink, validate: cfg.validate ? validateEventEnvelope : undefined, dedupeById: true }).open();
     }
     closers.push(() => sink.close());
+    sink = watchSink(sink); // sluice_sink_up and the live page's sink state
 
     // Dead-letter store
     const dlqSpec = cfg.dlq ?? (isPg(cfg.sink) ? cfg.sink : `${cfg.sink}.dlq.jsonl`);
@@ -116,7 +119,9 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
           this.set(await source.lag());
         },
       });
+      const live = liveView({ pipeline: ingest.pipeline, metrics: ingest.metrics, kind: 'run', sourceLag: () => source.lag() });
       server = http.createServer((req, res) => {
+        if (live.route(req, res)) return; // GET / (the live page) and GET /live/events
         if (req.method === 'GET' && req.url?.split('?')[0] === '/metrics') {
           expo.text().then(
             (t) => res.writeHead(200, { 'content-type': expo.contentType }).end(t),
@@ -132,6 +137,7 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
       metricsUrl = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : cfg.metricsPort}/metrics`;
       const s = server;
       closers.push(() => new Promise((r) => s.close(() => r(undefined))));
+      closers.push(async () => live.close()); // runs before the server's close, which waits for open streams
     }
 
     let stopping: ReturnType<RunningService['stop']> | null = null;

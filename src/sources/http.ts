@@ -26,6 +26,8 @@ import type { QueueOptions, WindowOptions } from '../core/options.js';
 import { envelope, type Envelope, type PipelineObserver, type Sink } from '../core/types.js';
 import { PipelineMetrics } from '../metrics/metrics.js';
 import { prometheusFor, type Exposition } from '../metrics/prometheus.js';
+import { liveView } from '../metrics/live.js';
+import { watchSink } from '../metrics/sink-health.js';
 import { Readable } from 'node:stream';
 import { boundedDecode, decodeSmallSync, KNOWN_CODINGS, parseContentEncoding, type Coding, type DecodeStats } from '../codec/bounded-decode.js';
 import { NdjsonFramer } from '../codec/ndjson.js';
@@ -240,9 +242,10 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const log = opts.log ?? (() => {});
   const validator = new ItemValidator({ maxItemBytes: limits.maxLineBytes, maxDepth: limits.maxDepth, schema: opts.schema });
 
-  const metrics = new PipelineMetrics<unknown>(opts.sink);
+  const sink = watchSink(opts.sink); // sluice_sink_up and the live page's sink state
+  const metrics = new PipelineMetrics<unknown>(sink);
   const pipeline = new Pipeline<unknown>({
-    sink: opts.sink,
+    sink,
     window: opts.window,
     queue: { policy: 'block', blockTimeoutMs: 1000, ...opts.queue },
     observers: [metrics, ticketObserver],
@@ -253,6 +256,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   if (limits.maxLineBytes > pipeline.window().maxBytes)
     throw invalidOption('maxLineBytes', limits.maxLineBytes, `at most the window's maxBytes (${pipeline.window().maxBytes})`);
   const exposition = prometheusFor(pipeline, metrics);
+  const live = liveView({ pipeline, metrics, kind: 'serve' });
   const reg = [exposition.registry];
   const requestsRejected = new client.Counter({ name: 'sluice_http_requests_rejected_total', help: 'Requests refused as a whole, by reason.', labelNames: ['reason'], registers: reg });
   const itemsRejected = new client.Counter({ name: 'sluice_http_items_rejected_total', help: 'Items (lines) refused, by reason.', labelNames: ['reason'], registers: reg });
@@ -507,6 +511,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       return;
     }
     if (req.method !== 'GET') return void send(req, res, 405, { error: 'method not allowed', allow: 'GET' }, { allow: 'GET' });
+    if (live.route(req, res)) return; // GET / (the live page) and GET /live/events
     if (path === '/healthz') {
       const state = pipeline.state();
       return void send(req, res, closing ? 503 : 200, { status: closing ? 'closing' : 'ok', state, activeRequests: active });
@@ -541,6 +546,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   function close(): Promise<LedgerSnapshot> {
     if (closing) return closing;
     closing = (async () => {
+      live.close();
       const stopped = new Promise<void>((r) => server.close(() => r()));
       server.closeIdleConnections();
       while (inProgress.size > 0) await Promise.allSettled([...inProgress]);
