@@ -101,18 +101,21 @@ export class LatencyHistogram {
 
   /**
    * Cumulative counts at each upper bound (ms, ascending), for a Prometheus histogram's
-   * `le` buckets: a value counts under a bound when its HDR bucket's highest equivalent value
-   * is ≤ the bound (within the 3-digit precision: 0.1%). Walks only the recorded buckets.
+   * `le` buckets: a value counts under a bound when the lowest value of its HDR bucket is ≤
+   * the bound, so a value equal to a bound is counted under it (Prometheus' `le`) and one at
+   * most 0.1% above it may be too (the 3-digit precision). Walks only the recorded buckets.
    */
   cumulativeAtMs(boundsMs: readonly number[]): number[] {
     const out = new Array<number>(boundsMs.length).fill(0);
     if (this.h.totalCount === 0) return out;
-    const it = (this.h as unknown as { recordedValuesIterator: RecordedValues }).recordedValuesIterator;
+    const h = this.h as unknown as { recordedValuesIterator: RecordedValues; lowestEquivalentValue(v: number): number };
+    const it = h.recordedValuesIterator;
     it.reset();
     const boundsUs = boundsMs.map((b) => b * 1000);
     while (it.hasNext()) {
       const v = it.next();
-      for (let i = boundsUs.length - 1; i >= 0 && v.valueIteratedTo <= boundsUs[i]; i--) out[i] += v.countAtValueIteratedTo;
+      const low = h.lowestEquivalentValue(v.valueIteratedTo);
+      for (let i = boundsUs.length - 1; i >= 0 && low <= boundsUs[i]; i--) out[i] += v.countAtValueIteratedTo;
     }
     return out;
   }
