@@ -103,7 +103,7 @@ function draw(c) {
   }
   g.textAlign = 'center'; g.textBaseline = 'top';
   const span = Math.round(n * hello.intervalMs / 1000);
-  for (let k = 0; k <= 5; k++) { const sec = Math.round(span * k / 5); g.fillText(sec === 0 ? 'now' : '−' + sec + ' s', w - R - (w - L - R) * k / 5, h - B + 4); }
+  for (let k = 0; k <= 5; k++) { const sec = Math.round(span * k / 5); g.textAlign = k === 0 ? 'right' : 'center'; g.fillText(sec === 0 ? 'now' : '−' + sec + ' s', w - R - (w - L - R) * k / 5, h - B + 4); }
   if (c.slo) {
     g.save(); g.setLineDash([6, 4]); g.strokeStyle = COLORS.slo; g.lineWidth = 1.5;
     g.beginPath(); g.moveTo(L, y(hello.sloMs)); g.lineTo(w - R, y(hello.sloMs)); g.stroke(); g.restore();

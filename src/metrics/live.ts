@@ -125,6 +125,11 @@ export class LiveView<T = unknown> {
       res.end(req.method === 'HEAD' ? undefined : body);
       return true;
     }
+    if (path === '/favicon.ico') {
+      // Browsers ask for it with the page; a 404 would show as an error in their console.
+      res.writeHead(204).end();
+      return true;
+    }
     if (path === LIVE_EVENTS_PATH) {
       this.subscribe(req, res);
       return true;
