@@ -362,9 +362,10 @@ test('controller metrics: window, last p99 and decisions by kind in the Promethe
   registerControllerMetrics(registry, c);
   const text = await registry.metrics();
   assert.match(text, /sluice_window_max_items\{controller="aimd"\} 64/);
-  assert.match(text, new RegExp(`sluice_window_max_wait_ms\\{controller="aimd"\\} ${t.window().maxWaitMs}`));
+  assert.match(text, new RegExp(`sluice_window_max_wait_seconds\\{controller="aimd"\\} ${t.window().maxWaitMs / 1000}`));
   assert.match(text, /sluice_controller_decisions_total\{controller="aimd",decision="increase"\} 2/);
-  assert.match(text, /sluice_controller_period_p99_ms\{controller="aimd"\} [0-9.]+/);
+  assert.match(text, /sluice_controller_period_p99_seconds\{controller="aimd"\} [0-9.]+/);
+  assert.match(text, /# TYPE sluice_controller_decisions_total counter/);
 });
 
 test('AIMD never halves maxItems below what keeps the sink at most half busy (2 × rate × write time)', () => {
@@ -403,7 +404,7 @@ test('controller metrics register on the pipeline exposition (the documented use
   registerControllerMetrics(expo.registry, c);
   const text = await expo.text();
   assert.match(text, /sluice_window_max_items\{pipeline="pc"\} 64/);
-  assert.match(text, /sluice_controller_period_p99_ms\{controller="aimd",pipeline="pc"\} [0-9.]+/);
+  assert.match(text, /sluice_controller_period_p99_seconds\{controller="aimd",pipeline="pc"\} [0-9.]+/);
   await p.close();
 });
 

@@ -22,7 +22,7 @@ import { EmbeddedLogSource, type OffsetSource } from '../sources/embedded-log.js
 import { JetStreamSource } from '../sources/jetstream.js';
 import { connectNats, parseNatsUrl } from '../sources/nats.js';
 import { prometheusFor } from '../metrics/prometheus.js';
-import { registerSinkHealthMetrics } from '../metrics/sink-health.js';
+import { liveView } from '../metrics/live.js';
 import { ErrorCode, SluiceError } from '../core/errors.js';
 import { Ingest } from './ingest.js';
 import type { RunConfig } from './config.js';
@@ -141,7 +141,6 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
     let metricsUrl: string | null = null;
     if (cfg.metricsPort !== undefined) {
       const expo = prometheusFor(ingest.pipeline, ingest.metrics);
-      if (health) registerSinkHealthMetrics(expo.registry, health);
       new client.Gauge({
         name: 'sluice_source_lag',
         help: 'Records in the source not yet acknowledged (log: records − committed offset; JetStream: num_pending + num_ack_pending).',
@@ -150,7 +149,9 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
           this.set(await source.lag());
         },
       });
+      const live = liveView({ pipeline: ingest.pipeline, metrics: ingest.metrics, kind: 'run', sourceLag: () => source.lag() });
       server = http.createServer((req, res) => {
+        if (live.route(req, res)) return; // GET / (the live page) and GET /live/events
         if (req.method === 'GET' && req.url?.split('?')[0] === '/metrics') {
           expo.text().then(
             (t) => res.writeHead(200, { 'content-type': expo.contentType }).end(t),
@@ -166,6 +167,7 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
       metricsUrl = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : cfg.metricsPort}/metrics`;
       const s = server;
       closers.push(() => new Promise((r) => s.close(() => r(undefined))));
+      closers.push(async () => live.close()); // runs before the server's close, which waits for open streams
     }
 
     let stopping: ReturnType<RunningService['stop']> | null = null;

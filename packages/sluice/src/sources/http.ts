@@ -26,7 +26,7 @@ import type { QueueOptions, WindowOptions } from '../core/options.js';
 import { envelope, type BatchHandler, type Envelope, type PipelineObserver, type Sink } from '../core/types.js';
 import { PipelineMetrics } from '../metrics/metrics.js';
 import { prometheusFor, type Exposition } from '../metrics/prometheus.js';
-import { registerSinkHealthMetrics } from '../metrics/sink-health.js';
+import { liveView } from '../metrics/live.js';
 import { Readable } from 'node:stream';
 import { boundedDecode, decodeSmallSync, KNOWN_CODINGS, parseContentEncoding, type Coding, type DecodeStats } from '../codec/bounded-decode.js';
 import { NdjsonFramer } from '../codec/ndjson.js';
@@ -335,12 +335,12 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   if (limits.maxLineBytes > pipeline.window().maxBytes)
     throw invalidOption('maxLineBytes', limits.maxLineBytes, `at most the window's maxBytes (${pipeline.window().maxBytes})`);
   const exposition = prometheusFor(pipeline, metrics);
+  const live = liveView({ pipeline, metrics, kind: 'serve' });
   const reg = [exposition.registry];
   // The sink's health as the handler sees it: /healthz, sluice_sink_up, and one log line when
   // it goes down and one when it comes back (not one per retry).
   const health = pipeline.sinkHealth();
   if (health) {
-    registerSinkHealthMetrics(exposition.registry, health);
     health.onDown((_e, i) => log(`sink down: ${opts.sink.name} ${i.sinkCode ?? ''} ${i.message}; retrying until it is back (requests get 503 once the queue is full)`));
     health.onUp((outageMs, i) => log(`sink back: ${opts.sink.name} after ${(outageMs / 1000).toFixed(1)} s (${i.retries} retries)`));
   }
@@ -721,7 +721,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     res.setHeader('x-elastic-product', 'Elasticsearch');
     // Who may write: decided from the headers, before the body is read or decoded (a bomb from
     // a client without a valid token is answered 401 and its bytes discarded undecoded).
-    const route = auth ? routeOf(path) : null;
+    // GET / is two things: the live page for a browser (it asks for HTML), the Elasticsearch
+    // version probe for a client or shipper (it asks for JSON). The page and its event stream
+    // are monitoring, like /metrics: with tokens on, they take the metrics token.
+    const wantsPage = req.method === 'GET' && ((path === '/' && /text\/html/.test(req.headers.accept ?? '')) || path === '/live/events');
+    const route = auth ? (wantsPage ? 'metrics' : routeOf(path)) : null;
     if (route) {
       const v = auth!.authorize(req.headers, route);
       if (!v.ok) {
@@ -730,6 +734,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       }
       principals.set(req, v.principal);
     }
+    if (wantsPage && live.route(req, res)) return;
     const door = matchDoor(req.method ?? 'GET', path);
     if (door === 'method') return void send(req, res, 405, { error: 'method not allowed', allow: 'POST' }, { allow: 'POST' });
     if (door && !door.gated) return void door.handle(contextFor(req), req, res);
@@ -773,6 +778,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       return;
     }
     if (req.method !== 'GET') return void send(req, res, 405, { error: 'method not allowed', allow: 'GET' }, { allow: 'GET' });
+    if (live.route(req, res)) return; // GET / (the live page) and GET /live/events
     if (path === '/healthz') {
       const state = pipeline.state();
       if (closing) return void send(req, res, 503, { status: 'closing', state, activeRequests: active });
@@ -828,6 +834,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   function close(): Promise<LedgerSnapshot> {
     if (closing) return closing;
     closing = (async () => {
+      live.close();
       const stopped = new Promise<void>((r) => server.close(() => r()));
       server.closeIdleConnections();
       while (inProgress.size > 0) await Promise.allSettled([...inProgress]);
