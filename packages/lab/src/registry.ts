@@ -12,6 +12,7 @@ import { poison } from './experiments/poison.js';
 import { redriveExperiment } from './experiments/redrive.js';
 import { overflow } from './experiments/overflow.js';
 import { bomb } from './experiments/bomb.js';
+import { scaleout } from './experiments/scaleout.js';
 
 export const EXPERIMENTS: Experiment[] = [
   batching,
@@ -23,6 +24,7 @@ export const EXPERIMENTS: Experiment[] = [
   redriveExperiment,
   overflow,
   bomb,
+  scaleout,
 ];
 
 export function findExperiment(name: string): Experiment | undefined {

@@ -52,6 +52,8 @@ export interface JetStreamSourceOptions<T> {
   maxAckPending?: number;
   /** Messages per pull request. @default 256 */
   pullBatch?: number;
+  /** Replicas of the stream when this source creates it (a JetStream cluster: 3). @default 1 */
+  replicas?: number;
   /** Bytes → value; a throw makes the message undecodable (see `deadLetters`). @default JSON.parse of UTF-8 */
   decode?: (data: Buffer) => T;
   /**
@@ -71,11 +73,21 @@ export interface JetStreamSourceOptions<T> {
   recentAcks?: number;
 }
 
-/** Creates the stream and the durable pull consumer if missing. */
-export async function ensureJetStream(jsm: JetStreamManager, o: { stream: string; consumer: string; subject?: string; ackWaitMs?: number; maxAckPending?: number }): Promise<void> {
-  await ensureStream(jsm, o.stream, [o.subject ?? `${o.stream}.in`]);
+/**
+ * Creates the stream and the durable pull consumer if missing. Idempotent (several workers
+ * start at once): an existing stream is used as it is; an existing consumer too, except that
+ * an explicitly given `maxAckPending` different from its current one is applied (it is how
+ * the consumer is sized for M workers, docs/scale.md).
+ */
+export async function ensureJetStream(
+  jsm: JetStreamManager,
+  o: { stream: string; consumer: string; subject?: string; ackWaitMs?: number; maxAckPending?: number; replicas?: number },
+): Promise<void> {
+  await ensureStream(jsm, o.stream, [o.subject ?? `${o.stream}.in`], { replicas: o.replicas });
   try {
-    await jsm.consumers.info(o.stream, o.consumer);
+    const info = await jsm.consumers.info(o.stream, o.consumer);
+    if (o.maxAckPending !== undefined && info.config.max_ack_pending !== o.maxAckPending)
+      await jsm.consumers.update(o.stream, o.consumer, { max_ack_pending: o.maxAckPending });
     return;
   } catch {
     // missing: create
@@ -89,7 +101,12 @@ export async function ensureJetStream(jsm: JetStreamManager, o: { stream: string
       max_ack_pending: o.maxAckPending ?? 50_000,
     });
   } catch (cause) {
-    throw new SluiceError(ErrorCode.SourceUnavailable, `cannot create consumer ${o.stream}/${o.consumer}: ${(cause as Error).message}`, { cause });
+    // Another worker created it first: fine.
+    try {
+      await jsm.consumers.info(o.stream, o.consumer);
+    } catch {
+      throw new SluiceError(ErrorCode.SourceUnavailable, `cannot create consumer ${o.stream}/${o.consumer}: ${(cause as Error).message}`, { cause });
+    }
   }
 }
 
