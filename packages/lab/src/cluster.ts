@@ -99,6 +99,22 @@ export async function cpuSecondsOf(pid: number | undefined): Promise<number> {
   }
 }
 
+/** CPU seconds of every PostgreSQL server process on this machine (by /proc/<pid>/comm), pid → seconds. */
+export async function postgresCpu(): Promise<Map<number, number>> {
+  const out = new Map<number, number>();
+  const { readdir } = await import('node:fs/promises');
+  for (const d of await readdir('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if ((await readFile(`/proc/${d}/comm`, 'utf8')).trim() !== 'postgres') continue;
+      out.set(Number(d), await cpuSecondsOf(Number(d)));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
 /** Busy and total CPU seconds of the whole machine (all cores), from /proc/stat. */
 export async function machineCpu(): Promise<{ busy: number; total: number }> {
   const line = (await readFile('/proc/stat', 'utf8')).split('\n')[0];
@@ -243,6 +259,8 @@ export interface SluiceProc {
   alive(): boolean;
   /** Lines written so far (stdout and stderr). */
   output(): string[];
+  /** Sink and NATS outage lines (`sink down`, `sink back`, `NATS at … went down/came back`) with their arrival time, over every run. */
+  readonly events: { at: number; line: string }[];
   /** (Re)starts it and waits for the line matching `ready`. */
   start(): Promise<void>;
   kill9(): void;
@@ -273,10 +291,12 @@ export function sluiceProc(name: string, args: string[], ready: RegExp, env: Nod
   let proc: ChildProcess | null = null;
   let lines: string[] = [];
   const ledgers: LedgerLine[] = [];
+  const events: { at: number; line: string }[] = [];
   const self: SluiceProc = {
     name,
     args,
     ledgers,
+    events,
     pid: () => proc?.pid,
     alive: () => proc !== null && proc.exitCode === null && proc.signalCode === null,
     output: () => lines,
@@ -291,7 +311,9 @@ export function sluiceProc(name: string, args: string[], ready: RegExp, env: Nod
         buf += d.toString();
         let i: number;
         while ((i = buf.indexOf('\n')) >= 0) {
-          lines.push(buf.slice(0, i));
+          const line = buf.slice(0, i);
+          lines.push(line);
+          if (/sink down|sink back|NATS at .* (went down|came back)/.test(line)) events.push({ at: Date.now(), line: line.slice(0, 300) });
           if (lines.length > 2000) lines.splice(0, 1000);
           buf = buf.slice(i + 1);
         }

@@ -14,7 +14,7 @@ import pg from 'pg';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ensureStream } from 'sluice';
-import { cpuSecondsOf, machineCpu, servedUrl, sluiceProc, startNatsCluster, type NatsCluster, type OpenLoopClient, type SluiceProc } from './cluster.js';
+import { cpuSecondsOf, machineCpu, postgresCpu, servedUrl, sluiceProc, startNatsCluster, type NatsCluster, type OpenLoopClient, type SluiceProc } from './cluster.js';
 
 export interface TopologyOptions {
   natsNodes: number;
@@ -52,7 +52,7 @@ export class Topology {
   readonly table = `sluice_lab_scaleout_${this.tag}`;
   cluster!: NatsCluster;
   nc!: NatsConnection;
-  db!: pg.Client;
+  private client: pg.Client | null = null;
   readonly doors: SluiceProc[] = [];
   readonly workers: SluiceProc[] = [];
   private consumers = new Set<string>();
@@ -63,8 +63,37 @@ export class Topology {
     this.cluster = await startNatsCluster({ nodes: this.o.natsNodes, dir: join(this.o.workDir, `nats-${this.tag}`), log: this.o.log });
     this.nc = await this.cluster.connect();
     await ensureStream(await jetstreamManager(this.nc), this.stream, [`${this.stream}.in`], { replicas: this.o.replicas });
-    this.db = new pg.Client({ connectionString: this.o.databaseUrl });
-    await this.db.connect();
+    await this.query('SELECT 1');
+  }
+
+  /**
+   * A query on the lab's own connection, reconnecting (for up to 60 s) when PostgreSQL drops
+   * it: other work on this machine may restart the server, and a lost bookkeeping connection
+   * must not end the experiment or leave its processes behind.
+   */
+  async query(sql: string, params: unknown[] = []): Promise<pg.QueryResult> {
+    const end = Date.now() + 60_000;
+    for (;;) {
+      try {
+        if (!this.client) {
+          const c = new pg.Client({ connectionString: this.o.databaseUrl, connectionTimeoutMillis: 3_000 });
+          c.on('error', () => {
+            if (this.client === c) this.client = null;
+          });
+          await c.connect();
+          this.client = c;
+        }
+        return await this.client.query(sql, params);
+      } catch (e) {
+        const code = (e as { code?: string }).code ?? '';
+        const connection = /^(08|57P)/.test(code) || /ECONNREFUSED|ECONNRESET|terminat|Connection/i.test((e as Error).message);
+        if (!connection || Date.now() > end) throw e;
+        const c = this.client;
+        this.client = null;
+        await c?.end().catch(() => {});
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
   }
 
   /** A front door (not started). */
@@ -122,19 +151,19 @@ export class Topology {
 
   async rowCount(): Promise<number> {
     try {
-      return (await this.db.query(`SELECT count(*)::int AS n FROM "${this.table}"`)).rows[0].n as number;
+      return (await this.query(`SELECT count(*)::int AS n FROM "${this.table}"`)).rows[0].n as number;
     } catch {
       return 0; // not created yet
     }
   }
 
   async truncate(): Promise<void> {
-    await this.db.query(`TRUNCATE "${this.table}"`).catch(() => {});
+    await this.query(`TRUNCATE "${this.table}"`).catch(() => {});
   }
 
   /** Rows committed per `binMs` bin of received_at (epoch ms bin start → rows). */
   async committedBins(binMs: number, fromEpochMs: number, toEpochMs: number): Promise<Map<number, number>> {
-    const r = await this.db.query(
+    const r = await this.query(
       `SELECT (floor(extract(epoch FROM received_at) * 1000 / $1) * $1)::bigint AS b, count(*)::int AS n FROM "${this.table}"
         WHERE received_at >= to_timestamp($2 / 1000.0) AND received_at < to_timestamp($3 / 1000.0) GROUP BY 1`,
       [binMs, fromEpochMs, toEpochMs],
@@ -144,7 +173,7 @@ export class Topology {
 
   /** p-quantile of (received_at − the record's intended arrival `t`) for rows received in a window (ms). */
   async endToEndQuantile(q: number, fromEpochMs: number, toEpochMs: number): Promise<number> {
-    const r = await this.db.query(
+    const r = await this.query(
       `SELECT percentile_disc($1) WITHIN GROUP (ORDER BY extract(epoch FROM received_at) * 1000 - (doc->>'t')::float8) AS v FROM "${this.table}"
         WHERE received_at >= to_timestamp($2 / 1000.0) AND received_at < to_timestamp($3 / 1000.0)`,
       [q, fromEpochMs, toEpochMs],
@@ -153,7 +182,7 @@ export class Topology {
   }
 
   async reconcile(client: OpenLoopClient): Promise<Reconciliation> {
-    const r = await this.db.query(`SELECT (doc->>'n')::bigint AS n, count(*)::int AS c FROM "${this.table}" GROUP BY 1`);
+    const r = await this.query(`SELECT (doc->>'n')::bigint AS n, count(*)::int AS c FROM "${this.table}" GROUP BY 1`);
     const stored = new Map<number, number>(r.rows.map((x) => [Number(x.n), x.c as number]));
     let missing = 0;
     for (const n of client.acked) if (!stored.has(n)) missing++;
@@ -177,11 +206,11 @@ export class Topology {
   }
 
   /** CPU seconds of every process (doors, workers, NATS nodes) and of the machine. */
-  async cpu(): Promise<{ procs: Record<string, number>; machine: { busy: number; total: number } }> {
+  async cpu(): Promise<{ procs: Record<string, number>; postgres: Map<number, number>; machine: { busy: number; total: number } }> {
     const procs: Record<string, number> = {};
     for (const p of [...this.doors, ...this.workers]) if (p) procs[p.name] = await cpuSecondsOf(p.pid());
     for (const n of this.cluster.nodes) procs[`nats-${n.name}`] = await cpuSecondsOf(n.pid());
-    return { procs, machine: await machineCpu() };
+    return { procs, postgres: await postgresCpu(), machine: await machineCpu() };
   }
 
   async close(): Promise<void> {
@@ -195,11 +224,9 @@ export class Topology {
       /* cluster gone: its store dirs are removed below */
     }
     await this.nc?.close().catch(() => {});
-    if (this.db) {
-      await this.db.query(`DROP TABLE IF EXISTS "${this.table}"`).catch(() => {});
-      await this.db.query(`DROP TABLE IF EXISTS "${this.table}_dlq"`).catch(() => {});
-      await this.db.end().catch(() => {});
-    }
+    await this.query(`DROP TABLE IF EXISTS "${this.table}"`).catch(() => {});
+    await this.query(`DROP TABLE IF EXISTS "${this.table}_dlq"`).catch(() => {});
+    await this.client?.end().catch(() => {});
     await this.cluster?.stop();
   }
 }
@@ -218,14 +245,16 @@ export function ratePerBin(events: { at: number; items: number }[] | Map<number,
 }
 
 /**
- * Recovery after a kill: the mean rate over the `baselineMs` before `killAt` is the baseline;
+ * Recovery after a kill: the median rate (per bin) over the `baselineMs` before `killAt` is the baseline;
  * every 1 s window (sliding by one bin) from the kill to `horizon` is compared with `share` of
  * it, and the recovery time is the end of the LAST window below, counted from the kill (0 if
  * none fell below; Infinity if the last window before the horizon is still below).
  */
 export function recoverySeconds(series: { t: number; rate: number }[], binMs: number, killAt: number, baselineMs: number, share: number, horizon: number): { baseline: number; seconds: number; lowest: number } {
   const before = series.filter((b) => b.t >= killAt - baselineMs && b.t + binMs <= killAt);
-  const baseline = before.reduce((a, b) => a + b.rate, 0) / Math.max(1, before.length);
+  // The median: robust to a catch-up burst (retries after an earlier kill) inside the baseline window.
+  const sorted = before.map((b) => b.rate).sort((a, b) => a - b);
+  const baseline = sorted.length ? sorted[Math.floor((sorted.length - 1) / 2)] : 0;
   const per = Math.max(1, Math.round(1000 / binMs));
   const after = series.filter((b) => b.t >= Math.floor(killAt / binMs) * binMs && b.t + binMs <= horizon);
   let lastBelowEnd = -1;
