@@ -216,7 +216,8 @@ async function killPhase(ctx: ExperimentContext, topo: Topology, rate: number, s
   await topo.worker(2).start();
   await topo.waitDrained('work', 60_000);
   await topo.truncate();
-  const client = new OpenLoopClient(topo.doorUrls(), { itemsPerRequest: ITEMS_PER_REQUEST, prefix: 'kills' });
+  // Small requests: at a few hundred items/s, 250 ms bins of 50-item requests would be too coarse to see a dip.
+  const client = new OpenLoopClient(topo.doorUrls(), { itemsPerRequest: 10, prefix: 'kills' });
   const t0 = Date.now();
   const loadMs = spacingMs * 4;
   const kills: { what: string; process: string; at: number; restartedAt: number }[] = [];

@@ -117,6 +117,9 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
         ackWaitMs: cfg.ackWaitMs,
         replicas: cfg.replicas,
         maxAckPending: maxAckPendingFor(cfg),
+        // Pulls of 5 s: after the stream's leader is killed, workers resume within ~5–10 s instead of
+        // the client's 30 s (the `scaleout` lab's kill of the leader; docs/scale.md).
+        pullExpiresMs: 5_000,
         deadLetters: deadLetterWriter(dlq, { pipeline: cfg.name, sink: sink.name, source: `jetstream:${stream}/${consumer}` }),
       });
     } else {

@@ -54,6 +54,13 @@ export interface JetStreamSourceOptions<T> {
   pullBatch?: number;
   /** Replicas of the stream when this source creates it (a JetStream cluster: 3). @default 1 */
   replicas?: number;
+  /**
+   * Lifetime of each pull request (ms); the client re-pulls when one expires or two of its
+   * heartbeats (every half of it) go missing. A pull addressed to a consumer leader that dies
+   * is lost until then, so this bounds a worker's stall after a leader election (docs/scale.md).
+   * @default the client's (30_000)
+   */
+  pullExpiresMs?: number;
   /** Bytes → value; a throw makes the message undecodable (see `deadLetters`). @default JSON.parse of UTF-8 */
   decode?: (data: Buffer) => T;
   /**
@@ -168,7 +175,7 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
   async run(target: PutTarget<T>): Promise<void> {
     const c = await this.js.consumers.get(this.o.stream, this.o.consumer);
     if (this.stopping) return;
-    this.messages = await c.consume({ max_messages: this.o.pullBatch ?? 256 });
+    this.messages = await c.consume({ max_messages: this.o.pullBatch ?? 256, ...(this.o.pullExpiresMs ? { expires: this.o.pullExpiresMs } : {}) });
     this.startHeartbeat();
     // A connection that closes for good (drain, or a server that refuses us) ends the iterator
     // through `stop()`, so run() settles instead of leaving an unsettled await behind.
