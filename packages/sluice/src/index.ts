@@ -52,12 +52,12 @@ export { PostgresSink, copyText, copyBinary, classifyPgError, POSTGRES_DEFAULTS,
 export { HttpSink, classifyHttpStatus, type HttpSinkOptions, type HttpSinkStats } from './sinks/http.js';
 export { TcpSink, type TcpSinkOptions } from './sinks/tcp.js';
 export { TCP_ACK_BYTES, TCP_HEADER_BYTES } from './sinks/tcp-protocol.js';
-export { JetStreamPublishSink, type JetStreamPublishSinkOptions, type JetStreamPublishMode } from './sinks/jetstream-publish.js';
+export { JetStreamPublishSink, openStreamSink, STREAM_SINK_DEFAULTS, type JetStreamPublishSinkOptions, type JetStreamPublishMode } from './sinks/jetstream-publish.js';
 export { SocketByteCounter } from './sinks/wire-counter.js';
 
 // Sources.
 export { EmbeddedLogWriter, EmbeddedLogSource, type OffsetSource, type LogRecord } from './sources/embedded-log.js';
-export { connectNats, DEFAULT_NATS_URL } from './sources/nats.js';
+export { connectNats, DEFAULT_NATS_URL, ensureStream, parseNatsServers, type StreamSpec } from './sources/nats.js';
 export { Ingest, type IngestSpec } from './run/ingest.js';
 export { JetStreamSource, JetStreamProducer, ensureJetStream } from './sources/jetstream.js';
 export { startServer, SERVE_LIMIT_DEFAULTS, type ServeOptions, type ServeLimits, type RunningServer, type IngestMode, type AckMode } from './sources/http.js';
