@@ -1,4 +1,3 @@
-import net from 'node:net';
 /**
  * Experiment `scaleout` (issue 24): beyond one process.
  *
@@ -23,6 +22,7 @@ import net from 'node:net';
  * Every client is reconciled (0 missing, 0 duplicated) and every process stopped cleanly
  * prints a balanced ledger. Everything started is stopped in a finally, and checked gone.
  */
+import net from 'node:net';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
