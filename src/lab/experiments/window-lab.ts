@@ -449,8 +449,9 @@ export const NOISE_RUNS = 5;
 
 /**
  * The tolerance calibration (docs/window.md, *Tolerance calibration*): NOISE_RUNS identical runs
- * of one reference window at each load, interleaved, each as long as a grid cell (1 s with
- * --quick), before any judged comparison. The spread (MAD) of their p99, ops/item, flush
+ * of one reference window at each load (low then peak), each as long as a grid cell (1 s with
+ * --quick), spread through the sweep (one pair before the grid, the rest between its cells),
+ * before any judged comparison. The spread (MAD) of their p99, ops/item, flush
  * shares and median batch is the tolerance every judged check of `window` and `adaptive`
  * states. It is measured, never chosen.
  */
@@ -511,17 +512,43 @@ async function measureSweep(ctx: ExperimentContext, lab: LabSink, label: string)
       cellOf(load, maxItems, maxWaitMs, offered[load], r, stage),
     );
 
-  // Tolerance calibration: identical runs (same window, same seeded schedule), interleaved.
+  // Tolerance calibration: identical runs (same window, same seeded schedule, low then peak),
+  // spread through the sweep — one pair before the grid, the others between its cells — so the
+  // spread they measure is the machine's over the whole sweep, not over one quiet (or noisy)
+  // minute: on a shared machine the noise is not stationary (a quick lab on this machine read
+  // calibration p99s of 10–16 ms before its grid, then 20–120 ms in the grid's low-load cells).
   const ref = { maxItems: 1024, maxWaitMs: Math.max(1, Math.round(ctx.sloMs / 4)) };
   const noiseMs = ctx.quick ? 1000 : cellMs;
-  ctx.progress.start(`${label}: tolerance calibration`, NOISE_RUNS * 2);
   const runs: GridCell[] = [];
-  for (let k = 0; k < NOISE_RUNS; k++)
+  const noisePair = async () => {
     for (const load of ['low', 'peak'] as const) {
       const g = await measure(ref.maxItems, ref.maxWaitMs, load, 'noise', noiseMs, load === 'low' ? 41 : 42);
       runs.push(g);
-      ctx.progress.tick(1, `${load}: p99 ${g.latencyMs.p99} ms`);
+      ctx.log(`${label}: calibration run ${Math.ceil(runs.length / 2)}/${NOISE_RUNS} ${load}: p99 ${g.latencyMs.p99} ms`);
     }
+  };
+  await noisePair();
+
+  // The real sink's writes for the replay sink: single-item writes back to back.
+  const factory = new RecordFactory({ seed: 8 });
+  await lab.reset();
+  const writeTrace = await recordWriteTrace(lab.sink, (i) => factory.make(3e9 + i, performance.now()), ctx.quick ? 2000 : 5000);
+  ctx.log(`${label}: write trace ${writeTrace.atMs.length} writes, median ${writeTrace.medianMs} ms, p99 ${writeTrace.p99Ms} ms, max ${writeTrace.maxMs} ms, ${writeTrace.stalls} stalls`);
+
+  const grid: GridCell[] = [];
+  const cells = GRID_ITEMS.length * waits.length * 2;
+  const every = Math.ceil(cells / (NOISE_RUNS - 1));
+  ctx.progress.start(`${label}: grid (and ${NOISE_RUNS - 1} calibration pairs through it)`, cells);
+  for (const maxItems of GRID_ITEMS)
+    for (const maxWaitMs of waits)
+      for (const load of ['low', 'peak'] as const) {
+        const g = await measure(maxItems, maxWaitMs, load, 'grid', cellMs);
+        grid.push(g);
+        ctx.progress.tick(1, `${maxItems}/${maxWaitMs}ms ${load}: p99 ${g.latencyMs.p99} ms, ${g.fixedCostOpsPerItem.toFixed(4)} ops/item`);
+        if (grid.length % every === 0 || grid.length === cells) if (runs.length < 2 * NOISE_RUNS) await noisePair();
+      }
+  ctx.progress.done();
+  await lab.reset();
   const per = (f: (g: GridCell) => number) => ({ low: noiseOf(runs.filter((g) => g.load === 'low').map(f)), peak: noiseOf(runs.filter((g) => g.load === 'peak').map(f)) });
   const noise: NoiseCalibration = {
     window: ref,
@@ -533,25 +560,7 @@ async function measureSweep(ctx: ExperimentContext, lab: LabSink, label: string)
     timeShare: per((g) => shares(g.flushReasons).time),
     medianBatch: per((g) => g.batchSize.p50),
   };
-  ctx.progress.done(`p99 spread (MAD) low ${noise.p99Ms.low.mad} ms, peak ${noise.p99Ms.peak.mad} ms`);
-
-  // The real sink's writes for the replay sink: single-item writes back to back.
-  const factory = new RecordFactory({ seed: 8 });
-  await lab.reset();
-  const writeTrace = await recordWriteTrace(lab.sink, (i) => factory.make(3e9 + i, performance.now()), ctx.quick ? 2000 : 5000);
-  ctx.log(`${label}: write trace ${writeTrace.atMs.length} writes, median ${writeTrace.medianMs} ms, p99 ${writeTrace.p99Ms} ms, max ${writeTrace.maxMs} ms, ${writeTrace.stalls} stalls`);
-
-  const grid: GridCell[] = [];
-  ctx.progress.start(`${label}: grid`, GRID_ITEMS.length * waits.length * 2);
-  for (const maxItems of GRID_ITEMS)
-    for (const maxWaitMs of waits)
-      for (const load of ['low', 'peak'] as const) {
-        const g = await measure(maxItems, maxWaitMs, load, 'grid', cellMs);
-        grid.push(g);
-        ctx.progress.tick(1, `${maxItems}/${maxWaitMs}ms ${load}: p99 ${g.latencyMs.p99} ms, ${g.fixedCostOpsPerItem.toFixed(4)} ops/item`);
-      }
-  ctx.progress.done();
-  await lab.reset();
+  ctx.log(`${label}: tolerance calibration: p99 spread (MAD) low ${noise.p99Ms.low.mad} ms, peak ${noise.p99Ms.peak.mad} ms`);
   return { measuredBy: label, loads, cost, cellMs, grid, noise, writeTrace };
 }
 
