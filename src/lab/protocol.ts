@@ -14,6 +14,9 @@ import { formatNumber } from './format-number.js';
 /** Repetitions per judged comparison. */
 export const REPS = 3;
 
+/** Identical runs of a tolerance calibration step. */
+export const NOISE_RUNS = 5;
+
 /**
  * Runs `variants` `reps` times each, interleaved (v0 v1 v2, v0 v1 v2, …), so that a slow
  * minute of the machine falls on every variant alike. Returns the results per variant, in

@@ -17,8 +17,7 @@ import { poissonArrivals } from '../../sources/load.js';
 import { seededRng } from '../../core/random.js';
 import { performance } from 'node:perf_hooks';
 import { batchingCharts } from './batching-charts.js';
-import { REPS, interleaved, judge, noiseOf } from '../protocol.js';
-import { NOISE_RUNS } from './window-lab.js';
+import { NOISE_RUNS, REPS, interleaved, judge, noiseOf } from '../protocol.js';
 
 export const LADDER = [0.5, 2, 10, 30] as const;
 /** Highest load multiple at which the batched p99 is checked against the SLO. */

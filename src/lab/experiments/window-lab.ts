@@ -15,7 +15,7 @@ import { RecordFactory, type EventRecord } from '../../sources/records.js';
 import { constantArrivals, poissonArrivals, type ArrivalSchedule } from '../../sources/load.js';
 import { seededRng } from '../../core/random.js';
 import { costModel, worstP99, type Candidate, type CostModel } from '../../core/window-chooser.js';
-import { median, noiseOf, type Noise } from '../protocol.js';
+import { NOISE_RUNS, median, noiseOf, type Noise } from '../protocol.js';
 import { recordWriteTrace, type WriteTrace } from '../replay-sink.js';
 
 /** maxItems of the grid: 1 (no batching) to a few thousand. */
@@ -444,8 +444,7 @@ export function shares(f: Record<string, number>) {
   return { size: ((f.size ?? 0) + (f.bytes ?? 0)) / decided, time: (f.time ?? 0) / decided };
 }
 
-/** Identical runs of the calibration step, per load. */
-export const NOISE_RUNS = 5;
+export { NOISE_RUNS } from '../protocol.js';
 
 /**
  * The tolerance calibration (docs/window.md, *Tolerance calibration*): NOISE_RUNS identical runs
