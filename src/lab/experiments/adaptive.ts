@@ -434,7 +434,8 @@ export const adaptive: Experiment = {
       const aimdRuns: AimdRegimeRun[] = [];
       const staticRuns: StaticRun[] = [];
       for (const [sinkName, on] of [['replay', replaySink], ['real', lab]] as const) {
-        const variants: Variant[] = [{ kind: 'aimd', rule: 'binomial' }, ...(sinkName === 'replay' ? [{ kind: 'aimd', rule: 'p99' } as const] : []), ...picks.map((w) => ({ kind: 'static' as const, ...w }))];
+        // The old rule runs beside the new on the replay sink in full runs only (--quick keeps to its budget).
+        const variants: Variant[] = [{ kind: 'aimd', rule: 'binomial' }, ...(sinkName === 'replay' && !ctx.quick ? [{ kind: 'aimd', rule: 'p99' } as const] : []), ...picks.map((w) => ({ kind: 'static' as const, ...w }))];
         for (const regime of REGIMES) {
           const regimeMs = spanMsFor(rate[regime], ctx.quick, false);
           // --quick keeps to its budget: the real-sink confirmation runs once (the replay sink's
