@@ -60,3 +60,18 @@ test('the chosen window agrees within one grid step: maxItems within 2×, the wa
   assert.equal(sameWithinStep([{ maxItems: 101, maxWaitMs: 13.5 }, { maxItems: 40, maxWaitMs: 13 }], waits), false);
   assert.equal(sameWithinStep([{ maxItems: 101, maxWaitMs: 13.5 }, { maxItems: 101, maxWaitMs: 4 }], waits), false);
 });
+
+test('write-up: the window paragraph reads the median repetition of the real sink and one median replay per trace', async () => {
+  const { windowParagraph } = await import('../../src/lab/writeup.js');
+  const v = (load: string, sink: string, p99: number) => ({ load, sink, latencyMs: { p99 }, offeredPerSec: load === 'low' ? 600 : 9000, flushReasons: { size: 9, time: 1 }, batchSize: { p50: 100 } });
+  const rp = (trace: string, p99: number) => ({ trace, latencyMs: { p99 }, dropped: 0 });
+  const r = {
+    ...base,
+    chosen: { maxItems: 101, maxWaitMs: 13.5, reason: 'derived', found: true },
+    validation: [v('low', 'real', 14), v('low', 'real', 30), v('low', 'real', 13), v('peak', 'real', 12), v('peak', 'replay', 50), v('peak', 'real', 11), v('peak', 'real', 19)],
+    replays: [rp('bursty', 12), rp('bursty', 40), rp('bursty', 13), rp('zeek-ssl', 15)],
+  } as unknown as ResultEnvelope;
+  const t = windowParagraph(r)!.text;
+  assert.match(t, /Re-measured \(median of 3 runs per load\) its p99 was 14 ms at low load .* and 12 ms at peak load/);
+  assert.match(t, /On bursty replay p99 was 13 ms \(bursty\) and 15 ms \(zeek-ssl\)/);
+});
