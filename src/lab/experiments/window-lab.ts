@@ -291,36 +291,6 @@ export function reconciled(r: CellRun): boolean {
   return r.ledgerBalanced && r.inFlight === 0 && r.committed === r.storedInSink;
 }
 
-/** Runs per finalist in the `window` experiment's finals, its grid (or refinement) cell included. */
-export const FINAL_RUNS = 3;
-/** Size-bound windows re-run beside a timer-bound choice in the finals (finalists()). */
-export const FINAL_SIZED = 3;
-
-/**
- * The windows worth re-measuring before the final choice (docs/window.md, *Finals*): a 2 s
- * cell's p99 is largely whether a disk or GC stall fell inside it (at 20.7k/s on 2026-11-27
- * 10:2x, 512 / 10 ms read p99 15.9 ms at peak while its fill corner 230 / 13 ms, cut 1 ms
- * earlier on average, read 29.8 ms and the snapped 207 / 15 ms 20.0 ms; single writes stalled
- * up to 30 ms). When the choice on single cells (`pre`) is a timer-bound window, the finals are
- * that window and up to FINAL_SIZED windows the peak cuts by size whose ops/item are within
- * `tie` of the fewest feasible ones, whose cells were sound (`cellOk`) and whose worst p99
- * missed the bound by less than the SLO itself (a worse miss is no stall): those that missed it
- * by least first, then the cheaper. (Cheapest first, until the 12:16 run of 2026-11-27, re-ran the corners
- * with the longest waits, which a low load's p99 penalises most, and left out the one that had
- * missed by 0.007 ms: 130 / 10 ms, p99 17.007 ms at low against a 17 ms bound, 82% of peak cuts
- * by size.) Empty when the choice is size-bound already or no such window exists.
- */
-export function finalists<C extends Candidate & { cellOk: boolean }>(pool: C[], pre: C | null, limitMs: number, sloMs: number, tie: number): C[] {
-  if (!pre || pre.sizeBound) return [];
-  const feasibleOps = pool.filter((c) => worstP99(c) <= limitMs && c.opsPerItem > 0).map((c) => c.opsPerItem);
-  const minOps = Math.min(...feasibleOps);
-  const sized = pool
-    .filter((c) => c !== pre && c.sizeBound && c.cellOk && c.opsPerItem > 0 && c.opsPerItem <= minOps * (1 + tie) && worstP99(c) > limitMs && worstP99(c) <= limitMs + sloMs)
-    .sort((a, b) => worstP99(a) - worstP99(b) || a.opsPerItem - b.opsPerItem)
-    .slice(0, FINAL_SIZED);
-  return sized.length > 0 ? [pre, ...sized] : [];
-}
-
 /** Wraps a schedule: counts intended arrivals per bucket (for offered-rate-over-time). */
 export function countingSchedule(s: ArrivalSchedule, bucketMs: number): ArrivalSchedule & { counts: number[] } {
   const counts: number[] = [];
