@@ -533,6 +533,7 @@ export const adaptive: Experiment = {
           else checks.push(dearer);
         }
       }
+      checks.push(check('a static window meets the SLO in both regimes (best static exists)', bestStatic !== null, '==', true));
       for (const p of phases) checks.push(judge(`AIMD switching, ${p.regime} phase at ${p.startMs / 1000} s: p99 after ${p.settleMs} ms settling (ms) [real sink, 1 run]`, [p99OrNaN(p.latencyMs)], '<=', slo, tolP99(p.regime)));
       for (const a of aimdRuns.filter((x) => x.rule === 'binomial' && x.sink === 'real' && x.rep === 0)) checks.push(check(`AIMD ${a.regime}: window band after settling (max/min of maxItems, maxWaitMs)`, Math.max(a.bandItems, a.bandWaitMs), '<=', 2));
       for (const p of phases) checks.push(check(`AIMD switching, ${p.regime} phase at ${p.startMs / 1000} s: window band after settling`, Math.max(p.bandItems, p.bandWaitMs), '<=', 2));
