@@ -461,7 +461,6 @@ export const adaptive: Experiment = {
       const staticReps = (sinkName: 'real' | 'replay', w: { maxItems: number; maxWaitMs: number }, g: RegimeName) => staticRuns.filter((s) => s.sink === sinkName && s.regime === g && s.maxItems === w.maxItems && s.maxWaitMs === w.maxWaitMs);
       // For the tables and charts: AIMD (binomial) on the real sink, first repetition.
       const aimd = REGIMES.map((g) => aimdReps('real', g)[0]);
-      const aimdAt = (g: RegimeName) => aimd.find((a) => a.regime === g)!;
 
       // 3. The switching run: low → high → low → high (→ low in full runs).
       const order: RegimeName[] = ctx.quick ? ['low', 'high', 'low', 'high'] : ['low', 'high', 'low', 'high', 'low'];

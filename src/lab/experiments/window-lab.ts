@@ -14,7 +14,7 @@ import { LatencyHistogram } from '../../metrics/histogram.js';
 import { RecordFactory, type EventRecord } from '../../sources/records.js';
 import { constantArrivals, poissonArrivals, type ArrivalSchedule } from '../../sources/load.js';
 import { seededRng } from '../../core/random.js';
-import { costModel, worstP99, type Candidate, type CostModel } from '../../core/window-chooser.js';
+import { costModel, type CostModel } from '../../core/window-chooser.js';
 import { NOISE_RUNS, median, noiseOf, type Noise } from '../protocol.js';
 import { recordWriteTrace, type WriteTrace } from '../replay-sink.js';
 

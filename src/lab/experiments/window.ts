@@ -53,7 +53,7 @@ import {
   rampLine,
 } from './window-lab.js';
 import { DERIVE_SAFETY_MS, deriveWindow } from '../../core/window-chooser.js';
-import { REPS, interleaved, judge, median } from '../protocol.js';
+import { REPS, interleaved, judge } from '../protocol.js';
 import { replayLabSink } from '../sinks.js';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { Judgement } from '../types.js';
