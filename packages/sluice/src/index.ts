@@ -33,6 +33,31 @@ export {
 // Window controllers: static and AIMD on observed p99.
 export { StaticController, AimdController, createWindowController, type WindowController, type WindowControllerOptions, type AimdOptions, type WindowDecision } from './core/controller.js';
 
+// Choosing a window from measurements: the cost model and the derived window (`sluice tune`
+// and the lab's `window` experiment use the same functions), and the grid chooser.
+export {
+  costModel,
+  writeCostMs,
+  deriveWindow,
+  chooseWindow,
+  refinementCorners,
+  headroomCorner,
+  snappedMaxItems,
+  sizePreferenceTie,
+  fillWaitMs,
+  medianOf,
+  worstP99,
+  DERIVE_SAFETY_MS,
+  HEADROOM_SAFETY_MS,
+  SIZE_PREFERENCE_NOISE,
+  type CostModel,
+  type DeriveInput,
+  type DerivedWindow,
+  type Candidate,
+  type Choice,
+  type ChooseOptions,
+} from './core/window-chooser.js';
+
 // Metrics.
 export { PipelineMetrics, type MetricsSnapshot } from './metrics/metrics.js';
 export { LatencyHistogram, CountHistogram, type LatencySummary, type CountSummary } from './metrics/histogram.js';
