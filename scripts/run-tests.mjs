@@ -23,7 +23,7 @@ if (files.length === 0) {
 }
 const r = spawnSync(
   process.execPath,
-  ['--conditions=sluice-source', '--import', 'tsx', '--test', '--test-force-exit', '--test-reporter=spec', '--test-concurrency=1', ...files],
+  ['--conditions=sluice-source', '--import', 'tsx', '--test', '--test-force-exit', '--test-timeout=300000', '--test-reporter=spec', '--test-concurrency=1', ...files],
   { stdio: 'inherit', env: { ...process.env, SLUICE_TEST: '1' } },
 );
 process.exit(r.status ?? 1);

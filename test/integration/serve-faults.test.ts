@@ -30,6 +30,7 @@ test('sink down: requests wait, /healthz is degraded, sluice_sink_up 0, a full q
     sink,
     handler: splitAndRetry(sink, { dlq, retry: { baseMs: 5, maxMs: 20 } }),
     queue: { maxItems: 25, blockTimeoutMs: 100 },
+    limits: { maxConcurrentRequests: 2 },
     window: { maxItems: 10 },
     log: (l) => logs.push(l),
   });
@@ -51,7 +52,16 @@ test('sink down: requests wait, /healthz is degraded, sluice_sink_up 0, a full q
     assert.equal(body.reason, 'sink-down');
     assert.equal(logs.filter((l) => l.startsWith('sink down:')).length, 1, 'one line per outage, not per retry');
 
+    // More requests than slots, each fitting the queue: they wait for their commit without
+    // holding a slot, so none is refused for concurrency while the sink is down.
+    const waiting = Array.from({ length: 3 }, (_, k) => fetch(`${srv.url}/ingest`, { method: 'POST', body: lines(1, 100 + k) }));
+    await new Promise((r) => setTimeout(r, 200));
+    const extraP = fetch(`${srv.url}/ingest`, { method: 'POST', body: lines(1, 200) });
+    const extra = await Promise.race([extraP.then((r) => r.status), new Promise((res) => setTimeout(() => res('pending'), 300))]);
+    assert.equal(extra, 'pending', 'a request that fits the queue waits for its commit, not 503 concurrency');
+
     sink.failures = 0; // the sink is back
+    for (const w of [...waiting, extraP]) assert.equal((await w).status, 200);
     const r1 = await first;
     assert.equal(r1.status, 200, await r1.text());
     await until('the sink to be seen back', () => logs.some((l) => /^sink back: .* after \d+\.\d s/.test(l)));
@@ -64,10 +74,10 @@ test('sink down: requests wait, /healthz is degraded, sluice_sink_up 0, a full q
     assert.ok(ledger.balanced);
     assert.equal(ledger.deadLettered, 0, 'a sink that is down is never a reason to dead-letter');
     assert.equal(dlq.letters.length, 0);
-    // Everything accepted was committed: the first request's 20; none of the refused second.
-    assert.equal(ledger.accepted, 20);
-    assert.equal(ledger.committed, 20);
-    assert.equal(inner.committedItems(), 20);
+    // Everything accepted was committed: the first request's 20 and the 4 single lines; none of the refused second.
+    assert.equal(ledger.accepted, 24);
+    assert.equal(ledger.committed, 24);
+    assert.equal(inner.committedItems(), 24);
   }
 });
 
@@ -83,9 +93,10 @@ function trickle(port: number, contentLength: number, everyMs: number) {
   return { closed: closed.finally(() => clearInterval(t)), answer: () => answer, destroy: () => (clearInterval(t), sock.destroy()) };
 }
 
-test('slow clients: trickling bodies are cut with 408 and never hold the slots good requests need', { timeout: 60_000 }, async () => {
+test('slow clients: trickling bodies, small or large, are cut with 408 and never hold the slots good requests need', { timeout: 60_000 }, async () => {
   const srv = await startServer({ sink: new MemorySink(), limits: { maxConcurrentRequests: 2, bodyRateGraceMs: 1000, minBodyBytesPerSec: 512 } });
-  const slow = Array.from({ length: 6 }, () => trickle(srv.port, 4000, 500));
+  // Declared small (read whole before a slot) and declared large (only its first 64 KiB before a slot).
+  const slow = [...Array.from({ length: 3 }, () => trickle(srv.port, 4000, 500)), ...Array.from({ length: 3 }, () => trickle(srv.port, 8 * 2 ** 20, 500))];
   try {
     await new Promise((r) => setTimeout(r, 300));
     // More tricklers than slots, yet a good request is served meanwhile.

@@ -1,6 +1,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -313,19 +314,33 @@ test('an early 413 reaches a client that is still sending (Connection: close), e
 });
 
 test('more requests than maxConcurrentRequests get 503 + Retry-After; close() lets the request in progress finish', async () => {
+  // A slot is held while a body is decoded and staged (not while its commit is awaited): the
+  // first request's body arrives in two parts, 64 KiB and more now, the rest 400 ms later.
   const srv = await startServer({ sink: new SlowSink({ fixedCostMs: 300 }), limits: { ...LIMITS, maxConcurrentRequests: 1 }, window: { maxWaitMs: 0 } });
-  const slow = post(srv, lines(10));
-  await new Promise((r) => setTimeout(r, 50));
+  const body = Buffer.from(Array.from({ length: 1000 }, (_, i) => JSON.stringify({ i, pad: 'x'.repeat(100) })).join('\n') + '\n');
+  assert.ok(body.length > 80 * 1024);
+  const sock = net.connect(srv.port, '127.0.0.1');
+  let answer = '';
+  sock.on('data', (d) => (answer += d));
+  const answered = new Promise<void>((r) => sock.on('data', () => /\r\n\r\n\{.*\}\n/s.test(answer) && r()));
+  await new Promise<void>((r) => sock.once('connect', () => r()));
+  sock.write(`POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: ${body.length}\r\n\r\n`);
+  sock.write(body.subarray(0, 70 * 1024));
+  const sendRest = () => sock.write(body.subarray(70 * 1024));
+  const slow = answered.then(() => ({ status: Number(/^HTTP\/1\.1 (\d+)/.exec(answer)![1]) }));
+  await new Promise((r) => setTimeout(r, 200));
   const second = await post(srv, lines(1));
   assert.equal(second.status, 503);
   assert.equal(second.json.reason, 'concurrency');
   assert.equal(second.headers.get('retry-after'), '1');
+  sendRest();
   assert.equal((await slow).status, 200);
+  sock.destroy();
   const third = post(srv, lines(5));
   await new Promise((r) => setTimeout(r, 50));
   const closing = srv.close();
   assert.equal((await third).status, 200);
   const ledger = await closing;
-  assert.equal(ledger.committed, 15);
+  assert.equal(ledger.committed, 1005);
   assert.ok(ledger.balanced);
 });

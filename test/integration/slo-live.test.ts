@@ -48,7 +48,7 @@ interface Window {
 }
 async function windowOf(url: string): Promise<Window> {
   const text = await (await fetch(url)).text();
-  return { maxItems: metric(text, 'sluice_window_max_items'), maxWaitMs: metric(text, 'sluice_window_max_wait_ms'), text };
+  return { maxItems: metric(text, 'sluice_window_max_items'), maxWaitMs: Math.round(metric(text, 'sluice_window_max_wait_seconds') * 1e6) / 1000, text };
 }
 
 /** Drives `send(n)` open-loop: `perTick` items every `tickMs`, until `stop()` says so. */
@@ -82,7 +82,7 @@ const lowSettled = (w: Window) => w.maxWaitMs !== START_WAIT_MS || decisionsOf(w
  */
 function checkLow(w: Window) {
   assert.equal(w.maxItems, START_ITEMS, `at low load the timer binds: maxItems is not the knob moved\n${w.text}`);
-  const p99 = metric(w.text, 'sluice_controller_interval_p99_ms');
+  const p99 = 1000 * metric(w.text, 'sluice_controller_interval_p99_seconds');
   const increases = metric(w.text, 'sluice_controller_decisions_total', 'decision="increase"');
   if (w.maxWaitMs > START_WAIT_MS) assert.ok(increases >= 1, w.text);
   else if (w.maxWaitMs === START_WAIT_MS) assert.ok(p99 >= 17, `the wait held although p99 ${p99} ms was under the band\n${w.text}`);
@@ -92,8 +92,9 @@ function checkLow(w: Window) {
 function checkCommon(w: Window, errText: string) {
   // Typed as Prometheus expects: counts are counters with _total, the rest gauges.
   assert.match(w.text, /^# TYPE sluice_controller_decisions_total counter$/m);
-  assert.match(w.text, /^# TYPE sluice_controller_interval_p99_ms gauge$/m);
-  assert.ok(metric(w.text, 'sluice_controller_slo_p99_ms') === 20);
+  assert.match(w.text, /^# TYPE sluice_controller_regime_changes_total counter$/m);
+  assert.match(w.text, /^# TYPE sluice_controller_interval_p99_seconds gauge$/m);
+  assert.ok(metric(w.text, 'sluice_controller_slo_p99_seconds') === 0.02);
   const decisions = ['increase', 'decrease', 'hold'].map((d) => metric(w.text, 'sluice_controller_decisions_total', `decision="${d}"`));
   assert.ok(decisions.every((n) => Number.isInteger(n)), w.text);
   const regimeLines = errText.split('\n').filter((l) => l.includes('window regime ')).length;

@@ -118,7 +118,7 @@ async function snippetAccepted(dir: string, config: string, extra: { run: string
     const url = /(http:\/\/\S+\/metrics)/.exec(run.out())![1];
     const m = await (await fetch(url)).text();
     assert.match(m, new RegExp(`^sluice_window_max_items(\\{[^}]*\\})? ${win.maxItems}$`, 'm'));
-    assert.match(m, new RegExp(`^sluice_window_max_wait_ms(\\{[^}]*\\})? ${win.maxWaitMs}$`, 'm'));
+    assert.match(m, new RegExp(`^sluice_window_max_wait_seconds(\\{[^}]*\\})? ${win.maxWaitMs / 1000}$`, 'm'));
   } finally {
     run.child.kill('SIGTERM');
     assert.equal(await run.exited, 0, run.err());

@@ -149,7 +149,7 @@ test('AIMD: a halving moves a knob by at most a factor of 2 (odd maxItems, a wai
 test('AIMD halves on a mild breach (≤ SLO + mildBreachMs) only when the period before breached too', () => {
   const clock = new FakeClock();
   // One period at a time (slidingPeriods 1): every item of a period has the same latency here.
-  const c = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100, slidingPeriods: 1 });
+  const c = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100, slidingPeriods: 1, breachTest: 'p99' });
   const t = fakeTarget(800, 10);
   c.attach(t);
   const period = (lat: number) => drive(clock, c, t, 500, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => lat });
@@ -170,7 +170,7 @@ test('AIMD halves on a mild breach (≤ SLO + mildBreachMs) only when the period
   drive(clock, c1, t1, 500, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => 24 });
   assert.equal(t1.window().maxItems, 400);
   // mildBreachMs 0: every breach halves.
-  const c0 = new AimdController({ sloMs: 20, marginMs: 3, mildBreachMs: 0, clock, minPeriodMs: 500, minSamples: 100 });
+  const c0 = new AimdController({ sloMs: 20, marginMs: 3, mildBreachMs: 0, clock, minPeriodMs: 500, minSamples: 100, breachTest: 'p99' });
   const t0 = fakeTarget(800, 10);
   c0.attach(t0);
   drive(clock, c0, t0, 500, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => 21.5 });
@@ -362,9 +362,10 @@ test('controller metrics: window, last p99 and decisions by kind in the Promethe
   registerControllerMetrics(registry, c);
   const text = await registry.metrics();
   assert.match(text, /sluice_window_max_items\{controller="aimd"\} 64/);
-  assert.match(text, new RegExp(`sluice_window_max_wait_ms\\{controller="aimd"\\} ${t.window().maxWaitMs}`));
+  assert.match(text, new RegExp(`sluice_window_max_wait_seconds\\{controller="aimd"\\} ${t.window().maxWaitMs / 1000}`));
   assert.match(text, /sluice_controller_decisions_total\{controller="aimd",decision="increase"\} 2/);
-  assert.match(text, /sluice_controller_period_p99_ms\{controller="aimd"\} [0-9.]+/);
+  assert.match(text, /sluice_controller_period_p99_seconds\{controller="aimd"\} [0-9.]+/);
+  assert.match(text, /# TYPE sluice_controller_decisions_total counter/);
 });
 
 test('AIMD never halves maxItems below what keeps the sink at most half busy (2 × rate × write time)', () => {
@@ -403,7 +404,7 @@ test('controller metrics register on the pipeline exposition (the documented use
   registerControllerMetrics(expo.registry, c);
   const text = await expo.text();
   assert.match(text, /sluice_window_max_items\{pipeline="pc"\} 64/);
-  assert.match(text, /sluice_controller_period_p99_ms\{controller="aimd",pipeline="pc"\} [0-9.]+/);
+  assert.match(text, /sluice_controller_period_p99_seconds\{controller="aimd",pipeline="pc"\} [0-9.]+/);
   await p.close();
 });
 
@@ -438,7 +439,7 @@ test('AIMD reads p99 over a sliding interval of the periods at the current windo
 
 test('AIMD: a mild breach of the sliding interval that this period did not make (an earlier stall still in it) does not halve', () => {
   const clock = new FakeClock();
-  const c = new AimdController({ sloMs: 20, marginMs: 1.5, mildBreachMs: 3, clock, minPeriodMs: 500, minSamples: 100 });
+  const c = new AimdController({ sloMs: 20, marginMs: 1.5, mildBreachMs: 3, clock, minPeriodMs: 500, minSamples: 100, breachTest: 'p99' });
   const t = fakeTarget(4096, 14);
   c.attach(t);
   const period = stallingPeriods(clock, c, 10, 50);
@@ -458,4 +459,48 @@ test('AIMD: a mild breach of the sliding interval that this period did not make 
   d = period(21.5);
   assert.equal(d.decision, 'decrease');
   assert.equal(t.window().maxWaitMs, 7);
+});
+
+test('AIMD breach test: a stall that delays a few items is within the 1% budget’s binomial noise (hold); the old p99 rule halves on it; a window really too large halves under both', () => {
+  // One period of 10 timer flushes of 100 items (n = 1,000: the budget is 10 ± 3.1, so at
+  // z = 2 up to 16 samples over the SLO are noise). A stall delays 15 of them to 28 ms (p99 − the 10 ms wait ≤ the SLO: the old rule blames the window).
+  const run = (breachTest: 'binomial' | 'p99', stalled: number, stallMs: number) => {
+    const clock = new FakeClock();
+    const c = new AimdController({ sloMs: 20, marginMs: 1.5, mildBreachMs: 0, clock, minPeriodMs: 500, minSamples: 1000, slidingPeriods: 1, breachTest });
+    const t = fakeTarget(4096, 10);
+    c.attach(t);
+    for (let b = 0; b < 10; b++) {
+      clock.advance(50);
+      const now = clock.now();
+      c.onFlush({ reason: 'time', items: 100, bytes: 0, waitMs: 10 }, now);
+      const batch: Envelope[] = [];
+      for (let i = 0; i < 100; i++) batch.push(envelope(null, { bytes: 1, intendedAtMs: now - (b * 100 + i < stalled ? stallMs : 12) }));
+      c.onCommitted(batch, now);
+    }
+    return { d: c.decisions().at(-1)!, w: t.window() };
+  };
+  const stallNew = run('binomial', 15, 28);
+  assert.equal(stallNew.d.decision, 'hold');
+  assert.match(stallNew.d.reason, /within sampling noise/);
+  assert.equal(stallNew.d.overSlo, 15);
+  assert.ok(Math.abs(stallNew.d.overSloAllowed! - 16.29) < 0.01);
+  assert.equal(stallNew.w.maxWaitMs, 10);
+  const stallOld = run('p99', 15, 28);
+  assert.equal(stallOld.d.decision, 'decrease', 'the old rule halves on the stall');
+  assert.equal(stallOld.w.maxWaitMs, 5);
+  // 40 items over: beyond the noise, and p99 - the wait (30 − 10) still ≤ SLO: the window's breach.
+  const tooLarge = run('binomial', 40, 29);
+  assert.equal(tooLarge.d.decision, 'decrease');
+  assert.equal(tooLarge.w.maxWaitMs, 5);
+  assert.throws(() => new AimdController({ sloMs: 20, breachTest: 'x' as 'p99' }), /breachTest/);
+  assert.throws(() => new AimdController({ sloMs: 20, breachZ: -1 }), /breachZ/);
+});
+
+test('IntervalHistogram.countAbove counts the samples whose bucket lies above a latency', () => {
+  const h = new IntervalHistogram();
+  for (let i = 0; i < 990; i++) h.recordMs(5);
+  for (let i = 0; i < 10; i++) h.recordMs(40);
+  assert.equal(h.countAbove(20), 10);
+  assert.equal(h.countAbove(50), 0);
+  assert.equal(h.countAbove(1), 1000);
 });

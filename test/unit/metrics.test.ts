@@ -114,7 +114,8 @@ test('Prometheus text holds the main series with their values', async () => {
   assert.equal(value('sluice_queue_items{pipeline="pt"}'), p.stats().queueItems);
   assert.equal(value('sluice_items_in_flight{pipeline="pt"}'), l.inFlight);
   assert.equal(value('sluice_end_to_end_latency_seconds_count{pipeline="pt"}'), l.committed);
-  assert.ok(value('sluice_end_to_end_latency_seconds{quantile="0.99",pipeline="pt"}') > 0);
-  assert.match(text, /# TYPE sluice_end_to_end_latency_seconds summary/);
-  assert.match(text, /sluice_bytes_in_total\{pipeline="pt"\} 60/);
+  assert.equal(value('sluice_end_to_end_latency_seconds_bucket{le="+Inf",pipeline="pt"}'), l.committed);
+  assert.match(text, /# TYPE sluice_end_to_end_latency_seconds histogram/);
+  assert.match(text, /# TYPE sluice_items_accepted_total counter/);
+  assert.match(text, /sluice_accepted_bytes_total\{pipeline="pt"\} 60/);
 });

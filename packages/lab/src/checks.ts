@@ -31,10 +31,20 @@ export function allPass(checks: Check[]): boolean {
   return checks.every((c) => c.pass);
 }
 
+/** A check that failed (a judged check that is not decidable here did not: see protocol.ts). */
+export function failed(c: Check): boolean {
+  return !c.pass && c.verdict !== 'undecidable';
+}
+
 export function formatCheck(c: Check): string {
   const v = typeof c.value === 'number' ? round(c.value) : c.value;
   const t = Array.isArray(c.threshold) ? `[${c.threshold.map((x) => round(x)).join(', ')}]` : typeof c.threshold === 'number' ? round(c.threshold) : c.threshold;
-  return `${c.pass ? 'PASS' : 'FAIL'}  ${c.name}: ${v} ${c.op} ${t}`;
+  const tag = c.pass ? 'PASS' : c.verdict === 'undecidable' ? 'N/D ' : 'FAIL';
+  const j = c.judged;
+  const judged = j
+    ? ` (median of ${j.reps.length}: ${j.reps.join(', ')}; spread ${j.spread}, tolerance ${j.tolerance} from ${j.toleranceFrom}; margin ${j.margin})${c.verdict === 'undecidable' ? ` — not decidable here: ${j.needs}${j.stalls ? `; stalls (GC / loop / write max ms): ${j.stalls.map((x) => `${x.gcPauseMaxMs}/${x.eventLoopDelayMaxMs}/${x.sinkWriteMaxMs}`).join(', ')}` : ''}` : ''}`
+    : '';
+  return `${tag}  ${c.name}: ${v} ${c.op} ${t}${judged}`;
 }
 
 export function round(x: number, digits = 3): number {

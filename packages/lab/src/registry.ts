@@ -14,6 +14,7 @@ import { overflow } from './experiments/overflow.js';
 import { bomb } from './experiments/bomb.js';
 import { tenants } from './experiments/tenants.js';
 import { chaos } from './experiments/chaos.js';
+import { scaleout } from './experiments/scaleout.js';
 
 export const EXPERIMENTS: Experiment[] = [
   batching,
@@ -27,6 +28,7 @@ export const EXPERIMENTS: Experiment[] = [
   bomb,
   tenants,
   chaos,
+  scaleout,
 ];
 
 export function findExperiment(name: string): Experiment | undefined {

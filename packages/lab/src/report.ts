@@ -10,6 +10,7 @@
  * One broken chart (or one experiment's broken `charts()`/`markdown()`) costs one log line
  * and a note in the report, never the report.
  */
+import { countVerdicts } from './protocol.js';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ChartSpec, Check, Experiment, HostInfo, ResultEnvelope } from './types.js';
@@ -149,9 +150,13 @@ export function hostLine(h: HostInfo): string {
 
 const REGENERATE = 'npm run lab';
 
-function counts(checks: Check[]): { pass: number; fail: number } {
-  const pass = checks.filter((c) => c.pass).length;
-  return { pass, fail: checks.length - pass };
+/** Passed, failed, and not decidable here (a judged check whose spread exceeded its margin: neither). */
+function counts(checks: Check[]): { pass: number; fail: number; undecidable: number } {
+  return countVerdicts(checks);
+}
+
+function verdictWord(c: { fail: number; undecidable: number }): string {
+  return c.fail > 0 ? '❌ fail' : c.undecidable > 0 ? `➖ ${c.undecidable} not decidable here` : '✅ pass';
 }
 
 function fmtValue(v: Check['value'] | Check['threshold']): string {
@@ -181,10 +186,10 @@ export function reportMarkdown(sections: ReportSection[], paragraphs: WriteupPar
   md.push('## Summary', '');
   if (sections.length === 0) md.push('No results yet: run `npm run lab`.', '');
   else {
-    md.push('| experiment | checks passed | failed | verdict | run |', '| --- | ---: | ---: | --- | --- |');
+    md.push('| experiment | checks passed | failed | not decidable here | verdict | run |', '| --- | ---: | ---: | ---: | --- | --- |');
     for (const s of sections) {
       const c = counts(s.result.checks);
-      md.push(`| [${s.result.experiment}](#${anchor(s.result)}) | ${c.pass} | ${c.fail} | ${c.fail === 0 ? '✅ pass' : '❌ fail'} | ${s.result.quick ? 'quick' : 'full'} |`);
+      md.push(`| [${s.result.experiment}](#${anchor(s.result)}) | ${c.pass} | ${c.fail} | ${c.undecidable} | ${verdictWord(c)} | ${s.result.quick ? 'quick' : 'full'} |`);
     }
     md.push('');
   }
@@ -196,7 +201,7 @@ export function reportMarkdown(sections: ReportSection[], paragraphs: WriteupPar
     for (const c of s.charts) md.push(`#### ${c.title}`, '', `![${c.title}](${c.pngFile})`, '', `*${c.caption}* ([SVG](${c.svgFile}))`, '');
     for (const f of s.failedCharts) md.push(`> Chart “${f.title}” could not be rendered: ${f.error}`, '');
     const c = counts(s.result.checks);
-    md.push(`**Checks: ${c.pass} of ${s.result.checks.length} pass**`, '');
+    md.push(`**Checks: ${c.pass} of ${s.result.checks.length} pass${c.undecidable ? `, ${c.undecidable} not decidable here` : ''}**`, '');
     md.push(...s.result.checks.map((x) => `- ${formatCheck(x)}`), '');
   }
   md.push('## Write-up', '');
@@ -269,7 +274,7 @@ function checksHtml(checks: Check[]): string {
   if (checks.length === 0) return '<p class="note">No checks recorded.</p>';
   const rows = checks.map(
     (c) =>
-      `<tr><td>${badge(c.pass)}</td><td>${escapeHtml(c.name)}</td><td class="value num">${escapeHtml(fmtValue(c.value))}</td><td class="center"><code>${escapeHtml(c.op)}</code></td><td class="value num">${escapeHtml(fmtValue(c.threshold))}</td></tr>`,
+      `<tr><td>${c.verdict === 'undecidable' ? '<span class="badge fail">not decidable here</span>' : badge(c.pass)}</td><td>${escapeHtml(c.name)}${c.judged ? `<br><small>median of ${c.judged.reps.length}: ${escapeHtml(c.judged.reps.join(', '))}; spread ${c.judged.spread}, tolerance ${c.judged.tolerance} (${escapeHtml(c.judged.toleranceFrom)})${c.judged.needs ? `; ${escapeHtml(c.judged.needs)}` : ''}</small>` : ''}</td><td class="value num">${escapeHtml(fmtValue(c.value))}</td><td class="center"><code>${escapeHtml(c.op)}</code></td><td class="value num">${escapeHtml(fmtValue(c.threshold))}</td></tr>`,
   );
   return `<div class="table-wrap"><table class="checks">\n<thead><tr><th></th><th>check</th><th class="num">measured</th><th class="center">op</th><th class="num">threshold</th></tr></thead>\n<tbody>\n${rows.join('\n')}\n</tbody>\n</table></div>`;
 }

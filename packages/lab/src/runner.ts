@@ -8,6 +8,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { formatCheck } from './checks.js';
+import { countVerdicts } from './protocol.js';
 import { hostInfo } from './host.js';
 import type { Progress } from './progress.js';
 import type { Experiment, ExperimentContext, ResultEnvelope, SinkKind } from './types.js';
@@ -87,8 +88,9 @@ export async function runExperiment(exp: Experiment, opts: LabOptions): Promise<
 
 export function checksMarkdown(r: ResultEnvelope): string {
   const lines = r.checks.map((c) => `- ${formatCheck(c)}`);
-  const failed = r.checks.filter((c) => !c.pass).length;
-  return `**Checks (${r.checks.length - failed}/${r.checks.length} pass)**\n\n${lines.join('\n')}`;
+  const n = countVerdicts(r.checks);
+  const nd = n.undecidable > 0 ? `, ${n.undecidable} not decidable here` : '';
+  return `**Checks (${n.pass}/${r.checks.length} pass, ${n.fail} fail${nd})**\n\n${lines.join('\n')}`;
 }
 
 /** A Markdown table from rows of cells. */

@@ -13,6 +13,8 @@ import { PostgresSink, type PostgresSinkOptions } from 'sluice';
 import { invalidOption } from 'sluice';
 import type { EventRecord } from './records/records.js';
 import type { ExperimentContext } from './types.js';
+import { ReplaySink, type WriteTrace } from './replay-sink.js';
+import type { CostModel } from 'sluice';
 
 export interface LabSink {
   sink: Sink<EventRecord>;
@@ -137,4 +139,21 @@ async function openPostgresLabSink(ctx: ExperimentContext, label: string): Promi
       }
     },
   };
+}
+
+/** The replay sink (src/lab/replay-sink.ts) as a LabSink: "stored" is what its writes returned for. */
+export function replayLabSink(trace: WriteTrace, cost: CostModel, seed: number): LabSink {
+  let sink = new ReplaySink<EventRecord>(trace, cost, seed);
+  const lab: LabSink = {
+    sink,
+    describe: `replay of the real sink's measured writes (${trace.atMs.length} writes over ${Math.round(trace.durationMs)} ms: median ${trace.medianMs} ms, p99 ${trace.p99Ms} ms, max ${trace.maxMs} ms, ${trace.stalls} stalls) + ${Math.round(cost.perItemMs * 1e6) / 1000} µs per extra item, seed ${seed}`,
+    countStored: async () => sink.storedCount(),
+    reset: async () => {
+      // Each run replays the trace from the same seeded offset: variants see the same stalls.
+      sink = new ReplaySink<EventRecord>(trace, cost, seed);
+      lab.sink = sink;
+    },
+    close: async () => {},
+  };
+  return lab;
 }

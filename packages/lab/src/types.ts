@@ -13,7 +13,35 @@ export interface Check {
   /** For `within`: [lo, hi]. */
   threshold: number | boolean | string | [number, number];
   op: CheckOp;
+  /** True only for a `pass` verdict: a check that is not decidable here is not a pass. */
   pass: boolean;
+  /**
+   * Judged comparisons (src/lab/protocol.ts) carry a verdict: `undecidable` when the spread of
+   * the repetitions (or the calibrated tolerance) exceeds the margin the median has from the
+   * threshold — reported with its stalls, counted neither as a pass nor as a failure. Absent
+   * on plain checks (their verdict is `pass`).
+   */
+  verdict?: Verdict;
+  /** For judged comparisons: the repetitions, their spread and the tolerance (see Judgement). */
+  judged?: Judgement;
+}
+
+export type Verdict = 'pass' | 'fail' | 'undecidable';
+
+export interface Judgement {
+  /** The value of each repetition (the check's value is their median). */
+  reps: number[];
+  /** Median absolute deviation of the repetitions from their median. */
+  spread: number;
+  /** Tolerance from the calibration step (same unit as the value), and where it came from. */
+  tolerance: number;
+  toleranceFrom: string;
+  /** Signed distance of the median from the threshold, positive on the passing side. */
+  margin: number;
+  /** What stalled the repetitions (worst GC pause, loop delay and sink write of each), when known. */
+  stalls?: { gcPauseMaxMs: number; eventLoopDelayMaxMs: number; sinkWriteMaxMs: number; sinkWritesOver5Ms: number }[];
+  /** For an undecidable check: how quiet the machine would have to be to decide it. */
+  needs?: string;
 }
 
 export interface HostInfo {

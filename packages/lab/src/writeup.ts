@@ -111,9 +111,16 @@ export function windowParagraph(r: ResultEnvelope | undefined): WriteupParagraph
   if (!r || !isObj(r.chosen)) return null;
   const c = r.chosen;
   if (!isNum(c.maxItems) || !isNum(c.maxWaitMs)) return null;
-  const parts = [`The \`window\` sweep chose maxItems = ${fmtInt(c.maxItems)} and maxWaitMs = ${fmtNum(c.maxWaitMs)} ms${typeof c.reason === 'string' && c.reason.trim() ? `: ${sentenceEnd(c.reason)}` : '.'}`];
+  const parts = [`The \`window\` experiment chose maxItems = ${fmtInt(c.maxItems)} and maxWaitMs = ${fmtNum(c.maxWaitMs)} ms${typeof c.reason === 'string' && c.reason.trim() ? `: ${sentenceEnd(c.reason)}` : '.'}`];
   const grid = arr(r.grid);
-  const cell = (load: string) => grid.find((g) => g.load === load && g.maxItems === c.maxItems && g.maxWaitMs === c.maxWaitMs);
+  // Since issue 20 the window is derived (often off the grid) and re-measured in repetitions:
+  // the paragraph reads the real sink's validation run whose p99 is the median of its load.
+  const val = arr(r.validation).filter((v) => v.sink === 'real');
+  const medianRun = (load: string) => {
+    const xs = val.filter((v) => v.load === load && isNum(p99Of(v.latencyMs))).sort((a, b) => p99Of(a.latencyMs)! - p99Of(b.latencyMs)!);
+    return xs.length ? xs[Math.floor((xs.length - 1) / 2)] : undefined;
+  };
+  const cell = (load: string) => (val.length ? medianRun(load) : grid.find((g) => g.load === load && g.maxItems === c.maxItems && g.maxWaitMs === c.maxWaitMs));
   const low = cell('low');
   const peak = cell('peak');
   const lp = p99Of(low?.latencyMs);
@@ -129,7 +136,7 @@ export function windowParagraph(r: ResultEnvelope | undefined): WriteupParagraph
     ].filter(([, p]) => isNum(p) && slo !== undefined && (p as number) > slo).map(([name]) => name as string);
     const verdict =
       slo === undefined ? '' : over.length === 0 ? `, inside the ${fmtNum(slo)} ms SLO` : `, over the ${fmtNum(slo)} ms SLO at ${listJoin(over)} load`;
-    parts.push(`In the sweep its p99 was ${listJoin(measured)}${verdict}.`);
+    parts.push(`${val.length ? `Re-measured (median of ${val.filter((v) => v.load === 'low').length} runs per load)` : 'In the sweep'} its p99 was ${listJoin(measured)}${verdict}.`);
   }
   if (peak && isObj(peak.flushReasons)) {
     const fr = peak.flushReasons as Record<string, unknown>;
@@ -142,7 +149,12 @@ export function windowParagraph(r: ResultEnvelope | undefined): WriteupParagraph
           (bySize * 2 > total ? 'the size bound, not the timer, sets the cost there.' : 'the timer, not the size bound, closed most batches there.'),
       );
   }
-  const replays = arr(r.replays).filter((x) => isNum(p99Of(x.latencyMs)));
+  // One figure per trace: the run with the median p99 of its repetitions.
+  const allReplays = arr(r.replays).filter((x) => isNum(p99Of(x.latencyMs)));
+  const replays = [...new Set(allReplays.map((x) => x.trace))].map((t) => {
+    const xs = allReplays.filter((x) => x.trace === t).sort((a, b) => p99Of(a.latencyMs)! - p99Of(b.latencyMs)!);
+    return xs[Math.floor((xs.length - 1) / 2)];
+  });
   if (replays.length) {
     const list = replays.map((x) => `${fmtNum(p99Of(x.latencyMs)!)} ms (${typeof x.trace === 'string' ? x.trace : typeof x.source === 'string' ? x.source : 'replay'})`);
     const worst = Math.max(...replays.map((x) => p99Of(x.latencyMs)!));

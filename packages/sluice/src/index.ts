@@ -33,6 +33,31 @@ export {
 // Window controllers: static and AIMD on observed p99.
 export { StaticController, AimdController, createWindowController, type WindowController, type WindowControllerOptions, type AimdOptions, type WindowDecision } from './core/controller.js';
 
+// Choosing a window from measurements: the cost model and the derived window (`sluice tune`
+// and the lab's `window` experiment use the same functions), and the grid chooser.
+export {
+  costModel,
+  writeCostMs,
+  deriveWindow,
+  chooseWindow,
+  refinementCorners,
+  headroomCorner,
+  snappedMaxItems,
+  sizePreferenceTie,
+  fillWaitMs,
+  medianOf,
+  worstP99,
+  DERIVE_SAFETY_MS,
+  HEADROOM_SAFETY_MS,
+  SIZE_PREFERENCE_NOISE,
+  type CostModel,
+  type DeriveInput,
+  type DerivedWindow,
+  type Candidate,
+  type Choice,
+  type ChooseOptions,
+} from './core/window-chooser.js';
+
 // Metrics.
 export { PipelineMetrics, type MetricsSnapshot } from './metrics/metrics.js';
 export { LatencyHistogram, CountHistogram, type LatencySummary, type CountSummary } from './metrics/histogram.js';
@@ -52,12 +77,12 @@ export { PostgresSink, copyText, copyBinary, classifyPgError, POSTGRES_DEFAULTS,
 export { HttpSink, classifyHttpStatus, type HttpSinkOptions, type HttpSinkStats } from './sinks/http.js';
 export { TcpSink, type TcpSinkOptions } from './sinks/tcp.js';
 export { TCP_ACK_BYTES, TCP_HEADER_BYTES } from './sinks/tcp-protocol.js';
-export { JetStreamPublishSink, type JetStreamPublishSinkOptions, type JetStreamPublishMode } from './sinks/jetstream-publish.js';
+export { JetStreamPublishSink, openStreamSink, STREAM_SINK_DEFAULTS, type JetStreamPublishSinkOptions, type JetStreamPublishMode } from './sinks/jetstream-publish.js';
 export { SocketByteCounter } from './sinks/wire-counter.js';
 
 // Sources.
 export { EmbeddedLogWriter, EmbeddedLogSource, type OffsetSource, type LogRecord } from './sources/embedded-log.js';
-export { connectNats, DEFAULT_NATS_URL } from './sources/nats.js';
+export { connectNats, DEFAULT_NATS_URL, ensureStream, parseNatsServers, type StreamSpec } from './sources/nats.js';
 export { Ingest, type IngestSpec } from './run/ingest.js';
 export { JetStreamSource, JetStreamProducer, ensureJetStream } from './sources/jetstream.js';
 export { startServer, SERVE_LIMIT_DEFAULTS, type ServeOptions, type ServeLimits, type RunningServer, type IngestMode, type AckMode } from './sources/http.js';

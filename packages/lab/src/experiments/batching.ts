@@ -17,6 +17,7 @@ import { poissonArrivals } from 'sluice/testing';
 import { seededRng } from 'sluice';
 import { performance } from 'node:perf_hooks';
 import { batchingCharts } from './batching-charts.js';
+import { NOISE_RUNS, REPS, interleaved, judge, noiseOf } from '../protocol.js';
 
 export const LADDER = [0.5, 2, 10, 30] as const;
 /** Highest load multiple at which the batched p99 is checked against the SLO. */
@@ -55,51 +56,63 @@ export const batching: Experiment = {
       // The same queue bound for both: 2 windows' worth. Under overload the producer blocks
       // (and its items keep their intended times), so nothing is dropped and latency is honest.
       const queue = { maxItems: 2 * batchedWindow.maxItems, maxBytes: 64 * 2 ** 20, policy: 'block' as const, blockTimeoutMs: 60_000 };
-      const runs: BatchingRun[] = [];
-      ctx.progress.start('batching: ladder', LADDER.length * 2);
-      for (const mult of LADDER) {
-        const rate = Math.round(mult * c1);
-        for (const variant of ['unbatched', 'batched'] as const) {
-          await lab.reset();
-          const window = variant === 'batched' ? batchedWindow : unbatchedWindow;
-          const fig = await runPipeline({
-            sink: lab.sink,
-            window,
-            queue,
-            schedule: poissonArrivals(rate, seededRng(1000 + mult * 10)),
-            durationMs,
-            make: (i, t) => factory.make(i, t),
-            sloMs: ctx.sloMs,
-            offeredPerSec: rate,
-          });
-          const stored = await lab.countStored();
-          runs.push({
-            variant,
-            loadMultiple: mult,
-            ...fig,
-            achievedOfferedPerSec: Math.round((fig.offered / durationMs) * 1000),
-            storedInSink: stored,
-            window,
-          });
-          ctx.progress.tick(1, `${variant} ${mult}×C1: ${fig.throughputPerSec}/s p99 ${fig.latencyMs.p99} ms`);
-        }
+      // Tolerance calibration (docs/window.md, *Verdicts on a noisy machine*): identical runs of
+      // the batched window at 2×C1, before the judged ladder; their spread is the tolerance of
+      // the judged checks below.
+      const noiseRuns: RunFigures[] = [];
+      ctx.progress.start('batching: tolerance calibration', NOISE_RUNS);
+      for (let k = 0; k < NOISE_RUNS; k++) {
+        await lab.reset();
+        const fig = await runPipeline({ sink: lab.sink, window: batchedWindow, queue, schedule: poissonArrivals(2 * c1, seededRng(4242)), durationMs: ctx.quick ? 1000 : 2000, make: (i, t) => factory.make(i, t), sloMs: ctx.sloMs, offeredPerSec: 2 * c1 });
+        noiseRuns.push(fig);
+        ctx.progress.tick(1, `p99 ${fig.latencyMs.p99} ms`);
       }
       ctx.progress.done();
+      const noise = { p99Ms: noiseOf(noiseRuns.map((f) => f.latencyMs.p99)), throughput: noiseOf(noiseRuns.map((f) => f.throughputPerSec)), opsPerItem: noiseOf(noiseRuns.map((f) => f.fixedCostOpsPerItem)) };
+      // The ladder: every (load, variant) REPS times, interleaved, each repetition on the same seeded schedule.
+      const allRuns: (BatchingRun & { rep: number })[] = [];
+      const variants = LADDER.flatMap((mult) => (['unbatched', 'batched'] as const).map((variant) => ({ mult, variant })));
+      ctx.progress.start(`batching: ladder (${REPS} interleaved repetitions)`, variants.length * REPS);
+      await interleaved(variants, REPS, async ({ mult, variant }, rep) => {
+        const rate = Math.round(mult * c1);
+        await lab.reset();
+        const window = variant === 'batched' ? batchedWindow : unbatchedWindow;
+        const fig = await runPipeline({
+          sink: lab.sink,
+          window,
+          queue,
+          schedule: poissonArrivals(rate, seededRng(1000 + mult * 10)),
+          durationMs,
+          make: (i, t) => factory.make(i, t),
+          sloMs: ctx.sloMs,
+          offeredPerSec: rate,
+        });
+        const stored = await lab.countStored();
+        allRuns.push({ variant, loadMultiple: mult, ...fig, achievedOfferedPerSec: Math.round((fig.offered / durationMs) * 1000), storedInSink: stored, window, rep });
+        ctx.progress.tick(1, `${variant} ${mult}×C1 #${rep + 1}: ${fig.throughputPerSec}/s p99 ${fig.latencyMs.p99} ms`);
+      });
+      ctx.progress.done();
+      // The tables and charts show the first repetition; the checks read all of them.
+      const runs: BatchingRun[] = allRuns.filter((r) => r.rep === 0).sort((a, b) => a.loadMultiple - b.loadMultiple || (a.variant === 'unbatched' ? -1 : 1));
 
       const top = Math.max(...LADDER);
       const at = (v: string, m: number) => runs.find((r) => r.variant === v && r.loadMultiple === m)!;
-      const ub = at('unbatched', top);
-      const b = at('batched', top);
+      const reps = (v: string, m: number) => allRuns.filter((r) => r.variant === v && r.loadMultiple === m);
+      const stallsOf = (xs: RunFigures[]) => xs.map((x) => ({ gcPauseMaxMs: x.stalls.gcPauseMaxMs, eventLoopDelayMaxMs: x.stalls.eventLoopDelayMaxMs, sinkWriteMaxMs: x.stalls.sinkWriteMaxMs, sinkWritesOver5Ms: x.stalls.sinkWritesOver5Ms }));
+      const ratios = reps('batched', top).map((b) => {
+        const u = reps('unbatched', top).find((x) => x.rep === b.rep);
+        return u ? b.throughputPerSec / Math.max(1, u.throughputPerSec) : NaN;
+      });
       const checks = [
-        check(`batched throughput ÷ unbatched at ${top}×C1`, b.throughputPerSec / Math.max(1, ub.throughputPerSec), '>=', 20),
-        check(`batched fixed-cost ops per item at ${top}×C1`, b.fixedCostOpsPerItem, '<=', 0.01),
+        judge(`batched throughput ÷ unbatched at ${top}×C1`, ratios, '>=', 20, { tolerance: 2 * noise.throughput.relMad * 20, toleranceFrom: `2 × the relative MAD of throughput over ${NOISE_RUNS} identical batched runs at 2×C1, × 20` }),
+        judge(`batched fixed-cost ops per item at ${top}×C1`, reps('batched', top).map((r) => r.fixedCostOpsPerItem), '<=', 0.01, { tolerance: noise.opsPerItem.relMad * 0.01, toleranceFrom: `the relative MAD of ops/item over ${NOISE_RUNS} identical batched runs at 2×C1, × 0.01` }),
         // The issue's bound: the SLO holds at every load up to 10×C1. Above that (30×C1 on
         // PostgreSQL here) the offered rate can exceed what the sink takes at all; its p99 is
         // reported in the table, not judged.
-        ...LADDER.filter((m) => m <= SLO_CHECKED_UP_TO).map((m) => check(`batched p99 ≤ SLO at ${m}×C1 (ms)`, at('batched', m).latencyMs.p99, '<=', ctx.sloMs)),
-        check('ledger balances in every run', runs.every((r) => r.ledgerBalanced && r.inFlight === 0), '==', true),
-        check('committed equals records stored in the sink, every run', runs.every((r) => r.committed === r.storedInSink), '==', true),
-        check('nothing dropped or dead-lettered', runs.reduce((s, r) => s + r.dropped + r.deadLettered, 0), '==', 0),
+        ...LADDER.filter((m) => m <= SLO_CHECKED_UP_TO).map((m) => judge(`batched p99 ≤ SLO at ${m}×C1 (ms)`, reps('batched', m).map((r) => r.latencyMs.p99), '<=', ctx.sloMs, { tolerance: noise.p99Ms.mad, toleranceFrom: `MAD of p99 over ${NOISE_RUNS} identical batched runs at 2×C1`, unit: 'ms', stalls: stallsOf(reps('batched', m)) })),
+        check('ledger balances in every run', allRuns.every((r) => r.ledgerBalanced && r.inFlight === 0), '==', true),
+        check('committed equals records stored in the sink, every run', allRuns.every((r) => r.committed === r.storedInSink), '==', true),
+        check('nothing dropped or dead-lettered', allRuns.reduce((s, r) => s + r.dropped + r.deadLettered, 0), '==', 0),
       ];
       const topGen = at('batched', top);
       const generatorNote =
@@ -117,6 +130,9 @@ export const batching: Experiment = {
         load: 'poisson',
         generatorNote,
         runs,
+        reps: REPS,
+        allRuns: allRuns.map((r) => ({ variant: r.variant, loadMultiple: r.loadMultiple, rep: r.rep, throughputPerSec: r.throughputPerSec, fixedCostOpsPerItem: r.fixedCostOpsPerItem, latencyMs: r.latencyMs, stalls: r.stalls })),
+        noise: { runs: noiseRuns.map((f) => ({ p99Ms: f.latencyMs.p99, throughputPerSec: f.throughputPerSec, stalls: f.stalls })), ...noise },
         checks,
       };
     } finally {

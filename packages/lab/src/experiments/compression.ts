@@ -173,8 +173,12 @@ export const compression: Experiment = {
       const compressed = pairs.filter((p) => p.a.codec !== 'none');
       const none = pairs.find((p) => p.a.codec === 'none')!;
       checks.push(
-        check(`${set.name}: linger 0, highest ratio over codecs`, Math.max(...compressed.map((p) => p.a.ratio)), '<', 1.6),
-        check(`${set.name}: filled window, lowest ratio over codecs`, Math.min(...compressed.map((p) => p.b.ratio)), '>=', 2),
+        // The seed's claim, per payload and codec (issue 20): a filled window compresses at least
+        // 3× better than one record per request, and a lone record stays below 2. (A bound of 1.6
+        // on the lone record, set without data, failed on brotli's built-in dictionary: 1.64 on
+        // one Zeek DNS record.)
+        ...compressed.map((p) => check(`${set.name}, ${label(p.a)}: filled window ratio ÷ linger 0 ratio`, p.b.ratio / p.a.ratio, '>=', 3)),
+        check(`${set.name}: linger 0, highest ratio over codecs`, Math.max(...compressed.map((p) => p.a.ratio)), '<', 2),
         check(
           `${set.name}: wire bytes per item, filled ÷ linger 0, worst codec`,
           Math.max(...compressed.map((p) => p.b.wireBytesPerItem / p.a.wireBytesPerItem)),
@@ -191,7 +195,7 @@ export const compression: Experiment = {
       check('receiver decoded every committed record, every run', variants.every((v) => v.receiverLines === v.items), '==', true),
       check('ledger balanced, nothing dropped, every run', variants.every((v) => v.ledgerBalanced), '==', true),
     );
-    const overOne = variants.filter((v) => v.window === 'linger-0' && v.ratio >= 1.6);
+    const overOne = variants.filter((v) => v.window === 'linger-0' && v.ratio >= 1.6); // noted, not a check: see the checks above
     const notes = overOne.length
       ? `One record per request, ${overOne.map((v) => `${label(v)} on ${v.payload} (${v.ratio})`).join(', ')} reached 1.6 or more: ` +
         'brotli carries a built-in static dictionary of common text, so it compresses even a lone record somewhat; every other codec stays below. ' +

@@ -46,6 +46,9 @@ export interface WindowDecision {
   ratePerSec: number;
   /** Which knob bound the period's batches: size flushes or timer flushes. */
   bound: BindingKnob;
+  /** Samples over the SLO in the decision's interval, and the count the binomial breach test allows (breachTest 'binomial'). */
+  overSlo?: number;
+  overSloAllowed?: number;
   decision: ControlDecision;
   reason: string;
 }
@@ -94,6 +97,18 @@ export class IntervalHistogram {
 
   get count(): number {
     return this.n;
+  }
+
+  /** Samples over `ms` (those in buckets whose upper edge exceeds it: the edge `percentileMs` reports). */
+  countAbove(ms: number): number {
+    let over = 0;
+    for (let i = this.counts.length - 1; i >= 0; i--) {
+      const e = Math.floor(i / IntervalHistogram.SUB);
+      const sub = i % IntervalHistogram.SUB;
+      if ((2 ** e * (1 + (sub + 1) / IntervalHistogram.SUB)) / 1000 <= ms) break;
+      over += this.counts[i];
+    }
+    return over;
   }
 
   /** Upper edge of the bucket holding the p-th percentile (0..100), in ms; 0 when empty. */
@@ -279,6 +294,20 @@ export interface AimdOptions {
    * 0 halves on every breach. @default marginMs
    */
   mildBreachMs?: number;
+  /**
+   * What counts as a breach of the SLO over the decision's interval of n samples:
+   *   - `'binomial'`: more samples over the SLO than the 1% budget plus `breachZ` binomial
+   *     standard deviations at that n (n·0.01 + z·√(n·0.01·0.99)). A p99 is the count of
+   *     samples over a latency; at n = 1,500 the budget is 15 ± 3.9, so one stall that delays
+   *     a batch of 20 items reads "p99 > SLO" but is within the noise of the count. Mild
+   *     breaches need no second period (the test is the noise allowance).
+   *   - `'p99'`: the interval's p99 over the SLO (mild breaches: see mildBreachMs), the rule
+   *     before issue 20, kept to show side by side in `lab adaptive`.
+   * @default 'binomial'
+   */
+  breachTest?: 'binomial' | 'p99';
+  /** Standard deviations of the binomial breach test. @default 2 */
+  breachZ?: number;
   /** Double the binding knob while p99 < half of (slo − margin), as TCP's slow start. @default true */
   slowStart?: boolean;
   clock?: Clock;
@@ -330,6 +359,8 @@ export class AimdController<T = unknown> extends BaseController<T> {
   /** Below this p99 (half of slo − margin) growth is multiplicative (slow start). */
   private readonly slowStartBelowMs: number;
   private readonly mildBreachMs: number;
+  readonly breachTest: 'binomial' | 'p99';
+  private readonly breachZ: number;
   /** The last period breached the SLO (a mild breach needs two in a row to halve). */
   private breachedLast = false;
   /**
@@ -391,6 +422,10 @@ export class AimdController<T = unknown> extends BaseController<T> {
     this.slowStartBelowMs = opts.slowStart === false ? 0 : 0.5 * (slo - this.marginMs);
     this.mildBreachMs = opts.mildBreachMs ?? this.marginMs;
     if (!(this.mildBreachMs >= 0)) throw invalidOption('mildBreachMs', opts.mildBreachMs, 'a number ≥ 0');
+    this.breachTest = opts.breachTest ?? 'binomial';
+    if (this.breachTest !== 'binomial' && this.breachTest !== 'p99') throw invalidOption('breachTest', opts.breachTest, "'binomial' or 'p99'");
+    this.breachZ = opts.breachZ ?? 2;
+    if (!(this.breachZ >= 0)) throw invalidOption('breachZ', opts.breachZ, 'a number ≥ 0');
   }
 
   protected override onAttach(target: WindowTarget): void {
@@ -494,6 +529,15 @@ export class AimdController<T = unknown> extends BaseController<T> {
       periodsUsed = 1 + this.pastCount;
     }
     const over = periodsUsed > 1 ? ` over the last ${periodsUsed} periods (${fmt(periodP99)} ms in this one)` : '';
+    // The breach test (see AimdOptions.breachTest): the count of samples over the SLO in the
+    // interval against the 1% budget plus its binomial noise, or the interval's p99 alone.
+    const used = periodsUsed > 1 ? this.merged : this.hist;
+    const n = used.count;
+    const overSlo = used.countAbove(this.sloMs);
+    const overSloAllowed = n * 0.01 + this.breachZ * Math.sqrt(n * 0.01 * 0.99);
+    const binomial = this.breachTest === 'binomial';
+    const breach = binomial ? overSlo > overSloAllowed : p99 > this.sloMs;
+    const countNote = ` (${overSlo} of ${n} samples over the SLO; the 1% budget + ${fmt(this.breachZ)} sd allows ${fmt(overSloAllowed)})`;
     const rate = (samples * 1000) / ageMs;
     const s = this.sizeFlushes;
     const t = this.timeFlushes;
@@ -541,14 +585,14 @@ export class AimdController<T = unknown> extends BaseController<T> {
         decision = 'hold';
         reason = `sink saturated: ${late} of ${cuts} cuts waited for the in-flight batch with partial batches: no window helps`;
       }
-    } else if (p99 > this.sloMs && p99 - this.windowShareMs(bound, w, rate) > this.sloMs) {
+    } else if (breach && p99 - this.windowShareMs(bound, w, rate) > this.sloMs) {
       // The window adds at most its wait (timer-bound) or its fill time (size-bound) to an
       // item's latency. If p99 minus that still breaches, the tail comes from elsewhere (a
       // write stall, a GC pause, a busy CPU): shrinking the window would buy nothing and pay
       // the fixed cost more often.
       decision = 'hold';
       reason = `p99 ${fmt(p99)} ms${over} > SLO ${fmt(this.sloMs)} ms, but the window adds ≤ ${fmt(this.windowShareMs(bound, w, rate))} ms of it: not the window's breach`;
-    } else if (p99 > this.sloMs && p99 <= this.sloMs + this.mildBreachMs && !(this.breachedLast && periodP99 > this.sloMs)) {
+    } else if (!binomial && p99 > this.sloMs && p99 <= this.sloMs + this.mildBreachMs && !(this.breachedLast && periodP99 > this.sloMs)) {
       // One mild breach is not yet evidence against the window (see mildBreachMs). Nor is a
       // second one that this period did not make itself: the sliding interval still holds the
       // period that breached (measured 2026-11-27 08:0x at 572 items/s: one period at 29 ms,
@@ -557,7 +601,12 @@ export class AimdController<T = unknown> extends BaseController<T> {
       reason = !this.breachedLast
         ? `p99 ${fmt(p99)} ms${over} > SLO ${fmt(this.sloMs)} ms by ≤ ${fmt(this.mildBreachMs)} ms, first breach in a row: hold (a second one halves)`
         : `p99 ${fmt(p99)} ms${over} > SLO ${fmt(this.sloMs)} ms by ≤ ${fmt(this.mildBreachMs)} ms, but this period alone did not breach: hold (the tail is an earlier period's)`;
-    } else if (p99 > this.sloMs) {
+    } else if (binomial && !breach && p99 > this.sloMs) {
+      // Over the SLO by the p99, but the count of samples over it is within the 1% budget's
+      // binomial noise: a stall's few delayed items, not evidence against the window.
+      decision = 'hold';
+      reason = `p99 ${fmt(p99)} ms${over} > SLO ${fmt(this.sloMs)} ms, but within sampling noise${countNote}: hold`;
+    } else if (breach) {
       const floor = this.capacityFloorItems(rate);
       // Halved upwards (ceil; the wait on its 1 µs grid): a halving never moves a knob by more
       // than a factor of 2 (floor(1001 / 2) = 500 did, and so did a wait rounded to µs only in
@@ -568,7 +617,7 @@ export class AimdController<T = unknown> extends BaseController<T> {
       if (decision === 'decrease')
         this.lastHalving = { prev: { maxItems: w.maxItems, maxWaitMs: w.maxWaitMs }, p99BeforeMs: p99, gaveBackMs: this.windowShareMs(bound, w, rate) - this.windowShareMs(bound, { maxItems: items, maxWaitMs: wait }, rate) };
       const floored = (bound === 'size' || bound === 'both') && floor > Math.ceil(w.maxItems / 2) && items > Math.ceil(w.maxItems / 2);
-      reason = `p99 ${fmt(p99)} ms${over} > SLO ${fmt(this.sloMs)} ms: halve ${knobName(bound)}${floored ? ` (maxItems held at ≥ ${floor}: smaller batches would keep the sink more than half busy)` : ''}${decision === 'hold' ? ' (already at its lower bound)' : ''}`;
+      reason = `p99 ${fmt(p99)} ms${over} > SLO ${fmt(this.sloMs)} ms${binomial ? countNote : ''}: halve ${knobName(bound)}${floored ? ` (maxItems held at ≥ ${floor}: smaller batches would keep the sink more than half busy)` : ''}${decision === 'hold' ? ' (already at its lower bound)' : ''}`;
     } else if (p99 >= this.sloMs - this.marginMs) {
       decision = 'hold';
       reason = `p99 ${fmt(p99)} ms${over} in the band [${fmt(this.sloMs - this.marginMs)}, ${fmt(this.sloMs)}] ms`;
@@ -594,7 +643,7 @@ export class AimdController<T = unknown> extends BaseController<T> {
           ? `p99 ${fmt(p99)} ms${over} but no flush this period: nothing to move`
           : `p99 ${fmt(p99)} ms${over} < ${fmt(this.sloMs - this.marginMs)} ms: +${fmt(Math.max(this.stepMs / 8, Math.min(this.stepMs, this.sloMs - this.marginMs - p99)))} ms on ${knobName(bound)}${decision === 'hold' ? ' (already at its upper bound)' : ''}`;
     }
-    this.breachedLast = samples >= this.minSamplesToAct && p99 > this.sloMs;
+    this.breachedLast = samples >= this.minSamplesToAct && breach;
     // A new period starts *before* the window moves: setWindow pumps the batcher, whose cuts
     // call back into onFlush, which must count towards the new period, not decide again.
     this.writeMsSum = this.writeCount = 0;
@@ -627,6 +676,7 @@ export class AimdController<T = unknown> extends BaseController<T> {
       samples,
       ratePerSec: Math.round(rate),
       bound,
+      ...(binomial ? { overSlo, overSloAllowed: round3(overSloAllowed) } : {}),
       decision,
       reason,
     });

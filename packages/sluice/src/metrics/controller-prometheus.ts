@@ -6,7 +6,7 @@
  */
 import client from 'prom-client';
 import type { WindowController } from '../core/controller.js';
-import { collectedGauge } from './prometheus.js';
+import { collectedCounter, collectedGauge } from './prometheus.js';
 
 export function registerControllerMetrics(registry: client.Registry, controller: Pick<WindowController, 'stats' | 'kind'>): void {
   // On the pipeline's own registry (`prometheusFor`), the window gauges already exist, read
@@ -15,22 +15,25 @@ export function registerControllerMetrics(registry: client.Registry, controller:
     if (!registry.getSingleMetric(name)) collectedGauge(registry, name, help, read, labelNames);
   };
   gauge('sluice_window_max_items', 'Window size bound currently set (items).', (g) => g.set({ controller: controller.kind }, controller.stats().window.maxItems), ['controller']);
-  gauge('sluice_window_max_wait_ms', 'Window deadline currently set (ms).', (g) => g.set({ controller: controller.kind }, controller.stats().window.maxWaitMs), ['controller']);
-  gauge('sluice_controller_period_p99_ms', 'End-to-end p99 of the last control period (ms).', (g) => g.set({ controller: controller.kind }, controller.stats().lastP99Ms), ['controller']);
-  // A count only ever grows: typed `counter` (with `_total`), so rate() and increase() apply.
-  // Set from the controller's tally at scrape time: reset, then inc by the tally.
+  gauge(
+    'sluice_window_max_wait_seconds',
+    'Window deadline currently set (seconds).',
+    (g) => g.set({ controller: controller.kind }, controller.stats().window.maxWaitMs / 1000),
+    ['controller'],
+  );
+  gauge(
+    'sluice_controller_period_p99_seconds',
+    'End-to-end p99 of the last control period (seconds).',
+    (g) => g.set({ controller: controller.kind }, controller.stats().lastP99Ms / 1000),
+    ['controller'],
+  );
   if (!registry.getSingleMetric('sluice_controller_decisions_total'))
-    new client.Counter({
-      name: 'sluice_controller_decisions_total',
-      help: 'Control decisions taken, by decision (increase, decrease, hold).',
-      labelNames: ['controller', 'decision'],
-      registers: [registry],
-      collect() {
-        const s = controller.stats();
-        this.reset();
-        this.inc({ controller: controller.kind, decision: 'increase' }, s.increases);
-        this.inc({ controller: controller.kind, decision: 'decrease' }, s.decreases);
-        this.inc({ controller: controller.kind, decision: 'hold' }, s.holds);
-      },
+    collectedCounter(registry, 'sluice_controller_decisions_total', 'Control decisions taken, by decision (increase, decrease, hold).', () => {
+      const s = controller.stats();
+      return [
+        { labels: { controller: controller.kind, decision: 'increase' }, value: s.increases },
+        { labels: { controller: controller.kind, decision: 'decrease' }, value: s.decreases },
+        { labels: { controller: controller.kind, decision: 'hold' }, value: s.holds },
+      ];
     });
 }

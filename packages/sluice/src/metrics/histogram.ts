@@ -55,6 +55,26 @@ export function withFastIndex<H extends object>(h: H): H {
   return h;
 }
 
+interface RecordedValues {
+  reset(): void;
+  hasNext(): boolean;
+  next(): { valueIteratedTo: number; countAtValueIteratedTo: number };
+}
+
+function summarize(h: hdr.Histogram): LatencySummary {
+  if (h.totalCount === 0) return { count: 0, mean: 0, p50: 0, p90: 0, p99: 0, p999: 0, max: 0 };
+  const r = (us: number) => Math.round(us) / 1000;
+  return {
+    count: h.totalCount,
+    mean: r(h.mean),
+    p50: r(h.getValueAtPercentile(50)),
+    p90: r(h.getValueAtPercentile(90)),
+    p99: r(h.getValueAtPercentile(99)),
+    p999: r(h.getValueAtPercentile(99.9)),
+    max: r(h.maxValue),
+  };
+}
+
 export class LatencyHistogram {
   private h = withFastIndex(hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: LATENCY_MAX_US, numberOfSignificantValueDigits: 3 }));
 
@@ -76,17 +96,44 @@ export class LatencyHistogram {
   }
 
   summary(): LatencySummary {
-    const h = this.h;
-    if (h.totalCount === 0) return { count: 0, mean: 0, p50: 0, p90: 0, p99: 0, p999: 0, max: 0 };
-    const r = (us: number) => Math.round(us) / 1000;
-    return {
-      count: h.totalCount,
-      mean: r(h.mean),
-      p50: r(h.getValueAtPercentile(50)),
-      p90: r(h.getValueAtPercentile(90)),
-      p99: r(h.getValueAtPercentile(99)),
-      p999: r(h.getValueAtPercentile(99.9)),
-      max: r(h.maxValue),
+    return summarize(this.h);
+  }
+
+  /**
+   * Cumulative counts at each upper bound (ms, ascending), for a Prometheus histogram's
+   * `le` buckets: a value counts under a bound when the lowest value of its HDR bucket is ≤
+   * the bound, so a value equal to a bound is counted under it (Prometheus' `le`) and one at
+   * most 0.1% above it may be too (the 3-digit precision). Walks only the recorded buckets.
+   */
+  cumulativeAtMs(boundsMs: readonly number[]): number[] {
+    const out = new Array<number>(boundsMs.length).fill(0);
+    if (this.h.totalCount === 0) return out;
+    const h = this.h as unknown as { recordedValuesIterator: RecordedValues; lowestEquivalentValue(v: number): number };
+    const it = h.recordedValuesIterator;
+    it.reset();
+    const boundsUs = boundsMs.map((b) => b * 1000);
+    while (it.hasNext()) {
+      const v = it.next();
+      const low = h.lowestEquivalentValue(v.valueIteratedTo);
+      for (let i = boundsUs.length - 1; i >= 0 && low <= boundsUs[i]; i--) out[i] += v.countAtValueIteratedTo;
+    }
+    return out;
+  }
+
+  /**
+   * A reader of the values recorded since its previous call (the first call: since the
+   * start). It keeps one copy of the histogram between calls and costs two copies and one
+   * subtraction per call (≈ 24k counts each), nothing per recorded value: for the live page,
+   * which reads once per second and only while someone watches.
+   */
+  intervalReader(): () => LatencySummary {
+    let prev: hdr.Histogram | null = null;
+    return () => {
+      const cur = this.h.copyCorrectedForCoordinatedOmission(0);
+      const d = cur.copyCorrectedForCoordinatedOmission(0);
+      if (prev) d.subtract(prev);
+      prev = cur;
+      return summarize(d);
     };
   }
 
@@ -128,6 +175,13 @@ export class CountHistogram {
       p99: h.getValueAtPercentile(99),
       max: h.maxValue,
     };
+  }
+
+  /** Cumulative counts at each upper bound (ascending), exact (from the per-value counts). */
+  cumulativeAt(bounds: readonly number[]): number[] {
+    const out = new Array<number>(bounds.length).fill(0);
+    for (const [v, c] of this.exact) for (let i = bounds.length - 1; i >= 0 && v <= bounds[i]; i--) out[i] += c;
+    return out;
   }
 
   /**

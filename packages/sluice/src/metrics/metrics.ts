@@ -34,6 +34,8 @@ export class PipelineMetrics<T = unknown> implements PipelineObserver<T> {
   readonly dropped = new Map<string, number>();
   committed = 0;
   deadLettered = 0;
+  /** Items in the batches cut so far (the batch-size histogram's sum). */
+  batchItems = 0;
   /** Items committed with a latency above this (ms) count in `sloBreaches`. */
   sloBreaches = 0;
   private pipeline: Pipeline<T> | null = null;
@@ -57,6 +59,7 @@ export class PipelineMetrics<T = unknown> implements PipelineObserver<T> {
   onFlush(info: FlushInfo): void {
     this.flushReasons[info.reason]++;
     this.batchSize.record(info.items);
+    this.batchItems += info.items;
     this.batchWait.recordMs(info.waitMs);
   }
 

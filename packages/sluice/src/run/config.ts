@@ -67,6 +67,19 @@ export const RunConfigSchema = z
     stopGraceMs: nonNeg.default(30_000),
     /** NATS consumer: redelivery delay of an unacknowledged message (ms). */
     ackWaitMs: posInt.default(30_000),
+    // --- several processes on one stream (docs/scale.md) ---
+    /** More NATS servers (`host:port`) besides the source URL's host: tried at start-up and on every reconnect. */
+    nats: z.array(z.string().min(1)).optional(),
+    /** Replicas of the stream when `run` creates it (JetStream cluster: 3). An existing stream is used as it is. @default 1 */
+    replicas: z.number().int().min(1).max(5).default(1),
+    /** How many `sluice run` workers share the durable consumer: sizes its MaxAckPending (see `maxAckPending`). */
+    workers: posInt.optional(),
+    /**
+     * The consumer's MaxAckPending: messages delivered and not yet acked, over all its workers.
+     * @default workers × (queue.maxItems + maxInFlight × maxItems + 256 pulled ahead) when
+     * `workers` is given; else the consumer's own (50,000 when `run` creates it).
+     */
+    maxAckPending: posInt.optional(),
     metricsPort: z.number().int().min(0).max(65535).optional(),
     /** p99 end-to-end latency objective (ms): the AIMD controller moves the window live from `window` to hold it (docs/tune.md). Off by default. */
     sloP99Ms: z.number().positive().optional(),

@@ -6,6 +6,7 @@
 import http from 'node:http';
 import client from 'prom-client';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { jetstreamManager, type ConsumerInfo } from '@nats-io/jetstream';
 import { abortWholeBatch, splitAndRetry } from '../core/reliability.js';
 import type { LedgerSnapshot } from '../core/ledger.js';
 import type { BatchHandler, Sink } from '../core/types.js';
@@ -20,9 +21,10 @@ import { JetStreamDeadLetterStore } from '../dlq/jetstream.js';
 import { deadLetterWriter, type DeadLetterStore } from '../dlq/store.js';
 import { EmbeddedLogSource, type OffsetSource } from '../sources/embedded-log.js';
 import { JetStreamSource } from '../sources/jetstream.js';
+import { WINDOW_DEFAULTS, QUEUE_DEFAULTS } from '../core/options.js';
 import { connectNats, parseNatsUrl } from '../sources/nats.js';
 import { prometheusFor } from '../metrics/prometheus.js';
-import { registerSinkHealthMetrics } from '../metrics/sink-health.js';
+import { liveView } from '../metrics/live.js';
 import { ErrorCode, SluiceError } from '../core/errors.js';
 import { resolveQueue, resolveWindow } from '../core/options.js';
 import { LiveSlo } from '../tune/live.js';
@@ -56,7 +58,7 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
       const key = parseNatsUrl(url).servers;
       let nc = natsConns.get(key);
       if (!nc) {
-        nc = await connectNats(url);
+        nc = await connectNats(url, undefined, undefined, cfg.nats ?? []);
         natsConns.set(key, nc);
         const c = nc;
         closers.push(() => c.drain());
@@ -102,16 +104,24 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
 
     // Source
     let source: OffsetSource<unknown>;
+    let consumerInfo: (() => Promise<ConsumerInfo>) | null = null;
     if (isNats(cfg.source)) {
       const { stream, consumer } = parseNatsUrl(cfg.source);
       if (!stream || !consumer)
         throw new SluiceError(ErrorCode.InvalidOption, `invalid --source ${cfg.source}: expected nats://host:port/<stream>/<consumer>`);
+      const jsm = await jetstreamManager(await nats(cfg.source));
+      consumerInfo = () => jsm.consumers.info(stream, consumer);
       // A message whose body is not JSON is dead-lettered with its reason, then acked.
       source = await JetStreamSource.open<unknown>({
         nc: await nats(cfg.source),
         stream,
         consumer,
         ackWaitMs: cfg.ackWaitMs,
+        replicas: cfg.replicas,
+        maxAckPending: maxAckPendingFor(cfg),
+        // Pulls of 5 s: after the stream's leader is killed, workers resume within ~5–10 s instead of
+        // the client's 30 s (the `scaleout` lab's kill of the leader; docs/scale.md).
+        pullExpiresMs: 5_000,
         deadLetters: deadLetterWriter(dlq, { pipeline: cfg.name, sink: sink.name, source: `jetstream:${stream}/${consumer}` }),
       });
     } else {
@@ -150,7 +160,6 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
     let metricsUrl: string | null = null;
     if (cfg.metricsPort !== undefined) {
       const expo = prometheusFor(ingest.pipeline, ingest.metrics);
-      if (health) registerSinkHealthMetrics(expo.registry, health);
       slo?.registerMetrics(expo.registry);
       new client.Gauge({
         name: 'sluice_source_lag',
@@ -160,7 +169,10 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
           this.set(await source.lag());
         },
       });
+      const live = liveView({ pipeline: ingest.pipeline, metrics: ingest.metrics, kind: 'run', sourceLag: () => source.lag() });
+      if (source instanceof JetStreamSource && consumerInfo) registerWorkerMetrics(expo.registry, source, cfg.name, consumerInfo);
       server = http.createServer((req, res) => {
+        if (live.route(req, res)) return; // GET / (the live page) and GET /live/events
         if (req.method === 'GET' && req.url?.split('?')[0] === '/metrics') {
           expo.text().then(
             (t) => res.writeHead(200, { 'content-type': expo.contentType }).end(t),
@@ -176,6 +188,7 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
       metricsUrl = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : cfg.metricsPort}/metrics`;
       const s = server;
       closers.push(() => new Promise((r) => s.close(() => r(undefined))));
+      closers.push(async () => live.close()); // runs before the server's close, which waits for open streams
     }
 
     let stopping: ReturnType<RunningService['stop']> | null = null;
@@ -215,3 +228,56 @@ export async function startService(cfg: RunConfig): Promise<RunningService> {
   }
 }
 
+
+/** Messages pulled ahead of the pipeline by one worker (JetStreamSource's pull batch). */
+const PULLED_AHEAD = 256;
+
+/**
+ * The consumer's MaxAckPending (docs/scale.md): given, or sized for `workers` workers each
+ * holding a full queue, its batches in flight and one pull ahead; else left to the consumer.
+ */
+export function maxAckPendingFor(cfg: RunConfig): number | undefined {
+  if (cfg.maxAckPending !== undefined) return cfg.maxAckPending;
+  if (cfg.workers === undefined) return undefined;
+  const w = { ...WINDOW_DEFAULTS, ...cfg.window };
+  const q = cfg.queue.maxItems ?? QUEUE_DEFAULTS.maxItems;
+  return cfg.workers * (q + w.maxInFlight * w.maxItems + PULLED_AHEAD);
+}
+
+/**
+ * Per worker and per consumer, for M workers on one durable consumer (docs/scale.md):
+ * - `sluice_worker_lag_records{worker}`: records delivered to this worker and not yet
+ *   acknowledged (queued, in flight, or awaiting their ack);
+ * - `sluice_consumer_pending`: the consumer's messages not yet delivered to any worker;
+ * - `sluice_consumer_ack_pending`: delivered to some worker, not yet acknowledged;
+ * - `sluice_consumer_redelivered`: the consumer's redelivered messages not yet acknowledged.
+ * The consumer figures come from one consumer-info request per scrape.
+ */
+function registerWorkerMetrics(registry: client.Registry, source: JetStreamSource<unknown>, worker: string, consumer: () => Promise<ConsumerInfo>): void {
+  new client.Gauge({
+    name: 'sluice_worker_lag_records',
+    help: 'Records delivered to this worker and not yet acknowledged.',
+    labelNames: ['worker'],
+    registers: [registry],
+    collect() {
+      this.set({ worker }, source.stats().held ?? 0);
+    },
+  });
+  let last: Promise<ConsumerInfo | null> | null = null;
+  // One consumer-info request per scrape, shared by the three gauges.
+  const info = () => (last ??= consumer().catch(() => null).finally(() => setTimeout(() => (last = null), 0)));
+  for (const [name, help, pick] of [
+    ['sluice_consumer_pending', 'Messages of the durable consumer not yet delivered to any worker.', (i: ConsumerInfo) => i.num_pending],
+    ['sluice_consumer_ack_pending', 'Messages delivered to some worker of the consumer and not yet acknowledged.', (i: ConsumerInfo) => i.num_ack_pending],
+    ['sluice_consumer_redelivered', 'Messages of the consumer redelivered and not yet acknowledged.', (i: ConsumerInfo) => i.num_redelivered],
+  ] as const)
+    new client.Gauge({
+      name,
+      help,
+      registers: [registry],
+      async collect() {
+        const i = await info();
+        if (i) this.set(pick(i));
+      },
+    });
+}

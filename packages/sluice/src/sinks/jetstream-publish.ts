@@ -21,6 +21,7 @@ import { SinkError, invalidOption } from '../core/errors.js';
 import type { Envelope, FixedCostKind, Sink } from '../core/types.js';
 import { compressMeasured, createCodec, type Codec, type CodecName, type CodecSpec } from '../codec/compress.js';
 import { ndjsonBatch } from './serialize.js';
+import { connectNats, ensureStream, manager, parseNatsUrl } from '../sources/nats.js';
 
 export type JetStreamPublishMode = 'batch' | 'item';
 
@@ -137,4 +138,60 @@ function classify(e: unknown, items: number): SinkError {
   if (/max.?payload|payload.*(too large|exceeded)/i.test(msg) || code === 'MAX_PAYLOAD_EXCEEDED')
     return new SinkError('item', `jetstream sink: message too large: ${msg}`, { cause: e, sinkCode: 'MAX_PAYLOAD', details: { items } });
   return new SinkError('transient', `jetstream sink: ${msg}`, { cause: e, sinkCode: code ?? (e instanceof Error ? e.name : 'UNKNOWN'), details: { items } });
+}
+
+// ------------------------------------------------------------------ serve → JetStream
+
+/** Defaults of `sluice serve --sink nats://…/STREAM` (docs/scale.md). */
+export const STREAM_SINK_DEFAULTS = Object.freeze({
+  /** PubAck deadline per record: a stream without a leader fails a publish within this. */
+  publishTimeoutMs: 2_000,
+  /** Retries of a failed publish batch before its request is answered 503 + Retry-After. */
+  publishRetries: 2,
+  /** Stream replicas when serve creates the stream. */
+  replicas: 1,
+});
+
+export interface StreamSinkSpec {
+  /** `nats://host:port/STREAM`; records go to the subject `STREAM.in` (what `sluice run` reads). */
+  url: string;
+  /** More servers (`host:port`), the `--nats` list. */
+  servers?: readonly string[];
+  /** @default STREAM_SINK_DEFAULTS.replicas */
+  replicas?: number;
+  /** @default STREAM_SINK_DEFAULTS.publishTimeoutMs */
+  publishTimeoutMs?: number;
+}
+
+export interface StreamSink {
+  sink: JetStreamPublishSink<unknown>;
+  nc: NatsConnection;
+  stream: string;
+  subject: string;
+  describe: string;
+  /** Drains the connection (after the server closed the pipeline). */
+  close(): Promise<void>;
+}
+
+/**
+ * The front door's sink when it writes into a JetStream stream (issue 24): one message per
+ * record, its `Nats-Msg-Id` the record's id, so a client that retries a request (same ids)
+ * is de-duplicated by the stream within its duplicate window; the publishes of a batch go out
+ * back to back and their PubAcks are awaited together (`item` mode). The stream is created
+ * (file storage, `replicas` copies) when missing, used as it is when it exists.
+ */
+export async function openStreamSink(spec: StreamSinkSpec): Promise<StreamSink> {
+  const { stream } = parseNatsUrl(spec.url);
+  if (!stream) throw invalidOption('--sink', spec.url, 'nats://host:port/<stream>');
+  const replicas = spec.replicas ?? STREAM_SINK_DEFAULTS.replicas;
+  const nc = await connectNats(spec.url, undefined, undefined, spec.servers ?? []);
+  try {
+    const subject = `${stream}.in`;
+    await ensureStream(await manager(nc), stream, [subject], { replicas });
+    const sink = new JetStreamPublishSink<unknown>({ nc, subject, mode: 'item', timeoutMs: spec.publishTimeoutMs ?? STREAM_SINK_DEFAULTS.publishTimeoutMs });
+    return { sink, nc, stream, subject, describe: `jetstream stream ${stream} (subject ${subject})`, close: () => nc.drain() };
+  } catch (e) {
+    await nc.close().catch(() => {});
+    throw e;
+  }
 }

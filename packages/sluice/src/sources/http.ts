@@ -26,7 +26,7 @@ import type { QueueOptions, WindowOptions } from '../core/options.js';
 import { envelope, type BatchHandler, type Envelope, type PipelineObserver, type Sink } from '../core/types.js';
 import { PipelineMetrics } from '../metrics/metrics.js';
 import { prometheusFor, type Exposition } from '../metrics/prometheus.js';
-import { registerSinkHealthMetrics } from '../metrics/sink-health.js';
+import { liveView } from '../metrics/live.js';
 import { Readable } from 'node:stream';
 import { boundedDecode, decodeSmallSync, KNOWN_CODINGS, parseContentEncoding, type Coding, type DecodeStats } from '../codec/bounded-decode.js';
 import { NdjsonFramer } from '../codec/ndjson.js';
@@ -47,20 +47,53 @@ const VALIDATE_SLICE = 1000;
 export const SMALL_BODY_BYTES = 64 * 1024;
 export const SYNC_DECODE_BYTES = 256 * 1024;
 
-/** The whole body of a request whose Content-Length is small; rejects if the client aborts. */
-function readWhole(req: IncomingMessage): Promise<Buffer> {
+/**
+ * Reads a body until `n` bytes or its end, whichever comes first, then pauses it: the rest is
+ * read later (async iteration resumes it). `ended`: the whole body is in `buf`. Rejects if the
+ * client aborts.
+ */
+function readPrefix(req: IncomingMessage, n: number): Promise<{ buf: Buffer; ended: boolean }> {
   return new Promise((resolve, reject) => {
     const parts: Buffer[] = [];
-    let n = 0;
-    const aborted = () => reject(new SluiceError(ErrorCode.MalformedInput, 'request body aborted by the client', { details: { reason: 'aborted' } }));
-    req.on('data', (c: Buffer) => {
+    let got = 0;
+    let done = false;
+    const off = () => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onAbort);
+      req.off('close', onClose);
+    };
+    const finish = (ended: boolean) => {
+      if (done) return;
+      done = true;
+      off();
+      if (!ended) req.pause();
+      resolve({ buf: parts.length === 1 ? parts[0] : Buffer.concat(parts, got), ended });
+    };
+    const onData = (c: Buffer) => {
       parts.push(c);
-      n += c.length;
-    });
-    req.once('end', () => resolve(parts.length === 1 ? parts[0] : Buffer.concat(parts, n)));
-    req.once('error', aborted);
-    req.once('close', () => req.readableEnded || aborted());
+      got += c.length;
+      if (got >= n) finish(false);
+    };
+    const onEnd = () => finish(true);
+    const onAbort = () => {
+      if (done) return;
+      done = true;
+      off();
+      reject(new SluiceError(ErrorCode.MalformedInput, 'request body aborted by the client', { details: { reason: 'aborted' } }));
+    };
+    const onClose = () => req.readableEnded || onAbort();
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('error', onAbort);
+    req.once('close', onClose);
   });
+}
+
+/** `prefix`, then the rest of `req`; ending early (a cap) leaves req alive for the answer to linger on. */
+async function* joined(prefix: Buffer, req: IncomingMessage): AsyncGenerator<Buffer> {
+  yield prefix;
+  for await (const chunk of req.iterator({ destroyOnReturn: false })) yield chunk as Buffer;
 }
 
 export type IngestMode = 'per-line' | 'all-or-nothing';
@@ -304,12 +337,12 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   if (limits.maxLineBytes > pipeline.window().maxBytes)
     throw invalidOption('maxLineBytes', limits.maxLineBytes, `at most the window's maxBytes (${pipeline.window().maxBytes})`);
   const exposition = prometheusFor(pipeline, metrics);
+  const live = liveView({ pipeline, metrics, kind: 'serve' });
   const reg = [exposition.registry];
   // The sink's health as the handler sees it: /healthz, sluice_sink_up, and one log line when
   // it goes down and one when it comes back (not one per retry).
   const health = pipeline.sinkHealth();
   if (health) {
-    registerSinkHealthMetrics(exposition.registry, health);
     health.onDown((_e, i) => log(`sink down: ${opts.sink.name} ${i.sinkCode ?? ''} ${i.message}; retrying until it is back (requests get 503 once the queue is full)`));
     health.onUp((outageMs, i) => log(`sink back: ${opts.sink.name} after ${(outageMs / 1000).toFixed(1)} s (${i.retries} retries)`));
   }
@@ -336,6 +369,15 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   let active = 0;
   // Per request: a small body read before its slot was taken, and when the request arrived.
   const preReads = new WeakMap<IncomingMessage, Buffer>();
+  // The first bytes of a larger body, read before it took its slot; the rest follows from req.
+  const prefixes = new WeakMap<IncomingMessage, Buffer>();
+  // Requests holding a concurrency slot. A slot guards decoding and staging (the memory a
+  // request can pin); it is given back once the request's records are enqueued, so clients
+  // waiting for their commit (a slow or down sink) never hold the door shut: the queue bounds them.
+  const holding = new WeakSet<IncomingMessage>();
+  const releaseSlot = (req: IncomingMessage) => {
+    if (holding.delete(req)) active--;
+  };
   const arrivedAt = new WeakMap<IncomingMessage, number>();
   let closing: Promise<LedgerSnapshot> | null = null;
   const inProgress = new Set<Promise<void>>();
@@ -426,7 +468,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
    */
   async function decodeInto(req: IncomingMessage, coding: Coding, framer: { push(chunk: Buffer): void }, stats: DecodeStats): Promise<void> {
     const preRead = preReads.get(req) ?? null;
-    let source: Readable = preRead ? Readable.from([preRead]) : req;
+    const prefix = prefixes.get(req);
+    let source: Readable = preRead ? Readable.from([preRead]) : prefix ? Readable.from(joined(prefix, req)) : req;
     if (preRead && coding !== 'br') {
       const whole = preRead;
       stats.compressedBytes = whole.length;
@@ -459,7 +502,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
    * their index), and the caller says which (the client resends them after Retry-After).
    * Then cuts the batch (flush 'request') and, with ack 'commit', waits for the ticket.
    */
-  async function enqueueStaged(staged: readonly Envelope<unknown>[], ticket: Ticket): Promise<{ accepted: number; refused: SluiceError | null }> {
+  async function enqueueStaged(staged: readonly Envelope<unknown>[], ticket: Ticket, enqueued?: () => void): Promise<{ accepted: number; refused: SluiceError | null }> {
     let refused: SluiceError | null = null;
     let accepted = 0;
     for (; accepted < staged.length; accepted++) {
@@ -480,6 +523,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     // that only other requests could fill. If a batch is being written, this request's items
     // wait for it and leave with everything else queued meanwhile.
     if (flush === 'request' && accepted > 0) void pipeline.flush();
+    enqueued?.();
     if (ack === 'commit') await ticket.done;
     return { accepted, refused };
   }
@@ -612,7 +656,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     // are not accepted, and the answer says which (the client resends them after Retry-After).
     const who = principals.get(req);
     if (who) auth!.chargeRecords(who, staged.length);
-    const { accepted, refused } = await enqueueStaged(staged, ticket);
+    const { accepted, refused } = await enqueueStaged(staged, ticket, () => releaseSlot(req));
     const notAccepted = staged.length - accepted;
     if (refused) reject((staged[accepted].meta as ItemMeta).line, refused.code === ErrorCode.QueueFull ? 'queue-full' : 'closed', refused.message);
     for (const l of ticket.lost) if (errors.length < maxErrorsListed) errors.push(l);
@@ -664,8 +708,13 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   /** A door's context for one request: with auth, its records are charged to the request's tenant. */
   const contextFor = (req: IncomingMessage): DoorContext => {
     const who = principals.get(req);
-    if (!who) return doorContext;
-    return { ...doorContext, enqueueStaged: (staged, ticket) => (auth!.chargeRecords(who, staged.length), enqueueStaged(staged, ticket)) };
+    return {
+      ...doorContext,
+      enqueueStaged: (staged, ticket) => {
+        if (who) auth!.chargeRecords(who, staged.length);
+        return enqueueStaged(staged, ticket, () => releaseSlot(req));
+      },
+    };
   };
 
   const server = createFrontDoorServer(opts.tls, { connectionsCheckingInterval: 1000 }, (req, res) => {
@@ -674,7 +723,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     res.setHeader('x-elastic-product', 'Elasticsearch');
     // Who may write: decided from the headers, before the body is read or decoded (a bomb from
     // a client without a valid token is answered 401 and its bytes discarded undecoded).
-    const route = auth ? routeOf(path) : null;
+    // GET / is two things: the live page for a browser (it asks for HTML), the Elasticsearch
+    // version probe for a client or shipper (it asks for JSON). The page and its event stream
+    // are monitoring, like /metrics: with tokens on, they take the metrics token.
+    const wantsPage = req.method === 'GET' && ((path === '/' && /text\/html/.test(req.headers.accept ?? '')) || path === '/live/events');
+    const route = auth ? (wantsPage ? 'metrics' : routeOf(path)) : null;
     if (route) {
       const v = auth!.authorize(req.headers, route);
       if (!v.ok) {
@@ -683,6 +736,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       }
       principals.set(req, v.principal);
     }
+    if (wantsPage && live.route(req, res)) return;
     const door = matchDoor(req.method ?? 'GET', path);
     if (door === 'method') return void send(req, res, 405, { error: 'method not allowed', allow: 'POST' }, { allow: 'POST' });
     if (door && !door.gated) return void door.handle(contextFor(req), req, res);
@@ -691,26 +745,27 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       if (closing) return refuse(req, res, new SluiceError(ErrorCode.Closed, 'server is shutting down'));
       arrivedAt.set(req, performance.now());
       const stopGuard = guardBodyRate(req, res);
-      // A small body (by Content-Length) is read before it takes a concurrency slot, so clients
-      // trickling bodies hold sockets (until the rate guard cuts them), never the slots that
-      // decoding needs. Larger bodies are streamed through the decoder and take a slot at once.
+      // A body takes a concurrency slot only once its first SMALL_BODY_BYTES have arrived (a
+      // small body: all of it), so clients trickling bodies hold sockets (until the rate guard
+      // cuts them with 408), never the slots that decoding needs (issue 19: 32 trickling
+      // clients starved good requests while a large declared body took a slot at once).
       const cl = req.headers['content-length'];
       const small = cl !== undefined && Number(cl) <= SMALL_BODY_BYTES;
       const p = (async () => {
-        if (small) {
-          const preRead = await readWhole(req).catch(() => null);
-          if (preRead === null) return; // aborted or cut by the rate guard: nothing to answer
-          preReads.set(req, preRead);
-        }
+        const head = await readPrefix(req, small ? Infinity : SMALL_BODY_BYTES).catch(() => null);
+        if (head === null) return; // aborted or cut by the rate guard: nothing to answer
+        if (head.ended) preReads.set(req, head.buf);
+        else prefixes.set(req, head.buf);
         if (active >= limits.maxConcurrentRequests) {
           requestsRejected.inc({ reason: 'concurrency' });
           return void send(req, res, 503, { error: 'SLUICE_OVERLOADED', reason: 'concurrency', limit: limits.maxConcurrentRequests }, { 'retry-after': retryAfter });
         }
         active++;
+        holding.add(req);
         try {
           await (door ? door.handle(contextFor(req), req, res) : ingest(req, res));
         } finally {
-          active--;
+          releaseSlot(req);
         }
       })()
         .catch((e) => {
@@ -725,6 +780,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       return;
     }
     if (req.method !== 'GET') return void send(req, res, 405, { error: 'method not allowed', allow: 'GET' }, { allow: 'GET' });
+    if (live.route(req, res)) return; // GET / (the live page) and GET /live/events
     if (path === '/healthz') {
       const state = pipeline.state();
       if (closing) return void send(req, res, 503, { status: 'closing', state, activeRequests: active });
@@ -780,6 +836,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   function close(): Promise<LedgerSnapshot> {
     if (closing) return closing;
     closing = (async () => {
+      live.close();
       const stopped = new Promise<void>((r) => server.close(() => r()));
       server.closeIdleConnections();
       while (inProgress.size > 0) await Promise.allSettled([...inProgress]);

@@ -52,6 +52,15 @@ export interface JetStreamSourceOptions<T> {
   maxAckPending?: number;
   /** Messages per pull request. @default 256 */
   pullBatch?: number;
+  /** Replicas of the stream when this source creates it (a JetStream cluster: 3). @default 1 */
+  replicas?: number;
+  /**
+   * Lifetime of each pull request (ms); the client re-pulls when one expires or two of its
+   * heartbeats (every half of it) go missing. A pull addressed to a consumer leader that dies
+   * is lost until then, so this bounds a worker's stall after a leader election (docs/scale.md).
+   * @default the client's (30_000)
+   */
+  pullExpiresMs?: number;
   /** Bytes → value; a throw makes the message undecodable (see `deadLetters`). @default JSON.parse of UTF-8 */
   decode?: (data: Buffer) => T;
   /**
@@ -71,11 +80,21 @@ export interface JetStreamSourceOptions<T> {
   recentAcks?: number;
 }
 
-/** Creates the stream and the durable pull consumer if missing. */
-export async function ensureJetStream(jsm: JetStreamManager, o: { stream: string; consumer: string; subject?: string; ackWaitMs?: number; maxAckPending?: number }): Promise<void> {
-  await ensureStream(jsm, o.stream, [o.subject ?? `${o.stream}.in`]);
+/**
+ * Creates the stream and the durable pull consumer if missing. Idempotent (several workers
+ * start at once): an existing stream is used as it is; an existing consumer too, except that
+ * an explicitly given `maxAckPending` different from its current one is applied (it is how
+ * the consumer is sized for M workers, docs/scale.md).
+ */
+export async function ensureJetStream(
+  jsm: JetStreamManager,
+  o: { stream: string; consumer: string; subject?: string; ackWaitMs?: number; maxAckPending?: number; replicas?: number },
+): Promise<void> {
+  await ensureStream(jsm, o.stream, [o.subject ?? `${o.stream}.in`], { replicas: o.replicas });
   try {
-    await jsm.consumers.info(o.stream, o.consumer);
+    const info = await jsm.consumers.info(o.stream, o.consumer);
+    if (o.maxAckPending !== undefined && info.config.max_ack_pending !== o.maxAckPending)
+      await jsm.consumers.update(o.stream, o.consumer, { max_ack_pending: o.maxAckPending });
     return;
   } catch {
     // missing: create
@@ -89,7 +108,12 @@ export async function ensureJetStream(jsm: JetStreamManager, o: { stream: string
       max_ack_pending: o.maxAckPending ?? 50_000,
     });
   } catch (cause) {
-    throw new SluiceError(ErrorCode.SourceUnavailable, `cannot create consumer ${o.stream}/${o.consumer}: ${(cause as Error).message}`, { cause });
+    // Another worker created it first: fine.
+    try {
+      await jsm.consumers.info(o.stream, o.consumer);
+    } catch {
+      throw new SluiceError(ErrorCode.SourceUnavailable, `cannot create consumer ${o.stream}/${o.consumer}: ${(cause as Error).message}`, { cause });
+    }
   }
 }
 
@@ -151,7 +175,7 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
   async run(target: PutTarget<T>): Promise<void> {
     const c = await this.js.consumers.get(this.o.stream, this.o.consumer);
     if (this.stopping) return;
-    this.messages = await c.consume({ max_messages: this.o.pullBatch ?? 256 });
+    this.messages = await c.consume({ max_messages: this.o.pullBatch ?? 256, ...(this.o.pullExpiresMs ? { expires: this.o.pullExpiresMs } : {}) });
     this.startHeartbeat();
     // A connection that closes for good (drain, or a server that refuses us) ends the iterator
     // through `stop()`, so run() settles instead of leaving an unsettled await behind.

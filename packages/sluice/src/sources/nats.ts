@@ -36,23 +36,59 @@ export function logNatsStatus(e: NatsStatusEvent): void {
 }
 
 /**
+ * `--nats` server list: comma-separated `nats://host:port` or `host:port` entries → `host:port`
+ * strings. Every entry is validated like a URL; an empty list is refused.
+ */
+export function parseNatsServers(list: string): string[] {
+  const out: string[] = [];
+  for (const raw of list.split(',').map((s) => s.trim())) {
+    if (!raw) continue;
+    const url = raw.includes('://') ? raw : `nats://${raw}`;
+    const { servers, stream } = parseNatsUrl(url);
+    if (stream !== undefined) throw new SluiceError(ErrorCode.InvalidOption, `invalid --nats entry ${JSON.stringify(raw)}: a server (nats://host:port), without a path`);
+    if (!out.includes(servers)) out.push(servers);
+  }
+  if (out.length === 0) throw new SluiceError(ErrorCode.InvalidOption, `invalid --nats ${JSON.stringify(list)}: expected nats://host:port[,nats://host:port…]`);
+  return out;
+}
+
+/** Reconnect pacing shared by every Sluice connection (see connectNats). */
+export const NATS_RECONNECT = Object.freeze({
+  /** Wait before retrying a server already tried (ms). Another server of the list is tried at once. */
+  reconnectTimeWait: 1_000,
+  /** Random 0..jitter ms added to each wait, so that many clients do not retry in lockstep. */
+  reconnectJitter: 500,
+});
+
+/**
  * Connects once (an unreachable server at start-up is one coded error), then reconnects for
  * ever through an outage of any length (issue 19: with the client's default of 10 attempts it
  * gave up after about 30 s, the consumer's iterator never settled and `sluice run` exited with
  * code 13). Reconnect waits `reconnectTimeWait` ± jitter so that many clients do not retry in
  * lockstep. `onStatus` hears once per outage that the broker went down and once that it came
  * back, with the outage length. @default onStatus logNatsStatus (stderr)
+ *
+ * `moreServers` (the `--nats` list, docs/scale.md): the servers tried besides the URL's own
+ * host, in a random order, at start-up and on every reconnect, so losing one node of a
+ * cluster moves the connection to another; the client also learns the cluster's other
+ * nodes from the server it reached.
  */
-export async function connectNats(url: string, timeoutMs = 3_000, onStatus: ((e: NatsStatusEvent) => void) | null = logNatsStatus): Promise<NatsConnection> {
-  const { servers } = parseNatsUrl(url);
+export async function connectNats(
+  url: string,
+  timeoutMs = 3_000,
+  onStatus: ((e: NatsStatusEvent) => void) | null = logNatsStatus,
+  moreServers: readonly string[] = [],
+): Promise<NatsConnection> {
+  const { servers: first } = parseNatsUrl(url);
+  const list = [first, ...moreServers.filter((s) => s !== first)];
+  const servers = list.join(',');
   try {
     const nc = await connect({
-      servers,
+      servers: list,
       timeout: timeoutMs,
       name: 'sluice',
       maxReconnectAttempts: -1,
-      reconnectTimeWait: 1_000,
-      reconnectJitter: 500,
+      ...NATS_RECONNECT,
     });
     if (onStatus) watchStatus(nc, servers, onStatus);
     return nc;
@@ -65,22 +101,57 @@ export async function connectNats(url: string, timeoutMs = 3_000, onStatus: ((e:
   }
 }
 
-/** Creates the stream if missing (file storage: a PubAck means the message is on disk). */
-export async function ensureStream(jsm: JetStreamManager, stream: string, subjects: string[]): Promise<void> {
-  try {
-    await jsm.streams.info(stream);
-    return;
-  } catch {
-    // missing: create below
-  }
-  try {
-    await jsm.streams.add({ name: stream, subjects, storage: 'file' as never });
-  } catch (cause) {
-    // Two workers racing to create it: fine if it now exists.
+export interface StreamSpec {
+  /**
+   * Copies of the stream in a JetStream cluster (1–5; 3 survives the loss of one node). Only
+   * used when the stream is created: an existing stream is used as it is. @default 1
+   */
+  replicas?: number;
+  /** Window in which JetStream drops a message whose Nats-Msg-Id it has seen (ms). @default the server's (2 min) */
+  duplicateWindowMs?: number;
+}
+
+/** How long stream creation retries while a freshly started cluster has no meta leader yet. */
+const CREATE_RETRY_MS = 15_000;
+
+/**
+ * Creates the stream if missing (file storage: a PubAck means the message is on disk).
+ * Idempotent: an existing stream is left as it is (its replica count is not changed), and
+ * two processes racing to create it both succeed. While a cluster is still electing its
+ * meta leader, creation is retried for up to CREATE_RETRY_MS.
+ */
+export async function ensureStream(jsm: JetStreamManager, stream: string, subjects: string[], spec: StreamSpec = {}): Promise<void> {
+  const replicas = spec.replicas ?? 1;
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5) throw new SluiceError(ErrorCode.InvalidOption, `invalid replicas ${replicas}: an integer from 1 to 5`);
+  const deadline = performance.now() + CREATE_RETRY_MS;
+  for (;;) {
     try {
       await jsm.streams.info(stream);
+      return;
     } catch {
-      throw new SluiceError(ErrorCode.SourceUnavailable, `cannot create JetStream stream ${stream}: ${(cause as Error).message}`, { cause });
+      // missing (or no leader yet): create below
+    }
+    try {
+      await jsm.streams.add({
+        name: stream,
+        subjects,
+        storage: 'file' as never,
+        num_replicas: replicas,
+        ...(spec.duplicateWindowMs !== undefined ? { duplicate_window: spec.duplicateWindowMs * 1_000_000 } : {}),
+      });
+      return;
+    } catch (cause) {
+      // Two workers racing to create it: fine if it now exists.
+      try {
+        await jsm.streams.info(stream);
+        return;
+      } catch {
+        const msg = (cause as Error).message ?? String(cause);
+        const settling = /temporarily unavailable|no suitable peers|insufficient resources|timeout|TIMEOUT|503|no responders/i.test(msg);
+        if (!settling || performance.now() > deadline)
+          throw new SluiceError(ErrorCode.SourceUnavailable, `cannot create JetStream stream ${stream} (R${replicas}): ${msg}`, { cause });
+        await new Promise((r) => setTimeout(r, 250));
+      }
     }
   }
 }

@@ -17,6 +17,7 @@ import { AimdController, type WindowDecision, type WindowTarget } from '../core/
 import { invalidOption } from '../core/errors.js';
 import type { Envelope, FlushInfo, PipelineObserver } from '../core/types.js';
 import { registerControllerMetrics } from '../metrics/controller-prometheus.js';
+import { collectedCounter } from '../metrics/prometheus.js';
 
 /**
  * Share of the queue's byte bound one full batch may take. The batch being filled sits in the
@@ -174,18 +175,10 @@ export class LiveSlo {
           this.set({ controller: 'aimd' }, read());
         },
       });
-    gauge('sluice_controller_interval_p99_ms', 'End-to-end p99 the last decision used: over its sliding interval of periods (ms).', () => last()?.decisionP99Ms ?? last()?.p99Ms ?? 0);
-    gauge('sluice_controller_slo_p99_ms', 'The p99 objective the controller holds (ms).', () => this.sloMs);
+    // Seconds, as every latency the pipeline exports (packages/sluice/src/metrics/prometheus.ts).
+    gauge('sluice_controller_interval_p99_seconds', 'End-to-end p99 the last decision used: over its sliding interval of periods (seconds).', () => (last()?.decisionP99Ms ?? last()?.p99Ms ?? 0) / 1000);
+    gauge('sluice_controller_slo_p99_seconds', 'The p99 objective the controller holds (seconds).', () => this.sloMs / 1000);
     gauge('sluice_controller_max_items_bound', 'Largest maxItems the queue byte bound allows at the mean item size seen.', () => this.itemBound());
-    new client.Counter({
-      name: 'sluice_controller_regime_changes_total',
-      help: 'Changes of regime (timer-bound, size-bound, over the SLO, sink saturated, idle), each logged once.',
-      registers: [registry],
-      collect: () => {
-        const c = registry.getSingleMetric('sluice_controller_regime_changes_total') as client.Counter;
-        c.reset();
-        c.inc(this.regimeChanges);
-      },
-    });
+    collectedCounter(registry, 'sluice_controller_regime_changes_total', 'Changes of regime (timer-bound, size-bound, over the SLO, sink saturated, idle), each logged once.', () => this.regimeChanges);
   }
 }

@@ -4,6 +4,7 @@ import { resolveRunConfig } from '../../run/config.js';
 import { startService } from '../../run/service.js';
 import { exitWithError } from '../errors.js';
 import { parseColumns } from '../parse.js';
+import { parseNatsServers } from '../../sources/nats.js';
 
 const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
 
@@ -40,6 +41,10 @@ export function registerRun(program: Command): void {
     .option('--stop-grace-ms <n>', 'on SIGINT/SIGTERM, wait this long for a sink that is down before giving up its batches (default 30000; a second signal gives up at once)')
     .option('--item-retries <n>', 'extra attempts for an isolated record before the DLQ')
     .option('--ack-wait-ms <n>', 'JetStream: redelivery delay of an unacknowledged message')
+    .option('--nats <servers>', 'JetStream: more NATS servers, comma-separated nats://host:port (a cluster): tried at start-up and on every reconnect, with jitter (docs/scale.md)')
+    .option('--replicas <n>', 'JetStream: replicas of the stream when run creates it (3 in a cluster); an existing stream is used as it is')
+    .option('--workers <m>', 'JetStream: how many run workers share the consumer; sizes its MaxAckPending (docs/scale.md)')
+    .option('--max-ack-pending <n>', 'JetStream: the consumer\'s MaxAckPending (default: workers × (queue + in-flight window + 256) with --workers, else the consumer\'s own)')
     .option('--metrics-port <port>', 'serve GET /metrics on 127.0.0.1:<port> (0 = any free port)')
     .option('--name <name>', 'pipeline name (metrics label, DLQ entries)')
     .option('--slo-p99-ms <n>', 'p99 end-to-end latency objective: the AIMD controller moves the window live from the configured one (docs/tune.md)')
@@ -66,6 +71,10 @@ export function registerRun(program: Command): void {
         stopGraceMs: num(o.stopGraceMs as string),
         itemRetries: num(o.itemRetries as string),
         ackWaitMs: num(o.ackWaitMs as string),
+        nats: o.nats === undefined ? undefined : parseNatsServers(o.nats as string),
+        replicas: num(o.replicas as string),
+        workers: num(o.workers as string),
+        maxAckPending: num(o.maxAckPending as string),
         metricsPort: num(o.metricsPort as string),
         sloP99Ms: num(o.sloP99Ms as string),
       });

@@ -12,10 +12,12 @@ import type { TlsFiles } from '../../sources/tls.js';
 import { splitAndRetry } from '../../core/reliability.js';
 import { openDeadLetterStore } from '../../dlq/access.js';
 import { deadLetterWriter } from '../../dlq/store.js';
-import { parseColumns, parseIntAtLeast, parseNonNegative, parsePositive } from '../parse.js';
 import { readServeConfig } from '../../run/config.js';
-import { resolveQueue, resolveWindow } from '../../core/options.js';
+import { resolveQueue, resolveWindow, stripUndefined } from '../../core/options.js';
 import { LiveSlo } from '../../tune/live.js';
+import { parseColumns, parseIntAtLeast, parseNonNegative, parsePositive } from '../parse.js';
+import { openStreamSink } from '../../sinks/jetstream-publish.js';
+import { parseNatsServers } from '../../sources/nats.js';
 
 function tlsFiles(o: Record<string, string>): TlsFiles | undefined {
   if (o.tlsCert === undefined && o.tlsKey === undefined && o.tlsClientCa === undefined) return undefined;
@@ -34,7 +36,11 @@ export function registerServe(program: Command): void {
     .option('--host <host>', 'address to bind', '127.0.0.1')
     .option('--port <n>', 'port (0 = any free port)', '8080')
     .option('--data-dir <dir>', 'embedded file sink directory (records go to <dir>/ingest.ndjson)', './sluice-data')
-    .option('--sink <url>', 'postgres://… URL instead of the embedded file sink')
+    .option('--sink <url>', 'postgres://… URL, or nats://host:port/<stream> (a JetStream stream, docs/scale.md), instead of the embedded file sink')
+    .option('--nats <servers>', 'with --sink nats://…: more NATS servers, comma-separated nats://host:port (a cluster), tried at start-up and on every reconnect, with jitter')
+    .option('--replicas <n>', 'with --sink nats://…: replicas of the stream when serve creates it (3 in a cluster); an existing stream is used as it is', '1')
+    .option('--publish-timeout-ms <ms>', 'with --sink nats://…: PubAck deadline per record', '2000')
+    .option('--publish-retries <n>', 'with --sink nats://…: retries of a failed publish batch before its requests get 503 + Retry-After', '2')
     .option('--table <name>', 'PostgreSQL table (with --sink postgres://…): created as (id, received_at, doc jsonb) when missing, used as it is when it exists', 'sluice_records')
     .option('--columns <map>', 'PostgreSQL columns filled from record fields: column=field,… (e.g. level=level,ts=time)')
     .addOption(new Option('--pg-mode <mode>', 'PostgreSQL write path (default copy: binary COPY, idempotent on the id; docs/sinks.md)').choices(['copy', 'staged', 'insert', 'json', 'auto', 'append']))
@@ -54,6 +60,7 @@ export function registerServe(program: Command): void {
     .addOption(new Option('--policy <policy>', 'overflow policy of the queue').choices(['block', 'drop-newest', 'drop-oldest']).default('block'))
     .option('--block-timeout-ms <ms>', 'block policy: wait for queue space this long, then 429 + Retry-After', '1000')
     .option('--max-items <n>', 'window: items per batch', '512')
+    .option('--max-in-flight <n>', 'window: batches written (published) at once', '1')
     .option('--max-wait-ms <ms>', 'window: oldest item waits at most this long (with --flush request, a request is cut once enqueued anyway)', '5')
     .option('--queue-items <n>', 'queue bound (items)', '10000')
     .option('--queue-bytes <n>', 'queue bound (bytes)', String(16 * 2 ** 20))
@@ -78,7 +85,7 @@ export function registerServe(program: Command): void {
       // --config: the file's values where no flag was given (a flag's default does not count).
       let fileColumns: Record<string, string> | undefined;
       let fileSinkPath: string | undefined;
-      let fileWindow: { maxBytes?: number; maxInFlight?: number } = {};
+      let fileWindow: { maxBytes?: number } = {};
       if (o.config !== undefined) {
         const { cfg: f, ignored } = readServeConfig(o.config);
         if (ignored.length > 0) process.stderr.write(`sluice serve: config ${o.config}: ignoring ${ignored.join(', ')} (no meaning for serve)\n`);
@@ -95,7 +102,8 @@ export function registerServe(program: Command): void {
         take('policy', f.queue?.policy);
         take('blockTimeoutMs', f.queue?.blockTimeoutMs);
         if (o.columns === undefined) fileColumns = f.columns;
-        fileWindow = { maxBytes: f.window?.maxBytes, maxInFlight: f.window?.maxInFlight };
+        take('maxInFlight', f.window?.maxInFlight);
+        fileWindow = { maxBytes: f.window?.maxBytes };
       }
       const sloMs = o.sloP99Ms !== undefined ? parsePositive('--slo-p99-ms', o.sloP99Ms) : undefined;
       // The controller moves the window; with --flush request a request is cut as soon as it is
@@ -108,8 +116,22 @@ export function registerServe(program: Command): void {
       if (columns && o.sink === undefined) throw invalidOption('--columns', o.columns, 'used with --sink postgres://…');
       let sink: Sink<unknown>;
       let where: string;
-      const pg = o.sink !== undefined;
-      if (pg) {
+      // --- serve → JetStream (issue 24, docs/scale.md) ---
+      const toStream = o.sink?.startsWith('nats://') ?? false;
+      const stream = toStream
+        ? await openStreamSink({
+            url: o.sink,
+            servers: o.nats === undefined ? [] : parseNatsServers(o.nats),
+            replicas: parseIntAtLeast('--replicas', o.replicas, 1),
+            publishTimeoutMs: parseIntAtLeast('--publish-timeout-ms', o.publishTimeoutMs, 1),
+          })
+        : null;
+      // --- end serve → JetStream ---
+      const pg = o.sink !== undefined && !stream;
+      if (stream) {
+        sink = stream.sink;
+        where = stream.describe;
+      } else if (pg) {
         if (!/^postgres(ql)?:\/\//.test(o.sink)) throw invalidOption('--sink', o.sink, 'a postgres:// URL');
         const mod = (await import('../../sinks/postgres.js')) as typeof import('../../sinks/postgres.js');
         sink = (await new mod.PostgresSink({
@@ -127,16 +149,20 @@ export function registerServe(program: Command): void {
         sink = await new FileSink<unknown>({ path, dedupeById: true }).open();
         where = path;
       }
-      const dlqSpec = (o.dlq as string | undefined) ?? (pg ? o.sink : join(resolve(o.dataDir), 'dlq.jsonl'));
-      const dlq = await openDeadLetterStore(dlqSpec, { table: o.dlqTable ?? `${o.table}_dlq` });
+      const dlqSpec = (o.dlq as string | undefined) ?? (stream ? `${o.sink.replace(/\/[^/]*$/, '')}/${stream.stream}_DLQ` : pg ? o.sink : join(resolve(o.dataDir), 'dlq.jsonl'));
+      const dlq = await openDeadLetterStore(dlqSpec, { table: o.dlqTable ?? `${o.table}_dlq`, nc: stream && dlqSpec.startsWith('nats://') ? stream.nc : undefined });
       // Split-and-retry: a record the sink refuses (a constraint, a column's type) is
       // dead-lettered alone and its line answered `dead-lettered`; the rest commits.
       // A sink that is down is retried until it is back (requests wait, then get 503 once the
       // queue is full); at shutdown the drain waits --stop-grace-ms for it, then gives up.
       const abort = new AbortController();
-      const handler = splitAndRetry(sink, { dlq: deadLetterWriter(dlq, { pipeline: 'serve', sink: sink.name, source: 'http' }) }, { signal: abort.signal });
+      // Into a stream, a publish that keeps failing (no leader, timeouts) is not waited out:
+      // after --publish-retries its requests are answered 503 + Retry-After and the clients
+      // resend (the ids make that safe), so the front door holds nothing.
+      const retry = stream ? { budget: parseIntAtLeast('--publish-retries', o.publishRetries, 0), baseMs: 100, maxMs: 1_000 } : undefined;
+      const handler = splitAndRetry(sink, { dlq: deadLetterWriter(dlq, { pipeline: 'serve', sink: sink.name, source: 'http' }), retry }, { signal: abort.signal });
       const stopGraceMs = parseNonNegative('--stop-grace-ms', o.stopGraceMs);
-      const window = { maxItems: parseIntAtLeast('--max-items', o.maxItems, 1), maxWaitMs: parseNonNegative('--max-wait-ms', o.maxWaitMs), ...fileWindow };
+      const window = { maxItems: parseIntAtLeast('--max-items', o.maxItems, 1), maxWaitMs: parseNonNegative('--max-wait-ms', o.maxWaitMs), maxInFlight: parseIntAtLeast('--max-in-flight', o.maxInFlight, 1), ...stripUndefined(fileWindow) };
       const queue = {
         policy: o.policy as 'block',
         blockTimeoutMs: parseNonNegative('--block-timeout-ms', o.blockTimeoutMs),
@@ -203,7 +229,10 @@ export function registerServe(program: Command): void {
           srv.close().then(
             (ledger) => {
               process.stdout.write(`sluice serve: ledger ${formatLedger(ledger)}\n`);
-              dlq.close().then(done, done);
+              dlq
+                .close()
+                .then(() => stream?.close())
+                .then(done, done);
             },
             (e) => {
               process.stderr.write(`sluice serve: drain failed: ${(e as Error).message}\n`);

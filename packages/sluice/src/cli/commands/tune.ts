@@ -2,7 +2,7 @@
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { invalidOption } from '../../core/errors.js';
-import { loadChooser } from '../../tune/chooser.js';
+import { productChooser } from '../../tune/chooser.js';
 import { generatedRecords, isPg, openScratch, sampleRecords } from '../../tune/measure.js';
 import { progressFor } from '../../tune/progress.js';
 import { summaryLines, writeOutputs } from '../../tune/report.js';
@@ -35,7 +35,6 @@ export function registerTune(program: Command): void {
       const pg = isPg(sinkSpec);
       const columns = parseColumns('--columns', o.columns as string | undefined);
       if (!pg && (columns || o.pgMode !== undefined)) throw invalidOption('--columns', o.columns ?? o.pgMode, 'used with --sink postgres://…');
-      const chooser = await loadChooser();
       const scratch = await openScratch({
         sink: pg ? sinkSpec : resolve(sinkSpec),
         table: o.table as string,
@@ -55,7 +54,7 @@ export function registerTune(program: Command): void {
       const bar = progressFor(process.stderr);
       let result;
       try {
-        result = await tune(scratch.sink, rec, scratch.where, chooser, { sloMs, peakPerSec, tracePath: o.trace as string | undefined, quick: o.quick === true, progress: (d, t, p) => bar.update(d, t, p) });
+        result = await tune(scratch.sink, rec, scratch.where, productChooser, { sloMs, peakPerSec, tracePath: o.trace as string | undefined, quick: o.quick === true, progress: (d, t, p) => bar.update(d, t, p) });
       } finally {
         bar.end();
         await scratch.remove();
