@@ -104,6 +104,10 @@ main(async () => {
   db?.on('error', (e) => process.stderr.write(`postgres client: ${e.message}\n`));
   if (db) await db.connect();
   const srv = await startServer(serverArgs, nodeArgs);
+  // Whatever ends this process (an uncaught error included), the server goes with it.
+  process.on('exit', () => {
+    if (srv.child.exitCode === null) srv.child.kill('SIGKILL');
+  });
   const agent = new http.Agent({ keepAlive: true, maxSockets: sockets });
   const { hostname, port } = new globalThis.URL(srv.url);
   const factory = new RecordFactory({ idPrefix: `d${process.pid}-` });
