@@ -232,3 +232,32 @@ test('postgres generic: rowStatement (dlq revalidation) applies the same id rule
     });
   });
 });
+
+test('postgres generic (copy, append): batches large enough to reuse the COPY buffer store every row exactly, after a larger batch, a conflict fallback and a refused batch', async (t) => {
+  await withDb(t, async (url, admin, table) => {
+    for (const mode of ['copy', 'append'] as PostgresWriteMode[]) {
+      await admin.query(`DROP TABLE IF EXISTS "${table}"`);
+      await withSink(url, { table, mode, maxConnections: 1 }, async (sink) => {
+        // ≈ 350 bytes a row: 400 rows ≈ 140 KB, above the size from which buffers are kept.
+        const pad = 'x'.repeat(300);
+        const make = (from: number, n: number) =>
+          Array.from({ length: n }, (_, k) => {
+            const i = from + k;
+            // Non-ASCII in some ids and documents: the ASCII fast path must hand over to UTF-8.
+            return rec(JSON.stringify({ i, s: i % 7 === 0 ? `é ✓ 日本 ${pad}` : pad }), i % 5 === 0 ? `id-é-${i}` : `id-${i}`);
+          });
+        const batches = [make(0, 400), make(400, 120), make(520, 400)];
+        await sink.write(batches[0]);
+        await sink.write(batches[1]); // a smaller batch into the larger reused buffer: no stale tail
+        if (mode === 'copy') await sink.write(batches[1]); // redelivered: conflict, staged, stored once
+        else await assert.rejects(sink.write(batches[1]), (e: { sinkCode?: string }) => e.sinkCode === '23505');
+        await sink.write(batches[2]);
+        const rows = (await admin.query(`SELECT id, doc::text AS doc FROM "${table}"`)).rows as { id: string; doc: string }[];
+        assert.equal(rows.length, 920, mode);
+        const want = new Map(batches.flat().map((e) => [e.id!, JSON.stringify(JSON.parse(e.raw!.toString()))]));
+        for (const r of rows) assert.equal(JSON.stringify(JSON.parse(r.doc)), want.get(r.id), `${mode} ${r.id}`);
+        if (mode === 'copy') assert.equal(sink.conflictCount(), 1);
+      });
+    }
+  });
+});

@@ -33,12 +33,17 @@ import { AckSink, closedLoop, emit, main, measure, num, parseArgs, peakRssMb, rs
 const URL = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test';
 
 /**
- * A bulk load's window: per-batch costs (a COPY round trip, a commit) want large batches.
+ * A bulk load's window. Per-batch costs (a COPY round trip, a commit) want large batches, but
+ * every queued or in-flight item survives young-generation collections: in the window sweep of
+ * docs/bench.md (case 3, `--max-items N --queue-items M`), client CPU per row was lowest at 2,048
+ * items with a queue of one window (≈4.6 µs against ≈6.8 at 4,096 with two, ≈8.3 at 512).
  * Two in flight on two connections: encoding the next batch overlaps the server's COPY of
  * the last one, as raw COPY's single stream overlaps them (docs/bench.md, case 3).
  */
-export const BULK_MAX_ITEMS = 4096;
+export const BULK_MAX_ITEMS = 2048;
 export const BULK_IN_FLIGHT = 2;
+/** The Sluice contenders' queue bound (items); `--queue-items` and `--max-items` override for experiments. */
+export const BULK_QUEUE_ITEMS = BULK_MAX_ITEMS;
 
 function sinkFor(table: string, mode?: PostgresWriteMode, connections = BULK_IN_FLIGHT): PostgresSink {
   return new PostgresSink({ connectionString: URL, table, mode, maxConnections: connections, connectTimeoutMs: 2_000 });
@@ -61,13 +66,13 @@ async function probe(): Promise<void> {
 type Writer = (f: RecordFactory, rows: number) => Promise<{ acked: number; latency: LatencyHistogram | null; extra: Record<string, unknown> }>;
 
 const sluiceWriter =
-  (sink: PostgresSink): Writer =>
+  (sink: PostgresSink, w: { maxItems: number; queueItems: number }): Writer =>
   async (f, rows) => {
     const ack = new AckSink(sink, { latency: false });
-    const c = makeContender<Envelope<EventRecord>>('sluice', ack, { sluiceMaxInFlight: BULK_IN_FLIGHT, sluiceMaxItems: BULK_MAX_ITEMS, sluiceQueueItems: 2 * BULK_MAX_ITEMS });
+    const c = makeContender<Envelope<EventRecord>>('sluice', ack, { sluiceMaxInFlight: BULK_IN_FLIGHT, sluiceMaxItems: w.maxItems, sluiceQueueItems: w.queueItems });
     await closedLoop(c, ack, { make: (i, stamp) => f.make(i, stamp), totalItems: rows });
     await c.close();
-    return { acked: ack.acked, latency: c.latency(), extra: { ...c.extra(), mode: sink.mode, paths: sink.writesByPath(), maxItems: BULK_MAX_ITEMS, maxInFlight: BULK_IN_FLIGHT } };
+    return { acked: ack.acked, latency: c.latency(), extra: { ...c.extra(), mode: sink.mode, paths: sink.writesByPath(), maxItems: w.maxItems, queueItems: w.queueItems, maxInFlight: BULK_IN_FLIGHT } };
   };
 
 /** The sink alone: full batches back to back, BULK_IN_FLIGHT at a time, no batcher in front. */
@@ -167,7 +172,7 @@ main(async () => {
         ? copyWriter(table, contender === 'copy-binary')
         : contender === 'sink-alone'
           ? sinkAloneWriter(sink)
-          : sluiceWriter(sink);
+          : sluiceWriter(sink, { maxItems: num(a, 'max-items', BULK_MAX_ITEMS), queueItems: num(a, 'queue-items', BULK_QUEUE_ITEMS) });
     if (warmupRows > 0) {
       await writer(new RecordFactory({ idPrefix: 'w' }), warmupRows);
       await sink.truncate();

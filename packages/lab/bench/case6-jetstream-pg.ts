@@ -28,7 +28,7 @@ import { emit, main, measure, num, parseArgs, peakRssMb, rssMb, settle } from '.
 
 const PG_URL = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test';
 const NATS_URL = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
-/** Case 3's bulk window (bench/case3-postgres.ts BULK_MAX_ITEMS, BULK_IN_FLIGHT). */
+/** The bulk window case 6 was measured with (case 3's before its window sweep moved it to 2,048 items: docs/bench.md). */
 const MAX_ITEMS = 4096;
 const IN_FLIGHT = 2;
 

@@ -23,7 +23,7 @@ const RESULTS = join(ROOT, 'bench', 'results');
 // ------------------------------------------------------------------ options
 
 function parseArgs(argv) {
-  const o = { quick: false, cases: [1, 2, 3, 4, 6], reps: null, profile: true, out: join(RESULTS, 'latest.json') };
+  const o = { quick: false, cases: [1, 2, 3, 4, 5, 6], reps: null, profile: true, out: join(RESULTS, 'latest.json') };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') o.quick = true;
@@ -32,15 +32,15 @@ function parseArgs(argv) {
     else if (a === '--reps') o.reps = Number(argv[++i]);
     else if (a === '--out') o.out = argv[++i];
     else if (a === '--help' || a === '-h') {
-      console.log('usage: node bench/run.mjs [--quick] [--cases 1,2,3,4,6] [--reps N] [--no-profile] [--out file.json]');
+      console.log('usage: node bench/run.mjs [--quick] [--cases 1,2,3,4,5,6] [--reps N] [--no-profile] [--out file.json]');
       process.exit(0);
     } else {
       console.error(`bench: unknown argument ${a} (try --help)`);
       process.exit(2);
     }
   }
-  if (o.cases.some((c) => ![1, 2, 3, 4, 6].includes(c))) {
-    console.error(`bench: --cases takes numbers among 1,2,3,4,6, got ${o.cases.join(',')}`);
+  if (o.cases.some((c) => ![1, 2, 3, 4, 5, 6].includes(c))) {
+    console.error(`bench: --cases takes numbers among 1,2,3,4,5,6, got ${o.cases.join(',')}`);
     process.exit(2);
   }
   return o;
@@ -56,6 +56,9 @@ const CFG = {
   fixedCost: { durationMs: Q ? 700 : 2000, warmupMs: Q ? 200 : 500, samples: Q ? 150 : 300 },
   postgres: { rows: Q ? 30_000 : 100_000, warmupRows: Q ? 5_000 : 20_000 },
   logToTable: { rows: Q ? 20_000 : 60_000 },
+  // Case 5's ladder: offered items/s from startRate, ×factor per step of stepMs (a failing step
+  // is run once more; two failures in a row end it), 100-record bodies, p99 SLO 20 ms.
+  frontDoor: { startRate: 1_000, factor: 1.25, stepMs: Q ? 1_500 : 2_500, sloMs: 20, records: 100 },
   overload: { durationMs: Q ? 1500 : 3000, fixedCostMs: 5, overloadFactor: 2 },
   childTimeoutMs: 180_000,
 };
@@ -222,7 +225,35 @@ async function case3() {
       return r.length ? `paired by repetition, ${label(c)} ÷ ${label(fastest)}: median ${median(r).toFixed(2)} (${r.map((x) => x.toFixed(2)).join(', ')})` : null;
     }),
   ].filter(Boolean);
-  return { title: `Case 3 — PostgreSQL ${p.serverVersion ?? ''}, generic records into (id text primary key, received_at, doc jsonb); Sluice: PostgresSink, 4,096-item window, 2 in flight`, baseline: 'limit', rows, checks, errors, runs, notes, server: p.serverVersion, sinkMode: mode };
+  return { title: `Case 3 — PostgreSQL ${p.serverVersion ?? ''}, generic records into (id text primary key, received_at, doc jsonb); Sluice: PostgresSink, 2,048-item window, queue of one window, 2 in flight`, baseline: 'limit', rows, checks, errors, runs, notes, server: p.serverVersion, sinkMode: mode };
+}
+
+async function case5() {
+  const pgUp = await runChild('case3-postgres.js', ['--probe']);
+  const sinks = pgUp.error || !pgUp.reachable ? ['file'] : ['file', 'postgres'];
+  const combos = sinks.flatMap((s) => ['identity', 'gzip'].map((c) => `${s}-${c}`));
+  const contenders = combos.flatMap((k) => [`sluice-${k}`, `bare-${k}`]);
+  const f = CFG.frontDoor;
+  const { runs, errors } = await alternate('case 5 front door', 'case5-front-door.js', contenders, CFG.reps, () => [
+    '--start-rate', String(f.startRate), '--factor', String(f.factor), '--step-ms', String(f.stepMs), '--slo-ms', String(f.sloMs), '--records', String(f.records),
+  ]);
+  const rows = summarize(runs);
+  // A limit of 0 (not even the bare server kept p99 within the SLO at the ladder's first rate:
+  // a machine too busy for the SLO) gives no verdict: the check fails as unmeasured, never passes 0 ≥ 0.
+  const checks = combos.map((k) =>
+    check(`front door: sluice serve → ${k.replace('-', ', ')} ≥ 80% of a bare node:http server into the same sink (items/s at p99 ≤ ${f.sloMs} ms)`, rows[`sluice-${k}`]?.itemsPerSec ?? null, '>=', rows[`bare-${k}`]?.itemsPerSec ? 0.8 * rows[`bare-${k}`].itemsPerSec : null),
+  );
+  const notes = [
+    'items/s = committed items/s of the highest offered rate whose step passed (every answer 2xx and committed, p99 intended→answer ≤ SLO); CPU µs/item = the server process\'s (/proc), over the ladder',
+    ...(sinks.length === 1 ? [`PostgreSQL unreachable: the postgres rows are skipped (${pgUp.error ?? pgUp.reason})`] : []),
+    ...combos.map((k) => {
+      const r = pairedRatios(runs[`sluice-${k}`] ?? [], runs[`bare-${k}`] ?? []);
+      const s = rows[`sluice-${k}`]?.itemsPerSec;
+      const b = rows[`bare-${k}`]?.itemsPerSec;
+      return `${k}: Sluice ÷ bare, medians ${s && b ? (s / b).toFixed(2) : '—'}; paired by repetition ${r.length ? `median ${median(r).toFixed(2)} (${r.map((x) => x.toFixed(2)).join(', ')})` : '—'}`;
+    }),
+  ];
+  return { title: `Case 5 — the front door: open-loop HTTP, ${f.records}-record NDJSON bodies, items/s at p99 ≤ ${f.sloMs} ms; sluice serve (defaults) against a bare node:http server into the same sink (routes: POST /ingest only)`, baseline: null, rows, checks, errors, runs, notes };
 }
 
 async function case6() {
@@ -292,14 +323,14 @@ async function profileCase1() {
   return profileRun('profile', 'case1-core.js', ['--contender', 'sluice', '--duration', String(Q ? 1000 : 3000), '--warmup', '500']);
 }
 
-async function profileRun(sub, script, args) {
+async function profileRun(sub, script, args, { serverSide = false } = {}) {
   const dir = join(RESULTS, sub);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   progress(`profile: ${script}, Sluice, --cpu-prof`);
-  const res = await runChild(script, args, {
-    nodeArgs: ['--cpu-prof', '--cpu-prof-dir', dir],
-  });
+  const res = serverSide
+    ? await runChild(script, [...args, '--cpu-prof-dir', dir])
+    : await runChild(script, args, { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', dir] });
   progress('');
   const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
   if (res.error || !file) return { error: res.error ?? 'no .cpuprofile written' };
@@ -338,14 +369,20 @@ async function profileRun(sub, script, args) {
 }
 
 function ownerOf(fn, url) {
-  if (url.includes('hdr-histogram-js') || url.includes('/src/metrics/')) return 'latency/metrics accounting (HDR record per item)';
-  if (url.includes('/src/sinks/') || url.includes('pg-copy-streams') || url.includes('/pg/') || url.includes('pg-protocol')) return 'PostgreSQL sink and driver (encode, COPY, pg)';
-  if (url.includes('@nats-io') || url.includes('/src/sources/')) return 'JetStream source and client (fetch, decode, ack)';
-  if (url.includes('/src/core/')) return 'Sluice core (queue, window, ledger)';
+  // Sluice's compiled modules live in packages/sluice/dist/<area>/ (src/<area>/ before the workspace layout).
+  const area = /\/(?:src|sluice\/dist)\/(core|metrics|sinks|sources|codec|run|cli|dlq)\//.exec(url)?.[1] ?? null;
+  if (url.includes('hdr-histogram-js') || url.includes('prom-client') || area === 'metrics') return 'latency/metrics accounting (HDR record per item)';
+  if (area === 'sinks' && url.includes('/sinks/file')) return 'file sink';
+  if (area === 'sinks' || url.includes('pg-copy-streams') || url.includes('/pg/') || url.includes('pg-protocol')) return 'PostgreSQL sink and driver (encode, COPY, pg)';
+  if (url.includes('/sources/http') || area === 'codec') return 'front door (HTTP handler, decode, NDJSON framing, validation, ids)';
+  if (url.includes('@nats-io') || area === 'sources') return 'JetStream source and client (fetch, decode, ack)';
+  if (area === 'core' || area === 'run' || area === 'dlq') return 'Sluice core (queue, window, ledger, reliability)';
   if (url.includes('/bench/')) return 'bench harness (producer, items, ack sink)';
   if (fn === 'now' && !url) return 'performance.now() (native clock reads)';
   if (fn === '(garbage collector)') return 'garbage collector';
   if (fn === '(idle)' || fn === '(program)') return 'idle / program';
+  if (url.startsWith('node:_http') || url.startsWith('node:http') || url.startsWith('node:net') || url.startsWith('node:internal/http') || fn === 'writev' || fn === 'writeBuffer' || fn === 'writeUtf8String' || fn === 'readStart') return 'Node HTTP and sockets';
+  if (url.startsWith('node:zlib') || url.startsWith('node:internal/zlib') || fn === 'zlibBufferSync' || fn === 'writeSync') return 'zlib (gunzip)';
   return 'Node runtime and start-up';
 }
 
@@ -415,6 +452,7 @@ function label(name) {
       copy: 'raw COPY, text (1 session)',
       capacity: 'sink capacity (calibrated)',
       none: 'runtime baseline: items dropped at once',
+      ...Object.fromEntries(['file', 'postgres'].flatMap((k) => ['identity', 'gzip'].flatMap((c) => [[`sluice-${k}-${c}`, `sluice serve → ${k}, ${c}`], [`bare-${k}-${c}`, `bare node:http → ${k}, ${c}`]]))),
     }[name] ?? name
   );
 }
@@ -422,7 +460,7 @@ function label(name) {
 // ------------------------------------------------------------------ main
 
 async function main() {
-  const { hostInfo } = await import(join(ROOT, 'dist', 'src', 'lab', 'host.js'));
+  const { hostInfo } = await import(join(ROOT, 'dist', 'src', 'host.js'));
   const pkg = (name) => {
     try {
       return JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8')).version;
@@ -439,7 +477,7 @@ async function main() {
   console.log(`medians of ${CFG.reps} alternating runs per contender (${CFG.overloadReps} for overload), each in a fresh process`);
 
   const cases = {};
-  const runners = { 1: ['core', case1], 2: ['fixedCost', case2], 3: ['postgres', case3], 4: ['overload', case4], 6: ['logToTable', case6] };
+  const runners = { 1: ['core', case1], 2: ['fixedCost', case2], 3: ['postgres', case3], 4: ['overload', case4], 5: ['frontDoor', case5], 6: ['logToTable', case6] };
   for (const n of opts.cases) {
     const [key, fn] = runners[n];
     cases[key] = await fn();
@@ -463,8 +501,21 @@ async function main() {
     for (const f of profile6.top) console.log(`  ${String(f.selfPct).padStart(5)}%  ${f.fn}`);
   } else if (profile6) console.log(`\nprofile (case 6) failed: ${profile6.error}`);
 
+  // Where case 5's time goes: sluice serve (the server process) under --cpu-prof, one ladder into
+  // the file sink, identity bodies; every sample of the server's life (start-up included).
+  const profile5 = opts.profile && opts.cases.includes(5)
+    ? await profileRun('profile-case5', 'case5-front-door.js', ['--contender', 'sluice-file-identity', '--start-rate', String(CFG.frontDoor.startRate), '--factor', String(CFG.frontDoor.factor), '--step-ms', String(CFG.frontDoor.stepMs)], { serverSide: true })
+    : null;
+  if (profile5 && !profile5.error) {
+    console.log(`\nProfile of sluice serve in case 5 (node --cpu-prof, self time, server process; ${profile5.file}; ${fmtRate(profile5.itemsPerSec)} items/s at p99 ≤ SLO):`);
+    for (const o of profile5.byOwner) console.log(`  ${String(o.selfPct).padStart(5)}%  ${o.owner}`);
+    console.log('  top functions:');
+    for (const f of profile5.top) console.log(`  ${String(f.selfPct).padStart(5)}%  ${f.fn}`);
+  } else if (profile5) console.log(`\nprofile (case 5) failed: ${profile5.error}`);
+
   // Conservation: every Sluice run must end with accepted = committed + dropped + dead-lettered + in-flight.
-  const sluiceRuns = Object.values(cases).flatMap((c) => c.runs?.sluice ?? []);
+  // Every Sluice contender that reports a ledger (case 3's modes, case 5's serve runs) counts.
+  const sluiceRuns = Object.values(cases).flatMap((c) => Object.entries(c.runs ?? {}).flatMap(([k, rs]) => (k === 'sluice' || k.startsWith('sluice-') ? rs.filter((r) => k === 'sluice' || r.extra?.ledger !== undefined) : [])));
   if (sluiceRuns.length > 0) {
     const unbalanced = sluiceRuns.filter((r) => r.extra?.ledger?.balanced !== true).length;
     const k = check('all cases: Sluice ledger balanced in every run (unbalanced runs)', unbalanced, '<=', 0);
@@ -488,6 +539,7 @@ async function main() {
     config: { ...CFG, window: { maxItems: 512, maxWaitMs: 5, maxInFlight: 1 }, sluiceQueue: { policy: 'block', maxItems: 10_000, overloadMaxItems: 2_048 } },
     cases,
     profile,
+    profile5,
     profile6,
     checks,
     elapsedMs: Date.now() - started,

@@ -231,12 +231,41 @@ const BINARY_HEADER = Buffer.from([0x50, 0x47, 0x43, 0x4f, 0x50, 0x59, 0x0a, 0xf
 type BinaryKind = 'text' | 'jsonb';
 
 /**
+ * Writes `s` as UTF-8 at `o`, returns the bytes written. Ids are short and mostly ASCII (content
+ * hashes, UUIDs, counters): a byte loop for those skips `Buffer#write`'s argument handling, which
+ * was the encoder's largest cost per row (docs/bench.md, case 3); anything else goes through it.
+ */
+function putUtf8(out: Buffer, s: string, o: number): number {
+  const n = s.length;
+  if (n <= 128) {
+    let i = 0;
+    for (; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) break;
+      out[o + i] = c;
+    }
+    if (i === n) return n;
+  }
+  return out.write(s, o, 'utf8');
+}
+
+/** Big-endian int32 at `o` without `writeInt32BE`'s range checks (lengths here are < 2^31; -1 is NULL). */
+function putInt32(out: Buffer, v: number, o: number): void {
+  out[o] = v >>> 24;
+  out[o + 1] = v >>> 16;
+  out[o + 2] = v >>> 8;
+  out[o + 3] = v;
+}
+
+/**
  * Rows of fields (strings, UTF-8 bytes, or null) in COPY binary format. No escaping: each
  * field is length-prefixed. Strings are written straight into the output (an intermediate
- * Buffer per id cost ≈2 µs per row in bench case 3's profile); the output is sized for the
- * worst case (3 bytes per UTF-16 unit) and trimmed.
+ * Buffer per id cost ≈2 µs per row in bench case 3's profile); bytes with `set` (a memcpy,
+ * without `Buffer#copy`'s argument handling); the output is sized for the worst case
+ * (3 bytes per UTF-16 unit) and trimmed. Written into `scratch` when it is large enough
+ * (the sink's reused buffers, see `CopyBuffers`); the result is then a view of it.
  */
-export function copyBinary(rows: readonly (readonly (Buffer | string | null)[])[], kinds: readonly BinaryKind[]): Buffer {
+export function copyBinary(rows: readonly (readonly (Buffer | string | null)[])[], kinds: readonly BinaryKind[], scratch?: Buffer): Buffer {
   let size = BINARY_HEADER.length + 2;
   for (let i = 0; i < rows.length; i++) {
     const row = rows[i];
@@ -247,28 +276,60 @@ export function copyBinary(rows: readonly (readonly (Buffer | string | null)[])[
       size += (typeof f === 'string' ? 3 * f.length : f.length) + (kinds[j] === 'jsonb' ? 1 : 0);
     }
   }
-  const out = Buffer.allocUnsafe(size);
-  let o = BINARY_HEADER.copy(out, 0);
+  const out = scratch !== undefined && scratch.length >= size ? scratch : Buffer.allocUnsafe(size);
+  out.set(BINARY_HEADER, 0);
+  let o = BINARY_HEADER.length;
   for (let i = 0; i < rows.length; i++) {
     const row = rows[i];
-    out.writeInt16BE(row.length, o);
+    out[o] = row.length >>> 8;
+    out[o + 1] = row.length;
     o += 2;
     for (let j = 0; j < row.length; j++) {
       const f = row[j];
       if (f === null) {
-        out.writeInt32BE(-1, o);
+        putInt32(out, -1, o);
         o += 4;
         continue;
       }
       const at = o;
       o += 4;
       if (kinds[j] === 'jsonb') out[o++] = 1;
-      o += typeof f === 'string' ? out.write(f, o, 'utf8') : f.copy(out, o);
-      out.writeInt32BE(o - at - 4, at);
+      if (typeof f === 'string') o += putUtf8(out, f, o);
+      else {
+        out.set(f, o);
+        o += f.length;
+      }
+      putInt32(out, o - at - 4, at);
     }
   }
-  out.writeInt16BE(-1, o);
+  out[o] = 0xff;
+  out[o + 1] = 0xff;
   return out.subarray(0, o + 2);
+}
+
+/**
+ * Reused COPY output buffers, one per batch in flight. A 4,096-row batch encodes to ≈0.8 MB: a
+ * fresh `allocUnsafe` of that size is its own mmap, page-faulted in on every batch and counted as
+ * external memory that triggers V8's full collections; reusing the buffer removed most of the
+ * sink's system CPU in bench case 3 (docs/bench.md, case 3). A buffer goes back only after its
+ * COPY completed (the server has read every byte, so no socket write still holds it); a failed
+ * write drops its buffer.
+ */
+class CopyBuffers {
+  private readonly free: Buffer[] = [];
+  constructor(
+    private readonly keep: number,
+    private readonly maxBytes = 64 * 2 ** 20,
+  ) {}
+  take(): Buffer | undefined {
+    return this.free.pop();
+  }
+  /** Keeps the whole buffer behind `data` when it owns one (not a slice of Node's small-buffer pool). */
+  give(data: Buffer): void {
+    const ab = data.buffer;
+    if (data.byteOffset !== 0 || ab.byteLength < 64 * 1024 || ab.byteLength > this.maxBytes || this.free.length >= this.keep) return;
+    this.free.push(Buffer.from(ab as ArrayBuffer));
+  }
 }
 
 const NEEDS_ESCAPE = /[\\\t\n\r]/;
@@ -351,6 +412,8 @@ export class PostgresSink implements Sink<unknown> {
   private readonly staged = new WeakSet<pg.PoolClient>();
   /** `copy` mode: batches left to send through `staged` after a conflict. */
   private stagedAhead = 0;
+  /** COPY output buffers reused across batches, at most one per connection. */
+  private readonly copyBuffers: CopyBuffers;
   private conflicts = 0;
   private opening: Promise<void> | null = null;
   private closed = false;
@@ -388,6 +451,7 @@ export class PostgresSink implements Sink<unknown> {
     if (!Number.isInteger(this.conflictBatches) || this.conflictBatches < 0) throw invalidOption('conflictBatches', opts.conflictBatches, 'an integer ≥ 0');
     const maxConnections = opts.maxConnections ?? POSTGRES_DEFAULTS.maxConnections;
     if (!Number.isInteger(maxConnections) || maxConnections < 1) throw invalidOption('maxConnections', opts.maxConnections, 'an integer ≥ 1');
+    this.copyBuffers = new CopyBuffers(maxConnections);
     this.connectTimeoutMs = opts.connectTimeoutMs ?? POSTGRES_DEFAULTS.connectTimeoutMs;
     if (!(this.connectTimeoutMs > 0)) throw invalidOption('connectTimeoutMs', opts.connectTimeoutMs, 'a number > 0');
     const statementTimeoutMs = opts.statementTimeoutMs ?? POSTGRES_DEFAULTS.statementTimeoutMs;
@@ -611,7 +675,7 @@ export class PostgresSink implements Sink<unknown> {
   /** The batch as COPY data for the target columns. */
   private directCopy(plan: TablePlan, rows: Row[]): { data: Buffer; binary: boolean } {
     const out = plan.docColumn !== null ? rows : rows.map((r) => [r[0], ...r.slice(2)]);
-    return plan.directBinary ? { data: copyBinary(out, plan.directBinary), binary: true } : { data: copyText(out), binary: false };
+    return plan.directBinary ? { data: copyBinary(out, plan.directBinary, this.copyBuffers.take()), binary: true } : { data: copyText(out), binary: false };
   }
 
   /** COPY straight into the table, in autocommit: the COPY is its own transaction. */
@@ -626,6 +690,7 @@ export class PostgresSink implements Sink<unknown> {
         client.query(copyFrom(`COPY ${this.qtable} (${plan.targetList}) FROM STDIN${binary ? ' (FORMAT binary)' : ''}`)),
       );
       this.commits++;
+      if (binary) this.copyBuffers.give(data);
     } catch (err) {
       // The server refused the data (a SQLSTATE: bad value, constraint, conflict): it ended the
       // COPY and the connection is ready for the next query; keeping it saves a reconnect per
@@ -644,6 +709,7 @@ export class PostgresSink implements Sink<unknown> {
     const data = copyBinary(
       rows,
       cols.map(() => 'text'),
+      this.copyBuffers.take(),
     );
     const client = await this.checkout();
     // A connection whose ROLLBACK fails is gone: destroy it rather than return it to the pool.
@@ -660,6 +726,7 @@ export class PostgresSink implements Sink<unknown> {
       }
       this.statements++;
       await streamPipeline(Readable.from([data]), client.query(copyFrom(`COPY pg_temp.sluice_staging (${cols.join(', ')}) FROM STDIN (FORMAT binary)`)));
+      this.copyBuffers.give(data);
       // One simple-protocol message, one round-trip: the INSERT then the COMMIT. If the
       // INSERT fails the server skips the COMMIT and the transaction is left aborted.
       this.statements++;
