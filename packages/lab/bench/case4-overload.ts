@@ -5,7 +5,7 @@
  * could not send by the deadline is counted (`notSent`), never hidden. The queue holds four
  * windows (2,048 items, ≈ 20 ms of the sink's capacity), the bound one configures for
  * overload: a deeper queue only adds latency when the sink is the bottleneck. `sluice-10k`
- * runs the 10,000-item queue of cases 1–3 beside it: measured at 10:3x on 2026-11-27, RSS
+ * runs the 10,000-item queue of cases 1–3 beside it: measured in one run, RSS
  * growth 19.7–21.4 MB and p99 enqueue→ack 126–132 ms against 7.2–11.7 MB and 30–31 ms with
  * 2,048 (queued items that live ≈ 100 ms survive scavenges and are promoted, and old-space
  * garbage waits for a major GC; what either holds after GC: 1.9 and 0.6–0.7 MB).

@@ -35,7 +35,7 @@ export const SETTLE_PERIODS = 5;
  * controller's 500 ms default: at 119k items/s here a mark-compact GC (with the write it
  * delays) stalled the loop ≈ 10 ms about once a second, so 500 ms periods alternated between
  * p99 ≈ 10 ms (no collection) and 20–26 ms (one) at the very same window, and the controller
- * chased that noise over a 3–5× band (`lab adaptive`, 2026-11-27 05:30). A period that holds
+ * chased that noise over a 3–5× band (`lab adaptive` in one run). A period that holds
  * about one collection sees the p99 the regime really has — the one the statics are judged on.
  */
 const PERIOD = { minPeriodMs: 1000, minSamples: 500, maxPeriodMs: 3000 };
@@ -45,7 +45,7 @@ const AIMD_START = { maxItems: 1024, maxWaitMs: 5 };
  * AIMD's margin: half the static selection's (MARGIN_FRACTION). A static window is picked once,
  * from 2 s cells, and must then hold on traffic it never saw: its margin covers that. AIMD
  * re-measures every period over a sliding interval of three (whose p99 moved ±0.4 ms at a fixed
- * window at low load here, 2026-11-27 07:5x) and halves on a breach: its margin only covers the
+ * window at low load here in one run) and halves on a breach: its margin only covers the
  * noise of its own estimate. With the statics' 15% it settled near p99 17 ms where the best
  * static sat at 19.3–19.6 ms, and spent 1.13× and 1.61× its fixed-cost operations.
  * Breaches up to the statics' margin above the SLO are still *mild* (two in a row to halve).

@@ -89,8 +89,8 @@ export function queueFor(maxItems: number) {
 
 /**
  * The highest rate that holds the bound: up the ramp until a step fails. If the very first
- * step fails (the flat-out probe ran far above what a paced load holds: on 2026-11-27 at
- * 07:2x UTC the probe moved 497k/s and 36k/s paced read p99 22 ms), halve the rate until a
+ * step fails (the flat-out probe ran far above what a paced load holds: in one run at
+ * the probe moved 497k/s and 36k/s paced read p99 22 ms), halve the rate until a
  * step holds, down to `floor`, rather than call the capacity 0. Returns 0 when nothing held.
  */
 export async function searchSloCapacity(rates: readonly number[], floor: number, holds: (rate: number) => Promise<boolean>, refineSteps = SLO_CAPACITY_REFINE_STEPS): Promise<number> {
@@ -120,7 +120,7 @@ export async function searchSloCapacity(rates: readonly number[], floor: number,
 /**
  * Bisection steps of searchSloCapacity between the last rate that held and the first that
  * failed, while they are more than 20% apart. Without them, a ramp whose first step failed
- * came out at a halving: in the full lab of 2026-11-27 12:30 it passed 4,767/s after failing
+ * came out at a halving: in one run it passed 4,767/s after failing
  * 9,534/s (p99 18.6 ms against a 17 ms bound), and the peak, 4,290/s, was 13× the low load.
  */
 export const SLO_CAPACITY_REFINE_STEPS = 2;
@@ -165,7 +165,7 @@ export async function measureLoads(ctx: ExperimentContext, lab: LabSink, label: 
   // the bound every window is chosen by). The flat-out probe alone says what the machine moves
   // with no latency bound (and varied 237k–632k/s between runs here); the peak load must be
   // one the pipeline can serve within its SLO *with* the margin, or no window can be chosen
-  // there but by luck. Measured on 2026-11-27 with the SLO itself as the bound: the ramp's p99
+  // there but by luck. Measured in one run with the SLO itself as the bound: the ramp's p99
   // sat at 16.4–18.7 ms from 127k to 316k/s, every step passed, the peak came out at 285k/s,
   // where the disk wrote ≈ 90 MB/s, writes stalled up to 58 ms and the replays reached
   // 22.7–24.5 ms.
@@ -193,7 +193,7 @@ export async function measureLoads(ctx: ExperimentContext, lab: LabSink, label: 
   const step = async (rate: number): Promise<boolean> => {
     // A step counts only if two runs in a row hold the bound: the peak must be a load the
     // pipeline serves within the bound reliably, not once. (Counting a step when either try
-    // held, until 2026-11-27, let one lucky run at the edge set the peak: at 106k/s the grid's
+    // held, until in one run, let one lucky run at the edge set the peak: at 106k/s the grid's
     // 2048 / 5 ms cell measured p99 15.1 ms and its 5 s re-run 20.4 ms.)
     let worst = 0;
     for (let attempt = 0; attempt < 2 && worst <= bound; attempt++) worst = Math.max(worst, await pacedP99(rate, 11 + attempt, ctx.quick ? 800 : 1500));
@@ -212,7 +212,7 @@ export async function measureLoads(ctx: ExperimentContext, lab: LabSink, label: 
   // No step held even at the floor: the peak falls back to the floor; the report lists the ramp's steps.
   let peakPerSec = Math.max(1, Math.round(PEAK_FRACTION_OF_SLO_CAPACITY * (sloCapacityPerSec || floor)));
   // Confirm the peak with one run as long as the validation runs: two 1.5 s steps can pass by
-  // luck. In the full lab of 2026-11-27 08:17 the ramp passed 32.1k/s twice, and the `adaptive`
+  // luck. In in one run the ramp passed 32.1k/s twice, and the `adaptive`
   // high regime at 28.9k/s then read period p99s of 20–46 ms with a 4.5 ms window (AIMD's p99
   // 23.5 ms; the grid's cells at 5–10 ms waits 17–38 ms), where the run before had found
   // 10.5k/s. A peak that does not hold is lowered by PEAK_STEP_DOWN and tried again,

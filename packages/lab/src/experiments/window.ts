@@ -67,7 +67,7 @@ export interface ValidationRun {
   sink?: 'real' | 'replay';
   /** Repetition index (0-based) of the interleaved protocol. */
   rep?: number;
-  /** Absent in results written before 2026-11-27 12:30 (5 s, 1.5 s quick, then). */
+  /** Absent in results written before in one run (5 s, 1.5 s quick, then). */
   durationMs?: number;
   offeredPerSec: number;
   throughputPerSec: number;
@@ -169,7 +169,7 @@ export const windowExperiment: Experiment = {
       // Validation: REPS interleaved repetitions (low, peak, low, peak, …), each on the same
       // seeded schedule, on the real sink and then on the replay sink. Each run lasts at least
       // 5 s (1.5 s quick) and holds VALIDATION_MIN_ITEMS items (at 356/s, 5 s held 1,780 items
-      // and one 10 ms loop stall across four batches set its p99: the 12:22 run of 2026-11-27).
+      // and one 10 ms loop stall across four batches set its p99: in one run).
       const valMsFor = (rate: number) => Math.max(ctx.quick ? 1500 : 5000, Math.ceil(((ctx.quick ? VALIDATION_MIN_ITEMS / 2 : VALIDATION_MIN_ITEMS) / rate) * 1000));
       const replaySink = replayLabSink(sweep.writeTrace, cost, 77);
       const validation: ValidationRun[] = [];

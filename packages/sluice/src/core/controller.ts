@@ -274,7 +274,7 @@ export interface AimdOptions {
    * bursts: at 28k items/s here, periods at one and the same window read p99 7–9 ms without a
    * stall and 23–29 ms with one (a GC pause or a slow fdatasync delays ≈ 1.5% of a period's
    * items), so one-period decisions halved on stalls and regrew: bands of 3.7–4× (`lab
-   * adaptive`, 2026-11-27 07:4x). Over three periods one stall is ≈ 0.5% of the samples and
+   * adaptive` in one run). Over three periods one stall is ≈ 0.5% of the samples and
    * no longer sets p99, while a window that is really too large still does. 1 = the period
    * alone. @default 3
    */
@@ -595,7 +595,7 @@ export class AimdController<T = unknown> extends BaseController<T> {
     } else if (!binomial && p99 > this.sloMs && p99 <= this.sloMs + this.mildBreachMs && !(this.breachedLast && periodP99 > this.sloMs)) {
       // One mild breach is not yet evidence against the window (see mildBreachMs). Nor is a
       // second one that this period did not make itself: the sliding interval still holds the
-      // period that breached (measured 2026-11-27 08:0x at 572 items/s: one period at 29 ms,
+      // period that breached (measured in one run at 572 items/s: one period at 29 ms,
       // the next at 18.8 ms, and the interval's p99 counted the first one twice).
       decision = 'hold';
       reason = !this.breachedLast
@@ -610,7 +610,7 @@ export class AimdController<T = unknown> extends BaseController<T> {
       const floor = this.capacityFloorItems(rate);
       // Halved upwards (ceil; the wait on its 1 µs grid): a halving never moves a knob by more
       // than a factor of 2 (floor(1001 / 2) = 500 did, and so did a wait rounded to µs only in
-      // the log: a switching phase's band read 2.0001 on 2026-11-27).
+      // the log: a switching phase's band read 2.0001 in one run).
       if (bound === 'size' || bound === 'both') items = Math.min(items, this.clampItems(Math.max(Math.ceil(items / 2), floor)));
       if (bound === 'time' || bound === 'both' || bound === 'none') wait = this.clampWait(wait / 2, 'up');
       decision = items !== w.maxItems || wait !== w.maxWaitMs ? 'decrease' : 'hold';

@@ -123,7 +123,7 @@ export const HEADROOM_SAFETY_MS = 0.5;
  * minus 2√n (Poisson), counted from the arrivals alone: the timer's lateness and what arrives
  * during the previous write only add items, so cuts by size can only be more frequent.
  * (B − 1.5√B from the measured median batch B credits that lateness, which varies: at 7.7k/s on
- * 2026-11-27 10:4x, 73 items / 10 ms, snapped from B = 87, was cut by size in 84% of its cell's
+ * in one run, 73 items / 10 ms, snapped from B = 87, was cut by size in 84% of its cell's
  * windows and 79% of its validation's, against the ≈ 93% its construction assumes.)
  * Null when no wait longer than the cell's fits, or the peak fills fewer than 2 items in it.
  */
@@ -180,7 +180,7 @@ export function sizePreferenceTie(medianBatch: number): number {
 /**
  * The noise allowance of sizePreferenceTie. The band is measured against the *minimum* ops/item
  * of the feasible cells, and the cheapest ones are the timer-bound family at one wait, all
- * cutting the same batch: in the 12:01 run of 2026-11-27 (8.1k/s peak, 10 ms) its five cells read
+ * cutting the same batch: in one run (8.1k/s peak, 10 ms) its five cells read
  * 0.01097–0.01140 ops/item (±2%). The minimum of several such cells sits ≈ 2% below their
  * centre, and the corner's own cell is as noisy again, so a corner costing exactly its
  * construction's price can read ≈ 4% over the band's base. With 2% that run's snapped corner
