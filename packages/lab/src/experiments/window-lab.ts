@@ -89,7 +89,7 @@ export function queueFor(maxItems: number) {
 
 /**
  * The highest rate that holds the bound: up the ramp until a step fails. If the very first
- * step fails (the flat-out probe ran far above what a paced load holds: in one run at
+ * step fails (the flat-out probe ran far above what a paced load holds: in one run
  * the probe moved 497k/s and 36k/s paced read p99 22 ms), halve the rate until a
  * step holds, down to `floor`, rather than call the capacity 0. Returns 0 when nothing held.
  */
