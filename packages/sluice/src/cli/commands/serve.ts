@@ -30,7 +30,7 @@ export function registerServe(program: Command): void {
   const d = SERVE_LIMIT_DEFAULTS;
   program
     .command('serve')
-    .description('HTTP ingest: POST /ingest (NDJSON; identity, gzip, deflate or br), GET /metrics, GET /healthz (see docs/serve.md)')
+    .description('HTTP ingest: POST /ingest (NDJSON), /_bulk (Elasticsearch), /v1/logs (OTLP), /loki/api/v1/push (Loki); identity, gzip, deflate or br; GET / (live page), /metrics, /healthz (see docs/serve.md)')
     .option('--config <file>', "JSON config, the same shape as `run --config` (a `sluice tune` snippet as is): window, queue, sloP99Ms and the sink's options; flags given override it")
     .option('--slo-p99-ms <n>', 'p99 end-to-end latency objective: the AIMD controller moves the window live from the configured one; implies --flush window unless --flush is given (docs/tune.md)')
     .option('--host <host>', 'address to bind', '127.0.0.1')
