@@ -22,6 +22,8 @@ export class DoorTestSink implements Sink<unknown> {
   readonly name = 'door-test';
   readonly fixedCostKind: FixedCostKind = 'fsync';
   readonly indexOf = new Map<string, string | undefined>();
+  /** Each id's intendedAtMs as the door stamped it (the request's arrival: latency starts there). */
+  readonly intendedAt = new Map<string, number>();
   private held = false;
   constructor(
     readonly file: FileSink<unknown>,
@@ -33,7 +35,10 @@ export class DoorTestSink implements Sink<unknown> {
       await new Promise((r) => setTimeout(r, this.holdFirstWriteMs));
     }
     await this.file.write(batch);
-    for (const e of batch) if (!this.indexOf.has(e.id!)) this.indexOf.set(e.id!, recordIndex(e));
+    for (const e of batch) {
+      if (!this.indexOf.has(e.id!)) this.indexOf.set(e.id!, recordIndex(e));
+      if (!this.intendedAt.has(e.id!)) this.intendedAt.set(e.id!, e.intendedAtMs);
+    }
   }
   storedIds(ids: readonly string[]): Promise<ReadonlySet<string>> {
     return this.file.storedIds(ids);

@@ -124,3 +124,44 @@ test('Loki: a snappy block declaring more than the cap is 413 before decompressi
     await d.finish();
   }
 });
+
+test('every door times its records from the request’s arrival, not from when its body was decoded', async () => {
+  const d = await doorServer({ limits: LIMITS });
+  try {
+    const { request } = await import('node:http');
+    const bodies: [string, string, string][] = [
+      ['/ingest', 'application/x-ndjson', '{"door":"ingest"}\n'],
+      ['/logs/_bulk', 'application/x-ndjson', '{"index":{"_id":"bulk-1"}}\n{"door":"bulk"}\n'],
+      ['/v1/logs', 'application/json', JSON.stringify({ resourceLogs: [{ scopeLogs: [{ logRecords: [{ body: { stringValue: 'otlp' } }] }] }] })],
+      ['/loki/api/v1/push', 'application/json', JSON.stringify({ streams: [{ stream: { door: 'loki' }, values: [['1700000000000000000', 'loki']] }] })],
+    ];
+    const delayMs = 400;
+    for (const [path, type, body] of bodies) {
+      const before = new Set(d.sink.intendedAt.keys());
+      const buf = Buffer.from(body);
+      const sentHeadersAt = performance.now();
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = request(d.srv.url + path, { method: 'POST', headers: { 'content-type': type, 'content-length': buf.length } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', reject);
+        req.flushHeaders();
+        // Half the body, then a pause: the records must still be timed from the headers.
+        req.write(buf.subarray(0, buf.length >> 1));
+        setTimeout(() => req.end(buf.subarray(buf.length >> 1)), delayMs);
+      });
+      assert.ok(status >= 200 && status < 300, `${path}: ${status}`);
+      // With the default ack the answer may precede the write: wait for the record to land.
+      let fresh: [string, number][] = [];
+      for (const t0 = Date.now(); fresh.length === 0 && Date.now() - t0 < 10_000; await new Promise((r) => setTimeout(r, 10))) {
+        fresh = [...d.sink.intendedAt].filter(([id]) => !before.has(id));
+      }
+      assert.equal(fresh.length, 1, `${path}: ${JSON.stringify([...d.sink.intendedAt.keys()])} ${JSON.stringify([...before])}`);
+      const stampedAfterHeaders = fresh[0][1] - sentHeadersAt;
+      assert.ok(stampedAfterHeaders < delayMs / 2, `${path}: records stamped ${stampedAfterHeaders.toFixed(1)} ms after the headers were sent, the body took ${delayMs} ms`);
+    }
+  } finally {
+    await d.finish();
+  }
+});

@@ -703,6 +703,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     enqueueStaged,
     requestsRejected,
     itemsRejected,
+    arrivedAt: (req) => arrivedAt.get(req) ?? performance.now(),
   };
 
   /** A door's context for one request: with auth, its records are charged to the request's tenant. */
@@ -718,6 +719,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   };
 
   const server = createFrontDoorServer(opts.tls, { connectionsCheckingInterval: 1000 }, (req, res) => {
+    // A request's records are timed from here, its arrival (headers parsed), not from when its
+    // body was decoded: time spent behind the auth check, the gate or a slow body is latency too.
+    arrivedAt.set(req, performance.now());
     const path = (req.url ?? '/').split('?', 1)[0];
     // Elasticsearch clients (8.x, 9.x) refuse any answer without this header (docs/serve.md).
     res.setHeader('x-elastic-product', 'Elasticsearch');
@@ -743,7 +747,6 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     if (path === '/ingest' || door) {
       if (!door && req.method !== 'POST') return void send(req, res, 405, { error: 'method not allowed', allow: 'POST' }, { allow: 'POST' });
       if (closing) return refuse(req, res, new SluiceError(ErrorCode.Closed, 'server is shutting down'));
-      arrivedAt.set(req, performance.now());
       const stopGuard = guardBodyRate(req, res);
       // A body takes a concurrency slot only once its first SMALL_BODY_BYTES have arrived (a
       // small body: all of it), so clients trickling bodies hold sockets (until the rate guard

@@ -96,7 +96,7 @@ function itemJson(a: ItemAnswer, seq: number): Record<string, unknown> {
 }
 
 export async function esBulk(ctx: DoorContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const t0 = performance.now();
+  const t0 = ctx.arrivedAt(req);
   const path = (req.url ?? '/').split('?', 1)[0];
   const pathIndex = path === '/_bulk' ? undefined : decodeURIComponent(path.slice(1, -'/_bulk'.length));
   const lines: Buffer[] = [];

@@ -38,6 +38,8 @@ export interface DoorContext {
   enqueueStaged(staged: readonly Envelope<unknown>[], ticket: Ticket): Promise<{ accepted: number; refused: SluiceError | null }>;
   requestsRejected: client.Counter<'reason'>;
   itemsRejected: client.Counter<'reason'>;
+  /** When the request arrived (performance.now() when its headers were parsed): its records' intendedAtMs. */
+  arrivedAt(req: IncomingMessage): number;
 }
 
 export interface Door {

@@ -15,7 +15,7 @@ import type { DoorContext } from './index.js';
 import { Collector, countRejects, mediaType, stage } from './stage.js';
 
 export async function lokiPush(ctx: DoorContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const t0 = performance.now();
+  const t0 = ctx.arrivedAt(req);
   const type = mediaType(req);
   const proto = type === 'application/x-protobuf';
   if (!proto && type !== 'application/json' && type !== '') {

@@ -16,7 +16,7 @@ import type { DoorContext } from './index.js';
 import { Collector, countRejects, mediaType, stage } from './stage.js';
 
 export async function otlpLogs(ctx: DoorContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const t0 = performance.now();
+  const t0 = ctx.arrivedAt(req);
   const type = mediaType(req);
   const json = type === 'application/json';
   const ct = json ? 'application/json' : 'application/x-protobuf';
