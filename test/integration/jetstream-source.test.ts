@@ -150,3 +150,49 @@ test('JetStream source: a redelivery of a message still held is absorbed (counte
     await nc.close();
   }
 });
+
+test('JetStream source: a record delivered again as a first delivery (a broker that lost its consumer state, a record published twice) is not accepted twice', async (t) => {
+  const natsUrl = await requireNats(t);
+  if (!natsUrl) return;
+  const stream = uniqueName('jsagain').toUpperCase();
+  const nc = await connectNats(natsUrl, 3_000, null);
+  let src: JetStreamSource<unknown> | null = null;
+  try {
+    src = await JetStreamSource.open<unknown>({ nc, stream, consumer: 'c' });
+    const producer = new JetStreamProducer(nc, stream);
+    const rec = (id: string) => ({ id, data: Buffer.from(JSON.stringify({ id })) });
+    const offered: Envelope<unknown>[] = [];
+    let noted = 0;
+    const s = src;
+    const running = s.run({ offer: (e) => (offered.push(e), 'accepted'), put: async () => 'accepted', noteRedelivered: (n) => void (noted += n) });
+    const until = async (what: string, ok: () => boolean) => {
+      for (const t0 = Date.now(); !ok(); await new Promise((r) => setTimeout(r, 20))) {
+        if (Date.now() - t0 > 10_000) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(s.stats())}`);
+      }
+    };
+    await producer.publish([rec('a'), rec('b')]);
+    await until('a, b', () => offered.length === 2);
+    s.ack(offered);
+    // Each a new stream sequence and a first delivery (redelivered: false): only the id says it
+    // is the same record. 'a' was acked: acked again at once. 'c' is held: it rides along.
+    await producer.publish([rec('a'), rec('c')]);
+    await until('c', () => offered.length === 3);
+    await producer.publish([rec('c')]);
+    await until('both absorbed', () => s.stats().redeliveriesAbsorbed === 2);
+    assert.deepEqual(offered.map((e) => e.id), ['a', 'b', 'c'], 'each record offered once');
+    assert.equal(s.stats().redelivered, 0, 'the server marked none of them as a redelivery');
+    assert.equal(noted, 2, 'the ledger hears of both');
+    s.ack(offered.slice(2));
+    await s.flushAcks();
+    await until('all acked', () => s.stats().acked === 3);
+    assert.equal(await s.lag(), 0, 'every stream message acked, the second copies too');
+    s.stop();
+    await running;
+  } finally {
+    if (src) {
+      await src.close();
+      await src.destroy();
+    }
+    await nc.close();
+  }
+});

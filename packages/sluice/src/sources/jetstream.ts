@@ -37,6 +37,14 @@ export const TS_HEADER = 'Sluice-Ts';
 /** JetStream's own de-duplication header. */
 export const MSG_ID_HEADER = 'Nats-Msg-Id';
 
+/**
+ * What makes two deliveries the same record: the record id a producer put in the headers (ours,
+ * else JetStream's de-duplication id), else the stream sequence (a message without an id).
+ */
+function keyOf(m: JsMsg): string {
+  return m.headers?.get(ID_HEADER) || m.headers?.get(MSG_ID_HEADER) || `seq:${m.seq}`;
+}
+
 export interface JetStreamSourceOptions<T> {
   nc: NatsConnection;
   stream: string;
@@ -73,8 +81,12 @@ export interface JetStreamSourceOptions<T> {
   /** Decode failures and failed dead-letter writes. @default one JSON line on stderr */
   onError?: (error: unknown) => void;
   /**
-   * Ids of recently acked messages remembered so that a redelivery of one (an ack lost in a
-   * broker outage) is acked again and counted `redelivered` instead of being processed twice.
+   * Record ids (or stream sequences, for messages without an id) of recently acked messages,
+   * remembered so that another delivery of one (an ack lost in a broker outage, a broker that
+   * restarted without its consumer's last state, a record published twice) is acked again and
+   * counted `redelivered` instead of being accepted twice. Memory: one string per entry, about
+   * 100 bytes with a 36-character id, so ≈10 MB at the default. A delivery older than the last
+   * `recentAcks` acks is accepted again; the idempotent sink still stores it once.
    * @default 100_000
    */
   recentAcks?: number;
@@ -149,8 +161,10 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
   private readonly held = new Map<number, JsMsg>();
   /** Later deliveries of a held message (acked together with it). */
   private readonly extra = new Map<number, JsMsg[]>();
-  /** Stream sequences acked recently, oldest first (bounded by `recentAcks`). */
-  private readonly acked = new Set<number>();
+  /** Record keys (keyOf) of the held messages → their stream sequence. */
+  private readonly heldKeys = new Map<string, number>();
+  /** Record keys (keyOf) acked recently, oldest first (bounded by `recentAcks`). */
+  private readonly acked = new Set<string>();
   private readonly recentAcks: number;
   private heartbeat: NodeJS.Timeout | null = null;
 
@@ -182,24 +196,27 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
     void this.o.nc.closed().then(() => this.stop());
     for await (const m of this.messages) {
       if (this.stopping) break; // delivered, not offered: never acked, redelivered after ack_wait
-      if (m.redelivered) {
-        this.st.redelivered++;
-        // Counted once per record (issue 19): a redelivery of a message still in the pipeline
-        // rides along with it; one already acked (the ack was lost) is acked again. Neither is
-        // accepted a second time; the ledger counts them as `redelivered`.
-        const prior = this.held.get(m.seq);
-        if (prior) {
-          const list = this.extra.get(m.seq) ?? [];
-          list.push(m);
-          this.extra.set(m.seq, list);
-          this.absorbed(target);
-          continue;
-        }
-        if (this.acked.has(m.seq)) {
-          m.ack();
-          this.absorbed(target);
-          continue;
-        }
+      if (m.redelivered) this.st.redelivered++;
+      // Counted once per record (issue 19): a second delivery of a record still in the pipeline
+      // rides along with it; one of a record already acked is acked again. Neither is accepted a
+      // second time; the ledger counts them as `redelivered`. Matched by record id, not by the
+      // server's `redelivered` flag: a broker that restarts without its consumer's last state
+      // (chaos case 2: NATS restarted mid-run) delivers acked messages again as first deliveries,
+      // and a record published twice (a producer retry past the duplicate window) is two stream
+      // sequences under one id.
+      const key = keyOf(m);
+      const heldSeq = this.heldKeys.get(key);
+      if (heldSeq !== undefined) {
+        const list = this.extra.get(heldSeq) ?? [];
+        list.push(m);
+        this.extra.set(heldSeq, list);
+        this.absorbed(target);
+        continue;
+      }
+      if (this.acked.has(key)) {
+        m.ack();
+        this.absorbed(target);
+        continue;
       }
       let env: Envelope<T>;
       try {
@@ -209,11 +226,12 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
         continue;
       }
       this.held.set(m.seq, m);
+      this.heldKeys.set(key, m.seq);
       let r: OfferResult;
       try {
         r = await offerPatiently(target, env);
       } catch {
-        this.held.delete(m.seq);
+        this.forget(m.seq);
         this.st.refused++;
         break;
       }
@@ -229,6 +247,8 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
   }
 
   private forget(seq: number): void {
+    const m = this.held.get(seq);
+    if (m) this.heldKeys.delete(keyOf(m));
     this.held.delete(seq);
     this.extra.delete(seq);
   }
@@ -319,8 +339,8 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
       m.ack();
       for (const again of this.extra.get(m.seq) ?? []) again.ack();
       this.forget(m.seq);
-      this.acked.add(m.seq);
-      if (this.acked.size > this.recentAcks) this.acked.delete(this.acked.values().next().value as number);
+      this.acked.add(keyOf(m));
+      if (this.acked.size > this.recentAcks) this.acked.delete(this.acked.values().next().value as string);
       this.st.acked++;
     }
   }
