@@ -5,6 +5,7 @@ import { connectNats } from '../../packages/sluice/src/sources/nats.js';
 import { JetStreamProducer, JetStreamSource } from '../../packages/sluice/src/sources/jetstream.js';
 import { IdempotentMemorySink } from '../../packages/sluice/src/sinks/doubles.js';
 import { Ingest } from '../../packages/sluice/src/run/ingest.js';
+import type { NatsConnection } from '@nats-io/transport-node';
 import type { Envelope } from '../../packages/sluice/src/core/types.js';
 
 /** Commits by id, slowly: each write takes `delayMs`, so records wait in the queue. */
@@ -18,18 +19,39 @@ class SlowIdempotentSink extends IdempotentMemorySink<unknown> {
   }
 }
 
-test('JetStream source: messages held longer than the ack wait are claimed in progress, not redelivered', async (t) => {
+/**
+ * A source on a stream of its own (`prefix` + a unique suffix) and a connection that gives up
+ * at once when NATS is gone; both closed, and the stream deleted, whatever the body does.
+ */
+async function withSource(
+  t: import('node:test').TestContext,
+  prefix: string,
+  opts: Omit<Parameters<typeof JetStreamSource.open<unknown>>[0], 'nc' | 'stream'>,
+  body: (src: JetStreamSource<unknown>, nc: NatsConnection, stream: string) => Promise<void>,
+): Promise<void> {
   const natsUrl = await requireNats(t);
   if (!natsUrl) return;
-  const stream = uniqueName('jssrc').toUpperCase();
-  const nc = await connectNats(natsUrl);
+  const stream = uniqueName(prefix).toUpperCase();
+  const nc = await connectNats(natsUrl, 3_000, null);
   let src: JetStreamSource<unknown> | null = null;
   try {
-    // 40 records, 5 per write, 300 ms a write: the last ones wait ≈ 2.4 s in the queue, twice
-    // the 1.2 s ack wait. Without in-progress acks the server redelivers them while they wait.
-    const ackWaitMs = 1_200;
-    const N = 40;
-    src = await JetStreamSource.open<unknown>({ nc, stream, consumer: 'held', ackWaitMs });
+    src = await JetStreamSource.open<unknown>({ nc, stream, ...opts });
+    await body(src, nc, stream);
+  } finally {
+    if (src) {
+      await src.close();
+      await src.destroy();
+    }
+    await nc.close();
+  }
+}
+
+test('JetStream source: messages held longer than the ack wait are claimed in progress, not redelivered', async (t) => {
+  // 40 records, 5 per write, 300 ms a write: the last ones wait ≈ 2.4 s in the queue, twice
+  // the 1.2 s ack wait. Without in-progress acks the server redelivers them while they wait.
+  const ackWaitMs = 1_200;
+  const N = 40;
+  await withSource(t, 'jssrc', { consumer: 'held', ackWaitMs }, async (src, nc, stream) => {
     await new JetStreamProducer(nc, stream).publish(Array.from({ length: N }, (_, i) => ({ id: `r${i}`, data: Buffer.from(JSON.stringify({ i })) })));
     const sink = new SlowIdempotentSink(300);
     const ingest = new Ingest<unknown>({ source: src, sink, window: { maxItems: 5, maxWaitMs: 1, maxInFlight: 1 } });
@@ -53,25 +75,13 @@ test('JetStream source: messages held longer than the ack wait are claimed in pr
     assert.equal(ledger.committed, N);
     assert.equal(st.held, 0, 'nothing held after the drain');
     assert.equal(await src.lag(), 0);
-  } finally {
-    if (src) {
-      await src.close();
-      await src.destroy();
-    }
-    await nc.close();
-  }
+  });
 });
 
 test('JetStream source: an undecodable message is counted and dead-lettered with its reason (never a silent null), then acked', async (t) => {
-  const natsUrl = await requireNats(t);
-  if (!natsUrl) return;
-  const stream = uniqueName('jsbad').toUpperCase();
-  const nc = await connectNats(natsUrl, 3_000, null);
   const { MemoryDeadLetters } = await import('../../packages/sluice/src/core/reliability.js');
-  let src: JetStreamSource<unknown> | null = null;
-  try {
-    const dlq = new MemoryDeadLetters<unknown>();
-    src = await JetStreamSource.open<unknown>({ nc, stream, consumer: 'c', deadLetters: dlq });
+  const dlq = new MemoryDeadLetters<unknown>();
+  await withSource(t, 'jsbad', { consumer: 'c', deadLetters: dlq }, async (src, nc, stream) => {
     await new JetStreamProducer(nc, stream).publish([
       { id: 'good1', data: Buffer.from('{"a":1}') },
       { id: 'bad', data: Buffer.from('{not json') },
@@ -102,24 +112,12 @@ test('JetStream source: an undecodable message is counted and dead-lettered with
     }
     s.stop();
     await running;
-  } finally {
-    if (src) {
-      await src.close();
-      await src.destroy();
-    }
-    await nc.close();
-  }
+  });
 });
 
 test('JetStream source: a redelivery of a message still held is absorbed (counted apart, not accepted twice) and acked with it', async (t) => {
-  const natsUrl = await requireNats(t);
-  if (!natsUrl) return;
-  const stream = uniqueName('jsredeliv').toUpperCase();
-  const nc = await connectNats(natsUrl, 3_000, null);
-  let src: JetStreamSource<unknown> | null = null;
-  try {
-    const ackWaitMs = 800;
-    src = await JetStreamSource.open<unknown>({ nc, stream, consumer: 'c', ackWaitMs });
+  const ackWaitMs = 800;
+  await withSource(t, 'jsredeliv', { consumer: 'c', ackWaitMs }, async (src, nc, stream) => {
     await new JetStreamProducer(nc, stream).publish([0, 1, 2].map((i) => ({ id: `r${i}`, data: Buffer.from(JSON.stringify({ i })) })));
     const offered: Envelope<unknown>[] = [];
     let noted = 0;
@@ -142,23 +140,11 @@ test('JetStream source: a redelivery of a message still held is absorbed (counte
     assert.equal(await s.lag(), 0);
     s.stop();
     await running;
-  } finally {
-    if (src) {
-      await src.close();
-      await src.destroy();
-    }
-    await nc.close();
-  }
+  });
 });
 
 test('JetStream source: a record delivered again as a first delivery (a broker that lost its consumer state, a record published twice) is not accepted twice', async (t) => {
-  const natsUrl = await requireNats(t);
-  if (!natsUrl) return;
-  const stream = uniqueName('jsagain').toUpperCase();
-  const nc = await connectNats(natsUrl, 3_000, null);
-  let src: JetStreamSource<unknown> | null = null;
-  try {
-    src = await JetStreamSource.open<unknown>({ nc, stream, consumer: 'c' });
+  await withSource(t, 'jsagain', { consumer: 'c' }, async (src, nc, stream) => {
     const producer = new JetStreamProducer(nc, stream);
     const rec = (id: string) => ({ id, data: Buffer.from(JSON.stringify({ id })) });
     const offered: Envelope<unknown>[] = [];
@@ -188,11 +174,5 @@ test('JetStream source: a record delivered again as a first delivery (a broker t
     assert.equal(await s.lag(), 0, 'every stream message acked, the second copies too');
     s.stop();
     await running;
-  } finally {
-    if (src) {
-      await src.close();
-      await src.destroy();
-    }
-    await nc.close();
-  }
+  });
 });

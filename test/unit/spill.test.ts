@@ -262,3 +262,25 @@ test('spill: options are validated with the bad value in the message', () => {
   assert.throws(() => DiskSpillStore.open<Rec>({ dir: join(tmpdir(), 'x'), spillMaxBytes: 0 }), /spillMaxBytes=0/);
   assert.throws(() => DiskSpillStore.open<Rec>({ dir: join(tmpdir(), 'x'), fallback: 'drop-oldest' as 'block' }), /fallback/);
 });
+
+test('spill: its synchronous I/O is counted and timed, one bounded call at a time (DiskSpillStats io*)', () => {
+  const dir = tmp();
+  try {
+    const writeBufferBytes = 16 * 1024;
+    const s = DiskSpillStore.open<Rec>({ dir, spillMaxBytes: 64 * 2 ** 20, segmentBytes: 1 << 20, writeBufferBytes, readChunkBytes: 32 * 1024 });
+    const n = 2_000;
+    for (let i = 0; i < n; i++) assert.ok(s.tryAppend(item(i, 200), i));
+    const written = s.stats().diskBytes;
+    let back = 0;
+    while (s.shift()) back++;
+    assert.equal(back, n);
+    const st = s.stats();
+    // Every byte went through writes of at most writeBufferBytes and came back through reads of
+    // at most readChunkBytes: at least that many calls, each one timed.
+    assert.ok(st.ioCalls >= Math.ceil(written / writeBufferBytes) + Math.ceil(written / (32 * 1024)), JSON.stringify(st));
+    assert.ok(st.ioMaxMs > 0 && st.ioMs >= st.ioMaxMs, JSON.stringify(st));
+    s.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -732,6 +732,12 @@ function caseChecks(c: CaseResult): Check[] {
   if (c.id === 1 || c.id === 4 || c.id === 5) {
     out.push(check(`${p}: one "sink down" line`, c.downLines, '==', 1), check(`${p}: one "sink back" line`, c.backLines, '==', 1));
   }
+  if (c.id === 1 || c.id === 2) {
+    // One process read the whole stream: its ledger counts each record id once, however many
+    // times the broker delivered it (issue 19; redeliveries are counted apart).
+    const accepted = Number(/accepted=(\d+)/.exec(c.ledger ?? '')?.[1] ?? NaN);
+    out.push(check(`${p}: ledger accepted = records produced (a redelivery is not accepted twice)`, accepted, '==', c.produced));
+  }
   if (c.id === 2) out.push(check(`${p}: one "NATS went down" line`, c.downLines, '==', 1), check(`${p}: one "NATS came back" line`, c.backLines, '==', 1));
   if (c.id === 4 || c.id === 5) {
     const degraded = Object.entries(c.healthz ?? {}).filter(([k]) => /^503 degraded/.test(k)).reduce((s, [, n]) => s + n, 0);

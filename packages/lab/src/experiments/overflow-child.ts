@@ -72,6 +72,8 @@ export interface OverflowChildResult {
   spillMaxDiskBytes: number;
   spillDiskBytesAtEnd: number;
   spillSegmentsAtEnd: number;
+  /** The spill store's synchronous I/O on the event loop (DiskSpillStats io*), ms. */
+  spillIo: { calls: number; totalMs: number; maxMs: number } | null;
   /** The sink's own count of items written, and its order check. */
   sinkItems: number;
   sinkOrderViolations: number;
@@ -235,6 +237,7 @@ export async function runOverflowChild(cfg: OverflowChildConfig): Promise<Overfl
       spillMaxDiskBytes: spillMaxDisk,
       spillDiskBytesAtEnd: ss?.diskBytes ?? 0,
       spillSegmentsAtEnd: ss?.segments ?? 0,
+      spillIo: ss ? { calls: ss.ioCalls, totalMs: Math.round(ss.ioMs * 10) / 10, maxMs: Math.round(ss.ioMaxMs * 1000) / 1000 } : null,
       sinkItems: sink.items,
       sinkOrderViolations: sink.orderViolations,
       sinkWriteMsMean: Math.round((sink.writeMs / Math.max(1, sink.writes)) * 1000) / 1000,

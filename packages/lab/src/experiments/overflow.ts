@@ -68,6 +68,8 @@ export interface OverflowVariant {
   cgroupMaxUsageMb: number | null;
   spillMaxDiskBytes: number;
   spillDiskBytesAtEnd: number;
+  /** The spill store's synchronous I/O on the event loop: calls, total and longest single call (ms). */
+  spillIo: { calls: number; totalMs: number; maxMs: number } | null;
   producerBlockedMs: number;
   producerMs: number;
   elapsedMs: number;
@@ -194,6 +196,7 @@ async function runVariant(ctx: ExperimentContext, policy: OverflowRun, cfg: Over
       cgroupMaxUsageMb: limit.maxUsageMb(),
       spillMaxDiskBytes: r?.spillMaxDiskBytes ?? samples.reduce((m, s) => Math.max(m, s.spillBytes), 0),
       spillDiskBytesAtEnd: r?.spillDiskBytesAtEnd ?? 0,
+      spillIo: r?.spillIo ?? null,
       producerBlockedMs: r?.producerBlockedMs ?? last?.producerWaitMs ?? 0,
       producerMs: r?.producerMs ?? 0,
       elapsedMs: r?.elapsedMs ?? last?.tMs ?? 0,
@@ -334,7 +337,15 @@ export const overflow: Experiment = {
               ? `OOM-killed (${x.exitSignal ?? `exit ${x.exitCode}`}, oom_kill ${x.oomKillCount})`
               : `failed (exit ${x.exitCode ?? x.exitSignal})`,
         ]),
-      )
+      ) +
+      v
+        .filter((x) => x.spillIo)
+        .map(
+          (x) =>
+            `\n\nThe spill store's I/O runs on the event loop, one bounded call at a time (a write of at most 64 KiB, a read of at most 256 KiB, an open, an unlink): ` +
+            `${x.spillIo!.calls} calls, ${x.spillIo!.totalMs} ms in all over ${(x.elapsedMs / 1000).toFixed(1)} s, the longest ${x.spillIo!.maxMs} ms.`,
+        )
+        .join('')
     );
   },
 

@@ -170,6 +170,17 @@ export interface DiskSpillStats {
   recoveredRecords: number;
   /** Bytes of torn tail cut by open(). */
   tornBytesCut: number;
+  /**
+   * The store's I/O is synchronous, on the caller's thread (the event loop), and bounded per
+   * call: one write of at most `writeBufferBytes`, one read of at most `readChunkBytes` (or
+   * one record, if larger), one open, one unlink or one 24-byte pointer write. These time
+   * every such call (not open()'s recovery scan, nor sync()/close()): how long the store held
+   * the event loop in all, and its longest single call. `lab overflow` reports them
+   * (results/overflow.json, the spill variant's `spillIo`).
+   */
+  ioCalls: number;
+  ioMs: number;
+  ioMaxMs: number;
 }
 
 /** Bytes before the codec body: len, crc, seq, accepted, intended, itemBytes. */
@@ -243,7 +254,20 @@ export class DiskSpillStore<T> implements SpillStore<T> {
   private ptrFd = -1;
   private readonly ptrBuf = Buffer.alloc(24);
 
-  private readonly counters = { appended: 0, readBack: 0, released: 0, refused: 0, deletedSegments: 0, recoveredRecords: 0, tornBytesCut: 0 };
+  private readonly counters = { appended: 0, readBack: 0, released: 0, refused: 0, deletedSegments: 0, recoveredRecords: 0, tornBytesCut: 0, ioCalls: 0, ioMs: 0, ioMaxMs: 0 };
+
+  /** Runs one synchronous I/O call and adds its time to the io counters (see DiskSpillStats). */
+  private io<R>(call: () => R): R {
+    const t = performance.now();
+    try {
+      return call();
+    } finally {
+      const ms = performance.now() - t;
+      this.counters.ioCalls++;
+      this.counters.ioMs += ms;
+      if (ms > this.counters.ioMaxMs) this.counters.ioMaxMs = ms;
+    }
+  }
   private closed = false;
 
   /** Opens (or creates) the store in `opts.dir`, recovering what a previous process left. */
@@ -453,7 +477,7 @@ export class DiskSpillStore<T> implements SpillStore<T> {
 
   private writeAll(fd: number, buf: Buffer, off: number, len: number): void {
     while (len > 0) {
-      const n = writeSync(fd, buf, off, len);
+      const n = this.io(() => writeSync(fd, buf, off, len));
       off += n;
       len -= n;
     }
@@ -470,7 +494,7 @@ export class DiskSpillStore<T> implements SpillStore<T> {
     if (this.wFd >= 0) closeSync(this.wFd);
     const id = this.nextId++;
     const seg: Segment = { id, path: join(this.dir, segName(id)), size: 0, startOff: 0, records: 0, readDone: 0, released: 0 };
-    this.wFd = openSync(seg.path, 'wx');
+    this.wFd = this.io(() => openSync(seg.path, 'wx'));
     this.wSeg = seg;
     this.segments.push(seg);
   }
@@ -490,7 +514,7 @@ export class DiskSpillStore<T> implements SpillStore<T> {
       if (next === undefined) throw corrupt('spill store lost track of its read position', { pending: this.pending });
       if (this.rFd >= 0) closeSync(this.rFd);
       this.rSeg = next;
-      this.rFd = openSync(next.path, 'r');
+      this.rFd = this.io(() => openSync(next.path, 'r'));
       this.rOff = next.startOff;
       this.chunkLen = 0;
     }
@@ -516,7 +540,7 @@ export class DiskSpillStore<T> implements SpillStore<T> {
     if (n > this.chunk.length) this.chunk = Buffer.allocUnsafe(Math.max(n, this.chunk.length * 2));
     let got = 0;
     while (got < this.chunk.length) {
-      const r = readSync(this.rFd, this.chunk, got, this.chunk.length - got, off + got);
+      const r = this.io(() => readSync(this.rFd, this.chunk, got, this.chunk.length - got, off + got));
       if (r === 0) break;
       got += r;
     }
@@ -541,7 +565,7 @@ export class DiskSpillStore<T> implements SpillStore<T> {
       this.rSeg = null;
       this.chunkLen = 0;
     }
-    unlinkSync(seg.path);
+    this.io(() => unlinkSync(seg.path));
     const i = this.segments.indexOf(seg);
     if (i >= 0) this.segments.splice(i, 1);
     this.diskBytes -= seg.size;
@@ -554,7 +578,7 @@ export class DiskSpillStore<T> implements SpillStore<T> {
     b.writeDoubleLE(off, 16);
     b.writeUInt32LE(crc32(b, 0, 8, 24), 0);
     b.writeUInt32LE(0, 4);
-    writeSync(this.ptrFd, b, 0, 24, 0);
+    this.io(() => writeSync(this.ptrFd, b, 0, 24, 0));
   }
 
   /** Reads the pointer, deletes released segments, scans the rest and cuts a torn tail. */
