@@ -52,9 +52,9 @@ export function makePki(): Pki {
 }
 
 /** A tokens file in `dir` from [tenant, token, routes, rate?] rows; returns its path. */
-export function writeTokens(dir: string, rows: { name: string; token: string; routes: string[]; rate?: Record<string, number> }[], file = 'tokens.json'): string {
+export function writeTokens(dir: string, rows: { name: string; token: string; routes: string[]; rate?: Record<string, number>; table?: string; stream?: string }[], file = 'tokens.json'): string {
   const path = join(dir, file);
   const hash = (t: string) => 'sha256:' + createHash('sha256').update(t).digest('hex');
-  writeFileSync(path, JSON.stringify({ tokens: rows.map((r) => ({ name: r.name, hash: hash(r.token), routes: r.routes, ...(r.rate ? { rate: r.rate } : {}) })) }, null, 2));
+  writeFileSync(path, JSON.stringify({ tokens: rows.map((r) => ({ name: r.name, hash: hash(r.token), routes: r.routes, ...(r.rate ? { rate: r.rate } : {}), ...(r.table ? { table: r.table } : {}), ...(r.stream ? { stream: r.stream } : {}) })) }, null, 2));
   return path;
 }

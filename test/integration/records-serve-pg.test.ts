@@ -6,28 +6,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import pg from 'pg';
+import { startServe } from '../helpers/serve-cli.js';
 import { requirePostgres, uniqueName } from '../helpers/services.js';
 
-function startServe(args: string[]) {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'packages/sluice/src/cli/main.ts', 'serve', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (err += d));
-  const exited = new Promise<number>((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1))));
-  const ready = (async () => {
-    const t0 = Date.now();
-    while (!/listening on (http:\/\/\S+)/.test(out)) {
-      if (Date.now() - t0 > 30_000) throw new Error(`serve did not start: ${err}`);
-      if (child.exitCode !== null) throw new Error(`serve exited ${child.exitCode}: ${err}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    return /listening on (http:\/\/\S+)/.exec(out)![1];
-  })();
-  return { child, exited, ready, out: () => out, err: () => err };
-}
 
 async function post(url: string, body: string) {
   const res = await fetch(`${url}/ingest`, { method: 'POST', body, headers: { 'content-type': 'application/x-ndjson' } });

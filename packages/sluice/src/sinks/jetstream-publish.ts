@@ -171,6 +171,11 @@ export interface StreamSink {
   describe: string;
   /** Drains the connection (after the server closed the pipeline). */
   close(): Promise<void>;
+  /**
+   * A sink into another stream on the same connection (a tenant's own stream, issue 26),
+   * created like this one when missing.
+   */
+  another(stream: string): Promise<JetStreamPublishSink<unknown>>;
 }
 
 /**
@@ -188,8 +193,13 @@ export async function openStreamSink(spec: StreamSinkSpec): Promise<StreamSink> 
   try {
     const subject = `${stream}.in`;
     await ensureStream(await manager(nc), stream, [subject], { replicas });
-    const sink = new JetStreamPublishSink<unknown>({ nc, subject, mode: 'item', timeoutMs: spec.publishTimeoutMs ?? STREAM_SINK_DEFAULTS.publishTimeoutMs });
-    return { sink, nc, stream, subject, describe: `jetstream stream ${stream} (subject ${subject})`, close: () => nc.drain() };
+    const timeoutMs = spec.publishTimeoutMs ?? STREAM_SINK_DEFAULTS.publishTimeoutMs;
+    const sink = new JetStreamPublishSink<unknown>({ nc, subject, mode: 'item', timeoutMs });
+    const another = async (other: string) => {
+      await ensureStream(await manager(nc), other, [`${other}.in`], { replicas });
+      return new JetStreamPublishSink<unknown>({ nc, subject: `${other}.in`, mode: 'item', timeoutMs });
+    };
+    return { sink, nc, stream, subject, describe: `jetstream stream ${stream} (subject ${subject})`, close: () => nc.drain(), another };
   } catch (e) {
     await nc.close().catch(() => {});
     throw e;

@@ -51,6 +51,18 @@ export interface TokenEntry {
   routes: Route[];
   /** @default no limit */
   rate?: TenantRate;
+  /**
+   * PostgreSQL sink: the table this tenant's records go to (made like `--table` when missing).
+   * @default the server's `--table`
+   */
+  table?: string;
+  /** JetStream sink: the stream this tenant's records go to. @default the server's stream */
+  stream?: string;
+}
+
+/** A token's sink target (its `table` or `stream`), if it names one. */
+export function targetOf(t: Pick<TokenEntry, 'table' | 'stream'>): string | undefined {
+  return t.table ?? t.stream;
 }
 
 const HASH_RE = /^sha256:([0-9a-f]{64})$/;
@@ -76,11 +88,13 @@ export function parseTokensFile(text: string, where = 'tokens file'): TokenEntry
   const list = (doc as { tokens?: unknown })?.tokens;
   if (!Array.isArray(list)) throw invalidOption(where, typeof doc, 'an object { "tokens": [ … ] }');
   const rates = new Map<string, string>();
+  const targets = new Map<string, string>();
   return list.map((raw, i) => {
     const at = `${where}: tokens[${i}]`;
     const e = raw as Partial<TokenEntry> & Record<string, unknown>;
     if (e === null || typeof e !== 'object') throw invalidOption(at, e, 'an object');
-    for (const k of Object.keys(e)) if (!['name', 'hash', 'routes', 'rate', 'comment'].includes(k)) throw invalidOption(`${at}.${k}`, e[k], 'absent (known: name, hash, routes, rate, comment)');
+    for (const k of Object.keys(e))
+      if (!['name', 'hash', 'routes', 'rate', 'table', 'stream', 'comment'].includes(k)) throw invalidOption(`${at}.${k}`, e[k], 'absent (known: name, hash, routes, rate, table, stream, comment)');
     if (typeof e.name !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(e.name)) throw invalidOption(`${at}.name`, e.name, '1–64 of A–Z a–z 0–9 _ . -');
     if (typeof e.hash !== 'string' || !HASH_RE.test(e.hash)) throw invalidOption(`${at}.hash`, e.hash, 'sha256:<64 lower-case hex> (sluice token hash)');
     if (!Array.isArray(e.routes) || e.routes.length === 0 || e.routes.some((r) => !ROUTES.includes(r as Route)))
@@ -94,11 +108,20 @@ export function parseTokensFile(text: string, where = 'tokens file'): TokenEntry
       for (const k of ['burstRecords', 'burstBytes'] as const) if (r[k] !== undefined && (typeof r[k] !== 'number' || !(r[k]! > 0))) throw invalidOption(`${at}.rate.${k}`, r[k], 'a number > 0');
       rate = { recordsPerSec: r.recordsPerSec!, bytesPerSec: r.bytesPerSec!, burstRecords: r.burstRecords ?? r.recordsPerSec!, burstBytes: r.burstBytes ?? r.bytesPerSec! };
     }
-    // Tokens of one tenant share its buckets, so they must agree on its rate.
+    if (e.table !== undefined && (typeof e.table !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(e.table)))
+      throw invalidOption(`${at}.table`, e.table, 'a table name: a letter or _, then letters, digits or _ (at most 63)');
+    if (e.stream !== undefined && (typeof e.stream !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(e.stream)))
+      throw invalidOption(`${at}.stream`, e.stream, 'a stream name: 1–64 of A–Z a–z 0–9 _ -');
+    if (e.table !== undefined && e.stream !== undefined) throw invalidOption(`${at}.stream`, e.stream, 'absent when table is given (one sink target per token)');
+    // Tokens of one tenant share its buckets and its target, so they must agree on both.
     const key = JSON.stringify(rate ?? null);
     if (rates.has(e.name) && rates.get(e.name) !== key) throw invalidOption(`${at}.rate`, e.rate, `the same rate as the other tokens of tenant "${e.name}"`);
     rates.set(e.name, key);
-    return { name: e.name, hash: e.hash, routes: [...new Set(e.routes as Route[])], rate };
+    const target = JSON.stringify([e.table ?? null, e.stream ?? null]);
+    if (targets.has(e.name) && targets.get(e.name) !== target)
+      throw invalidOption(`${at}.${e.table !== undefined ? 'table' : 'stream'}`, e.table ?? e.stream, `the same table/stream as the other tokens of tenant "${e.name}"`);
+    targets.set(e.name, target);
+    return { name: e.name, hash: e.hash, routes: [...new Set(e.routes as Route[])], rate, ...(e.table !== undefined ? { table: e.table } : {}), ...(e.stream !== undefined ? { stream: e.stream } : {}) };
   });
 }
 
@@ -182,11 +205,15 @@ interface Tenant {
   bytes: DebtBucket | null;
   /** Refused for its rate since it was last admitted (for the log's start/stop lines). */
   limitedRefusals: number;
+  /** Where its records go (a table or stream name); none: the server's sink. */
+  target: string | undefined;
 }
 
 export interface Principal {
   readonly tenant: string;
   readonly route: Route;
+  /** The tenant's sink target (TokenEntry table/stream), if any. */
+  readonly target?: string;
 }
 
 interface Entry {
@@ -269,12 +296,13 @@ export class Authenticator {
         const old = this.tenants.get(t.name);
         const sameRate = old && JSON.stringify([old.records?.rate, old.records?.burst, old.bytes?.rate, old.bytes?.burst]) === JSON.stringify([t.rate?.recordsPerSec, t.rate?.burstRecords, t.rate?.bytesPerSec, t.rate?.burstBytes]);
         tenant = sameRate
-          ? old!
+          ? { ...old!, target: targetOf(t) }
           : {
               name: t.name,
               records: t.rate ? new DebtBucket(t.rate.recordsPerSec, t.rate.burstRecords ?? t.rate.recordsPerSec, now) : null,
               bytes: t.rate ? new DebtBucket(t.rate.bytesPerSec, t.rate.burstBytes ?? t.rate.bytesPerSec, now) : null,
               limitedRefusals: 0,
+              target: targetOf(t),
             };
         tenants.set(t.name, tenant);
       }
@@ -354,7 +382,7 @@ export class Authenticator {
       tenant.limitedRefusals = 0;
     }
     this.tenantRequests.inc({ tenant: tenant.name, outcome: 'admitted' });
-    return { ok: true, principal: { tenant: tenant.name, route } };
+    return { ok: true, principal: tenant.target !== undefined ? { tenant: tenant.name, route, target: tenant.target } : { tenant: tenant.name, route } };
   }
 
   /** Charges decoded bytes to a tenant (as its body is decoded, accepted or not). */

@@ -34,7 +34,8 @@ import { ItemValidator, type ItemRejectReason } from '../codec/validate.js';
 import type { RecordCheck } from '../codec/json-schema.js';
 import { RecordIdRule } from '../codec/record-id.js';
 import { matchDoor, type DoorContext } from './doors/index.js';
-import { Authenticator, loadTokensFile, routeOf, type Principal } from './auth.js';
+import { Authenticator, loadTokensFile, routeOf, targetOf, type Principal, type TokenEntry } from './auth.js';
+import { SINK_TARGET_ATTR, TargetRoutingSink } from '../sinks/routing.js';
 import { createFrontDoorServer, reloadTls, type TlsFiles } from './tls.js';
 
 /** Items validated between two yields to the event loop (≈1 ms of work for small records). */
@@ -203,8 +204,28 @@ export interface ServeOptions {
    * Who may write (src/sources/auth.ts, docs/serve.md "Running it on a network"): every known
    * route, /metrics and /healthz included, then needs a token of the file that allows it.
    * `reload()` re-reads the file. @default none: anyone who reaches the port may write
+   *
+   * A token may name a table or stream (TokenEntry `table`/`stream`): `sink` must then be a
+   * TargetRoutingSink holding a sink for it (`sluice serve` opens them); a tokens file naming
+   * a target it does not hold is refused, at start and on reload.
    */
   auth?: { tokensFile: string };
+}
+
+/** Tokens whose table/stream the server holds no sink for: refused with one line. */
+function checkTargets(tokens: readonly TokenEntry[], sink: Sink<unknown>, where: string): void {
+  const held = sink instanceof TargetRoutingSink ? new Set(sink.targetNames()) : new Set<string>();
+  for (const t of tokens) {
+    const target = targetOf(t);
+    if (target !== undefined && !held.has(target))
+      throw invalidOption(`${where}: tenant ${t.name}`, target, held.size > 0 ? `one of the tables/streams opened at start (${[...held].join(', ')}); restart serve to add one` : 'absent: this server opened no per-tenant table or stream (restart serve to add one)');
+  }
+}
+
+/** Marks a request's records with its tenant's sink target (read by TargetRoutingSink). */
+function stampTarget(staged: readonly Envelope<unknown>[], who: Principal | undefined): void {
+  if (who?.target === undefined) return;
+  for (const e of staged) e.attrs = { ...e.attrs, [SINK_TARGET_ATTR]: who.target };
 }
 
 export interface RunningServer {
@@ -363,7 +384,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   });
 
   // Who may write: checked from the headers alone, before any body byte is read (src/sources/auth.ts).
-  const auth = opts.auth ? new Authenticator({ tokens: loadTokensFile(opts.auth.tokensFile), registry: exposition.registry, log }) : null;
+  const initialTokens = opts.auth ? loadTokensFile(opts.auth.tokensFile) : null;
+  if (initialTokens) checkTargets(initialTokens, opts.sink, opts.auth!.tokensFile);
+  const auth = initialTokens ? new Authenticator({ tokens: initialTokens, registry: exposition.registry, log }) : null;
   const principals = new WeakMap<IncomingMessage, Principal>();
 
   let active = 0;
@@ -656,6 +679,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     // are not accepted, and the answer says which (the client resends them after Retry-After).
     const who = principals.get(req);
     if (who) auth!.chargeRecords(who, staged.length);
+    stampTarget(staged, who);
     const { accepted, refused } = await enqueueStaged(staged, ticket, () => releaseSlot(req));
     const notAccepted = staged.length - accepted;
     if (refused) reject((staged[accepted].meta as ItemMeta).line, refused.code === ErrorCode.QueueFull ? 'queue-full' : 'closed', refused.message);
@@ -711,8 +735,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const who = principals.get(req);
     return {
       ...doorContext,
+      // The tenant's own table or stream, when its token names one (its 409s are looked up there).
+      ...(who?.target !== undefined && opts.sink instanceof TargetRoutingSink ? { sink: opts.sink.sinkFor(who.target) } : {}),
       enqueueStaged: (staged, ticket) => {
         if (who) auth!.chargeRecords(who, staged.length);
+        stampTarget(staged, who);
         return enqueueStaged(staged, ticket, () => releaseSlot(req));
       },
     };
@@ -831,6 +858,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   function reload(): void {
     // Read both before swapping either, so an invalid file changes nothing.
     const tokens = opts.auth ? loadTokensFile(opts.auth.tokensFile) : null;
+    if (tokens) checkTargets(tokens, opts.sink, opts.auth!.tokensFile);
     if (opts.tls) reloadTls(server, opts.tls);
     if (tokens) auth!.replace(tokens);
     log(`reloaded:${opts.tls ? ` TLS files (${opts.tls.cert})` : ''}${tokens ? ` ${tokens.length} tokens (${auth!.tenantNames().length} tenants)` : ''}${!opts.tls && !tokens ? ' nothing to reload' : ''}`);

@@ -18,6 +18,8 @@ import { LiveSlo } from '../../tune/live.js';
 import { parseColumns, parseIntAtLeast, parseNonNegative, parsePositive } from '../parse.js';
 import { openStreamSink } from '../../sinks/jetstream-publish.js';
 import { parseNatsServers } from '../../sources/nats.js';
+import { loadTokensFile } from '../../sources/auth.js';
+import { TargetRoutingSink } from '../../sinks/routing.js';
 
 function tlsFiles(o: Record<string, string>): TlsFiles | undefined {
   if (o.tlsCert === undefined && o.tlsKey === undefined && o.tlsClientCa === undefined) return undefined;
@@ -80,7 +82,7 @@ export function registerServe(program: Command): void {
     .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (chain); re-read on SIGHUP')
     .option('--tls-key <file>', 'PEM private key of --tls-cert; re-read on SIGHUP')
     .option('--tls-client-ca <file>', 'mutual TLS: require client certificates signed by this PEM CA; re-read on SIGHUP')
-    .option('--tokens <file>', 'tokens file (JSON: tenant, token hash, routes, rate; `sluice token new`): every route then needs a token; re-read on SIGHUP')
+    .option('--tokens <file>', 'tokens file (JSON: tenant, token hash, routes, rate, and optionally the table or stream the tenant writes to; `sluice token new`): every route then needs a token; re-read on SIGHUP (a new table or stream needs a restart)')
     .action(async (o: Record<string, string>, cmd: Command) => {
       // --config: the file's values where no flag was given (a flag's default does not count).
       let fileColumns: Record<string, string> | undefined;
@@ -128,26 +130,47 @@ export function registerServe(program: Command): void {
         : null;
       // --- end serve → JetStream ---
       const pg = o.sink !== undefined && !stream;
-      if (stream) {
-        sink = stream.sink;
-        where = stream.describe;
-      } else if (pg) {
-        if (!/^postgres(ql)?:\/\//.test(o.sink)) throw invalidOption('--sink', o.sink, 'a postgres:// URL');
+      /** The PostgreSQL sink into one table (the server's, or a tenant's), made when missing. */
+      const openPg = async (table: string): Promise<Sink<unknown>> => {
         const mod = (await import('../../sinks/postgres.js')) as typeof import('../../sinks/postgres.js');
-        sink = (await new mod.PostgresSink({
+        return (await new mod.PostgresSink({
           connectionString: o.sink,
-          table: o.table,
+          table,
           columns,
           idColumn: o.idColumn,
           docColumn: o.docColumn === 'none' ? null : o.docColumn,
           mode: o.pgMode as never,
         }).open()) as unknown as Sink<unknown>;
+      };
+      if (stream) {
+        sink = stream.sink;
+        where = stream.describe;
+      } else if (pg) {
+        if (!/^postgres(ql)?:\/\//.test(o.sink)) throw invalidOption('--sink', o.sink, 'a postgres:// URL');
+        sink = await openPg(o.table);
         where = `postgres table ${o.table}`;
       } else {
         const path = fileSinkPath ?? join(resolve(o.dataDir), 'ingest.ndjson');
         // Idempotent by record id (the id rule: --id-field, else a content hash), so a client's retry stores nothing twice.
         sink = await new FileSink<unknown>({ path, dedupeById: true }).open();
         where = path;
+      }
+      // Per-tenant tables or streams named in the tokens file (issue 26, docs/serve.md "Tokens
+      // and tenants"): opened now, like the default one, so a table serve cannot create or
+      // write is one error at start; records are routed by their tenant.
+      const tokens = o.tokens !== undefined ? loadTokensFile(o.tokens) : [];
+      const tableTargets = [...new Set(tokens.flatMap((t) => (t.table !== undefined ? [t.table] : [])))];
+      const streamTargets = [...new Set(tokens.flatMap((t) => (t.stream !== undefined ? [t.stream] : [])))];
+      if (tableTargets.length > 0 && !pg) throw invalidOption(`${o.tokens}: table`, tableTargets[0], 'used with --sink postgres://… (a token of a file or stream sink names no table)');
+      if (streamTargets.length > 0 && !stream) throw invalidOption(`${o.tokens}: stream`, streamTargets[0], 'used with --sink nats://… (a token of a file or PostgreSQL sink names no stream)');
+      if (tableTargets.length > 0 && o.pgMode === 'append')
+        throw invalidOption('--pg-mode', o.pgMode, 'an idempotent mode with per-tenant tables (a batch that spans tenants is rewritten whole on a retry)');
+      if (tableTargets.length + streamTargets.length > 0) {
+        const targets = new Map<string, Sink<unknown>>();
+        for (const table of tableTargets) targets.set(table, await openPg(table));
+        for (const name of streamTargets) targets.set(name, await stream!.another(name));
+        sink = new TargetRoutingSink(sink, targets);
+        where += `; per tenant: ${[...tableTargets.map((x) => `table ${x}`), ...streamTargets.map((x) => `stream ${x}`)].join(', ')}`;
       }
       const dlqSpec = (o.dlq as string | undefined) ?? (stream ? `${o.sink.replace(/\/[^/]*$/, '')}/${stream.stream}_DLQ` : pg ? o.sink : join(resolve(o.dataDir), 'dlq.jsonl'));
       const dlq = await openDeadLetterStore(dlqSpec, { table: o.dlqTable ?? `${o.table}_dlq`, nc: stream && dlqSpec.startsWith('nats://') ? stream.nc : undefined });
