@@ -165,3 +165,35 @@ test('every door times its records from the request’s arrival, not from when i
     await d.finish();
   }
 });
+
+test('a request answered before its body ended closes its connection: the next request on a keep-alive client gets its answer, not a reset', async () => {
+  const d = await doorServer({ limits: LIMITS });
+  const { Agent, request } = await import('node:http');
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  try {
+    // 8 MiB of zeros, gzip (≈8 KiB): refused at the 1 MiB decompressed cap while its body may still be arriving.
+    const bomb = zlib.gzipSync(Buffer.alloc(8 << 20), { level: 9 });
+    const big = Buffer.alloc(LIMITS.maxCompressedBytes + 4096, 0x20); // over the compressed cap: refused on Content-Length
+    const one = (body: Buffer, headers: Record<string, string>) =>
+      new Promise<{ status: number; connection: string | undefined }>((resolve, reject) => {
+        const req = request(d.srv.url + '/ingest', { method: 'POST', agent, headers: { 'content-type': 'application/x-ndjson', 'content-length': String(body.length), ...headers } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection }));
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+    for (let i = 0; i < 3; i++) {
+      const a = await one(bomb, { 'content-encoding': 'gzip' });
+      assert.equal(a.status, 413);
+      const b = await one(big, {});
+      assert.equal(b.status, 413);
+      assert.equal(b.connection, 'close', 'refused before its body ended: not reused');
+    }
+    const ok = await one(Buffer.from('{"after":"bombs"}\n'), {});
+    assert.equal(ok.status, 200);
+  } finally {
+    agent.destroy();
+    await d.finish();
+  }
+});

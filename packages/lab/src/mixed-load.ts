@@ -65,6 +65,8 @@ export interface MixedLoadResult {
   sent: number;
   answered: number;
   errors: number;
+  /** What the unanswered requests (status 0) died of, by client error code. */
+  errorCodes: Record<string, number>;
   timeouts: number;
   /** Every answered request, from its intended send time to the end of its answer (ms). */
   latencyMs: LatencySummary;
@@ -106,6 +108,8 @@ export async function runMixedLoad(spec: MixedLoadSpec): Promise<MixedLoadResult
   });
   let errors = 0;
   let timeouts = 0;
+  /** Requests that got no answer, by the client's error code (ECONNRESET, EPIPE, timeout…): what status 0 was. */
+  const errorCodes: Record<string, number> = {};
   let sent = 0;
   const count = (kind: string, status: number) => (byKind[kind][String(status)] = (byKind[kind][String(status)] ?? 0) + 1);
 
@@ -114,9 +118,10 @@ export async function runMixedLoad(spec: MixedLoadSpec): Promise<MixedLoadResult
       const k = kinds[i % kinds.length];
       let sentAt = NaN;
       let settled = false;
-      const finish = (status: number, timedOut = false) => {
+      const finish = (status: number, timedOut = false, code?: string) => {
         if (settled) return;
         settled = true;
+        if (status === 0) errorCodes[timedOut ? 'timeout' : (code ?? 'unknown')] = (errorCodes[timedOut ? 'timeout' : (code ?? 'unknown')] ?? 0) + 1;
         clearTimeout(timer);
         const end = performance.now();
         count(k.kind, status);
@@ -152,9 +157,9 @@ export async function runMixedLoad(spec: MixedLoadSpec): Promise<MixedLoadResult
       req.on('response', (res) => {
         res.resume();
         res.on('end', () => finish(res.statusCode ?? 0));
-        res.on('error', () => finish(0));
+        res.on('error', (e: NodeJS.ErrnoException) => finish(0, false, e.code ?? e.message));
       });
-      req.on('error', () => finish(0));
+      req.on('error', (e: NodeJS.ErrnoException) => finish(0, false, e.code ?? e.message));
       req.end(k.body);
     });
 
@@ -199,6 +204,7 @@ export async function runMixedLoad(spec: MixedLoadSpec): Promise<MixedLoadResult
     sent,
     answered: latency.length,
     errors,
+    errorCodes,
     timeouts,
     latencyMs: summarize(latency),
     latencyByKindMs: per(latencyByKind),

@@ -412,8 +412,13 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   function sendBody(req: IncomingMessage, res: ServerResponse, status: number, json: string | Uint8Array, contentType: string, headers: Record<string, string> = {}): void {
     requestsTotal.inc({ status: String(status) });
     if (res.headersSent || res.destroyed) return;
-    res.writeHead(status, { ...(json.length > 0 ? { 'content-type': contentType } : {}), 'content-length': Buffer.byteLength(json), ...headers });
-    if (req.complete) return void res.end(json);
+    // Answered before the body ended: the connection is not reused (RFC 9112 §9.6). A
+    // keep-alive client would otherwise send its next request on a socket this server closes
+    // after the linger below, and see ECONNRESET instead of an answer (the bomb lab's load
+    // phase: bombs answered 413 on two keep-alive connections, the next ones reset).
+    const early = !req.complete;
+    res.writeHead(status, { ...(json.length > 0 ? { 'content-type': contentType } : {}), 'content-length': Buffer.byteLength(json), ...headers, ...(early ? { connection: 'close' } : {}) });
+    if (!early) return void res.end(json);
     // Answered before the body ended (a cap). Ending the response now would let Node close
     // the socket with body bytes unread, and the kernel's reset can reach the client before
     // it reads the answer (it saw EPIPE instead of 413 in the bomb lab). So: send the whole
