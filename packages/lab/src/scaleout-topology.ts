@@ -245,28 +245,45 @@ export function ratePerBin(events: { at: number; items: number }[] | Map<number,
 }
 
 /**
- * Recovery after a kill: the median rate (per bin) over the `baselineMs` before `killAt` is the baseline;
- * every 1 s window (sliding by one bin) from the kill to `horizon` is compared with `share` of
- * it, and the recovery time is the end of the LAST window below, counted from the kill (0 if
- * none fell below; Infinity if the last window before the horizon is still below).
+ * Recovery after a kill.
+ * - Baseline: the median rate (per bin) over the `baselineMs` before `killAt`, capped at the
+ *   offered rate `offered`: under an open-loop load no steady level exceeds what is offered;
+ *   a rate above it is the backlog of an earlier kill draining (clients resending after a
+ *   leader election), and a baseline made of it would ask the next recovery for 2× the load.
+ * - Recovered: the start of the first 1 s window (sliding by one bin) from which every window
+ *   for the next `holdMs` (or up to the horizon, if nearer) is at or above `share` of the
+ *   baseline; the recovery time is the end
+ *   of that first window, counted from the kill (0 if the first windows already hold).
+ *   Infinity if no such span starts before `horizon`. A dip after the throughput held is not
+ *   this kill's (a batch commit that landed late, the next kill's run-up) and does not undo it.
  */
-export function recoverySeconds(series: { t: number; rate: number }[], binMs: number, killAt: number, baselineMs: number, share: number, horizon: number): { baseline: number; seconds: number; lowest: number } {
+export function recoverySeconds(
+  series: { t: number; rate: number }[],
+  binMs: number,
+  killAt: number,
+  baselineMs: number,
+  share: number,
+  horizon: number,
+  offered = Infinity,
+  holdMs = 2_000,
+): { baseline: number; seconds: number; lowest: number } {
   const before = series.filter((b) => b.t >= killAt - baselineMs && b.t + binMs <= killAt);
-  // The median: robust to a catch-up burst (retries after an earlier kill) inside the baseline window.
   const sorted = before.map((b) => b.rate).sort((a, b) => a - b);
-  const baseline = sorted.length ? sorted[Math.floor((sorted.length - 1) / 2)] : 0;
+  const baseline = Math.min(offered, sorted.length ? sorted[Math.floor((sorted.length - 1) / 2)] : 0);
   const per = Math.max(1, Math.round(1000 / binMs));
   const after = series.filter((b) => b.t >= Math.floor(killAt / binMs) * binMs && b.t + binMs <= horizon);
-  let lastBelowEnd = -1;
-  let lowest = Infinity;
-  let lastWindowBelow = false;
+  const windows: { end: number; rate: number }[] = [];
   for (let i = 0; i + per <= after.length; i++) {
     const w = after.slice(i, i + per);
-    const rate = w.reduce((a, b) => a + b.rate, 0) / per;
-    lowest = Math.min(lowest, rate);
-    lastWindowBelow = rate < share * baseline;
-    if (lastWindowBelow) lastBelowEnd = w[per - 1].t + binMs;
+    windows.push({ end: w[per - 1].t + binMs, rate: w.reduce((a, b) => a + b.rate, 0) / per });
   }
-  if (lastWindowBelow) return { baseline, seconds: Infinity, lowest };
-  return { baseline, seconds: lastBelowEnd < 0 ? 0 : Math.max(0, (lastBelowEnd - killAt) / 1000), lowest };
+  const lowest = windows.reduce((m, w) => Math.min(m, w.rate), Infinity);
+  const hold = Math.max(1, Math.round(holdMs / binMs));
+  for (let i = 0; i < windows.length; i++) {
+    // Held for holdMs, or until the horizon (the next kill) if that comes first.
+    if (windows.slice(i, i + hold).every((w) => w.rate >= share * baseline)) {
+      return { baseline, seconds: i === 0 ? 0 : Math.max(0, (windows[i].end - killAt) / 1000), lowest };
+    }
+  }
+  return { baseline, seconds: Infinity, lowest };
 }

@@ -28,6 +28,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { jetstreamManager, jetstream } from '@nats-io/jetstream';
 import { check } from '../checks.js';
+import { REPS, judge, median } from '../protocol.js';
 import { mdTable } from '../runner.js';
 import type { Check, Experiment, ExperimentContext, ResultEnvelope } from '../types.js';
 import { OpenLoopClient, quantile, type LedgerLine } from '../cluster.js';
@@ -68,8 +69,12 @@ interface CpuShare {
 
 interface WorkerRow {
   workers: number;
+  /** Rows the drains stored (every repetition's; the check wants each to be the backlog). */
   items: number;
+  /** Median over the interleaved repetitions. */
   itemsPerSec: number;
+  /** Each repetition's items/s, in order. */
+  itemsPerSecRuns: number[];
   drained: boolean;
   cpu: CpuShare;
   ledgers: LedgerLine[];
@@ -144,29 +149,52 @@ async function fillBacklog(topo: Topology, n: number): Promise<void> {
 }
 
 async function workerSeries(ctx: ExperimentContext, topo: Topology, backlog: number): Promise<WorkerRow[]> {
-  const rows: WorkerRow[] = [];
   await fillBacklog(topo, backlog);
-  for (const m of [1, 2, 3]) {
-    ctx.progress.tick(m, `drain with ${m} worker(s)`);
-    await topo.truncate();
-    const consumer = `drain${m}`;
-    const ws = Array.from({ length: m }, (_, i) => topo.worker(i, consumer));
-    const c0 = await topo.cpu();
-    const k0 = clientCpu();
-    const t0 = performance.now();
-    await Promise.all(ws.map((w) => w.start()));
-    const drained = await topo.waitDrained(consumer, 180_000);
-    const c1 = await topo.cpu();
-    const cpu = delta(c0, c1, clientCpu() - k0, (performance.now() - t0) / 1000);
-    const ledgers: LedgerLine[] = [];
-    for (const w of ws) {
-      const r = await w.stop();
-      if (r.ledger) ledgers.push(r.ledger);
+  // One drain of the backlog lasts about a second here, so one drain per worker count is one
+  // sample of the machine's noise (a run of 1→2 workers read −2% and another +20% on the same
+  // code). The protocol instead (src/protocol.ts): REPS interleaved repetitions (1 2 3, 1 2 3,
+  // …), each on a consumer of its own over the same backlog, and the medians are compared.
+  const runs = new Map<number, { itemsPerSec: number; items: number; drained: boolean; cpu: CpuShare; ledgers: LedgerLine[] }[]>();
+  for (let rep = 0; rep < REPS; rep++)
+    for (const m of [1, 2, 3]) {
+      ctx.progress.tick(1, `drain with ${m} worker(s), repetition ${rep + 1} of ${REPS}`);
+      await topo.truncate();
+      const consumer = `drain${m}r${rep}`;
+      const ws = Array.from({ length: m }, (_, i) => topo.worker(i, consumer));
+      const c0 = await topo.cpu();
+      const k0 = clientCpu();
+      const t0 = performance.now();
+      await Promise.all(ws.map((w) => w.start()));
+      const drained = await topo.waitDrained(consumer, 180_000);
+      const c1 = await topo.cpu();
+      const cpu = delta(c0, c1, clientCpu() - k0, (performance.now() - t0) / 1000);
+      const ledgers: LedgerLine[] = [];
+      for (const w of ws) {
+        const r = await w.stop();
+        if (r.ledger) ledgers.push(r.ledger);
+      }
+      topo.workers.length = 0;
+      const st = (await topo.query(`SELECT count(*)::int AS n, extract(epoch FROM max(received_at) - min(received_at)) AS s FROM "${topo.table}"`)).rows[0];
+      const list = runs.get(m) ?? [];
+      list.push({ itemsPerSec: Math.round(st.n / Math.max(0.001, Number(st.s))), items: st.n, drained, cpu, ledgers });
+      runs.set(m, list);
+      ctx.log(`scaleout: ${m} worker(s), repetition ${rep + 1}: ${list.at(-1)!.itemsPerSec} items/s, machine CPU ${(cpu.machineBusy * 100).toFixed(0)}%`);
     }
-    const st = (await topo.query(`SELECT count(*)::int AS n, extract(epoch FROM max(received_at) - min(received_at)) AS s FROM "${topo.table}"`)).rows[0];
-    rows.push({ workers: m, items: st.n, itemsPerSec: Math.round(st.n / Math.max(0.001, Number(st.s))), drained, cpu, ledgers });
-    ctx.log(`scaleout: ${m} worker(s): ${rows.at(-1)!.itemsPerSec} items/s, machine CPU ${(cpu.machineBusy * 100).toFixed(0)}%`);
-  }
+  const rows: WorkerRow[] = [...runs].map(([m, list]) => {
+    const ips = list.map((x) => x.itemsPerSec);
+    const med = median(ips);
+    // The CPU figures of the repetition whose rate is the median.
+    const mid = list.find((x) => x.itemsPerSec === med) ?? list[0];
+    return {
+      workers: m,
+      items: list.every((x) => x.items === list[0].items) ? list[0].items : Math.min(...list.map((x) => x.items)),
+      itemsPerSec: Math.round(med),
+      itemsPerSecRuns: ips,
+      drained: list.every((x) => x.drained),
+      cpu: mid.cpu,
+      ledgers: list.flatMap((x) => x.ledgers),
+    };
+  });
   // The backlog is not part of what clients send next.
   await (await jetstreamManager(topo.nc)).streams.purge(topo.stream);
   await topo.truncate();
@@ -179,7 +207,7 @@ async function doorSeries(ctx: ExperimentContext, topo: Topology, rate: number, 
   const ws = [topo.worker(0), topo.worker(1)];
   for (const w of ws) await w.start();
   for (const f of [1, 2]) {
-    ctx.progress.tick(3 + f, `${f} front door(s)`);
+    ctx.progress.tick(1, `${f} front door(s)`);
     for (let i = 0; i < f; i++) if (!topo.doors[i]?.alive()) await topo.door(i).start();
     await topo.truncate();
     const client = new OpenLoopClient(topo.doorUrls(), { itemsPerRequest: ITEMS_PER_REQUEST, prefix: `doors${f}` });
@@ -241,9 +269,9 @@ async function killPhase(ctx: ExperimentContext, topo: Topology, rate: number, s
       })(),
     );
   };
-  ctx.progress.tick(6, 'kill a worker');
+  ctx.progress.tick(1, 'kill a worker');
   await killAt(1, 'run worker', async () => topo.workers[0]);
-  ctx.progress.tick(7, 'kill the stream leader');
+  ctx.progress.tick(1, 'kill the stream leader');
   let leaderElection = { from: 0 };
   await killAt(2, 'JetStream leader of the stream', async () => {
     const n = await topo.cluster.streamLeader(topo.nc, topo.stream);
@@ -251,7 +279,7 @@ async function killPhase(ctx: ExperimentContext, topo: Topology, rate: number, s
     leaderElection = { from: Date.now() };
     return n;
   });
-  ctx.progress.tick(8, 'kill a front door');
+  ctx.progress.tick(1, 'kill a front door');
   await killAt(3, 'front door', async () => topo.doors[0], () => client.setDoors(topo.doorUrls()));
   await load;
   const loadEnd = t0 + loadMs;
@@ -266,8 +294,8 @@ async function killPhase(ctx: ExperimentContext, topo: Topology, rate: number, s
   const rows: KillRow[] = kills.map((k, i) => {
     // The last kill's horizon stops short of the load's end, where the last commits trail off.
     const horizon = kills[i + 1]?.at ?? loadEnd - 500;
-    const a = recoverySeconds(acked, BIN_MS, k.at, Math.min(4_000, spacingMs - 1_000), RECOVERY_SHARE, horizon);
-    const c = recoverySeconds(committed, BIN_MS, k.at, Math.min(4_000, spacingMs - 1_000), RECOVERY_SHARE, horizon);
+    const a = recoverySeconds(acked, BIN_MS, k.at, Math.min(4_000, spacingMs - 1_000), RECOVERY_SHARE, horizon, rate);
+    const c = recoverySeconds(committed, BIN_MS, k.at, Math.min(4_000, spacingMs - 1_000), RECOVERY_SHARE, horizon, rate);
     return {
       what: k.what,
       process: k.process,
@@ -341,12 +369,14 @@ export const scaleout: Experiment = {
       return { notRunnable: `PostgreSQL not reachable at ${new URL(databaseUrl).host}`, checks: [] };
     }
     const q = ctx.quick;
-    const backlog = q ? 15_000 : 40_000;
+    // A drain of the quick backlog lasts ≈ 2 s here (1 s drains spread ±20% from run to run).
+    const backlog = q ? 30_000 : 60_000;
     const doorRate = Number(ctx.args.rate ?? 3000);
     const doorMs = q ? 6_000 : 12_000;
     const spacingMs = q ? 9_000 : 14_000;
     const restartAfterMs = q ? 3_000 : 5_000;
-    ctx.progress.start('scaleout', 9);
+    // Steps: 3 × REPS drains, 2 door settings, 3 kills, the reconciliation.
+    ctx.progress.start('scaleout', 3 * REPS + 6);
     const topo = new Topology({ natsNodes: 3, replicas: 3, databaseUrl, workDir: ctx.workDir, ackWaitMs: ACK_WAIT_MS, workers: 3, doorArgs: DOOR_ARGS, log: ctx.log });
     let workers: WorkerRow[] = [];
     let doors: DoorRow[] = [];
@@ -365,7 +395,7 @@ export const scaleout: Experiment = {
         const r = await p.stop();
         if (r.ledger) ledgers.push({ process: p.name, ledger: r.ledger });
       }
-      ctx.progress.tick(9, 'reconciled');
+      ctx.progress.tick(1, 'reconciled');
     } finally {
       await topo.close();
       ctx.progress.done();
@@ -392,18 +422,32 @@ export const scaleout: Experiment = {
     for (let i = 1; i < workers.length; i++) {
       const a = workers[i - 1];
       const b = workers[i];
-      const gain = b.itemsPerSec / a.itemsPerSec - 1;
       const atCeiling = a.cpu.machineBusy >= CPU_CEILING;
+      // Past the CPU ceiling a worker has no CPU left to add: no claim there (the result names the ceiling).
+      if (atCeiling) continue;
+      // Paired by repetition (the drains ran 1 2 3, 1 2 3, …): each repetition's gain, judged on
+      // the median; inside their own spread the gain is "not decidable here".
+      const gains = b.itemsPerSecRuns.map((x, r) => x / a.itemsPerSecRuns[r] - 1);
       checks.push(
-        check(
-          `${a.workers}→${b.workers} workers: +${(gain * 100).toFixed(0)}% items/s, or the machine was at its CPU ceiling already (${(a.cpu.machineBusy * 100).toFixed(0)}% busy at ${a.workers})`,
-          gain >= SCALE_GAIN || atCeiling,
-          '==',
-          true,
-        ),
+        judge(`${a.workers}→${b.workers} workers: items/s gain, paired by repetition (${(a.cpu.machineBusy * 100).toFixed(0)}% busy at ${a.workers}, below the ${CPU_CEILING * 100}% ceiling)`, gains, '>=', SCALE_GAIN, {
+          tolerance: 0,
+          toleranceFrom: 'no separate calibration: the spread of these paired repetitions decides',
+        }),
       );
     }
-    if (doors.length === 2) {
+    if (doors.length === 2 && doors[0].ackedPerSec >= (1 - SCALE_GAIN) * doorRate) {
+      // One door already acknowledged the whole offered load: a second cannot add throughput at
+      // this load (the load is open-loop and fixed), so what can be judged is that two doors
+      // carry it as well, not a gain.
+      checks.push(
+        check(
+          `1 door acknowledged ${doors[0].ackedPerSec} of ${doorRate} offered items/s (not the bottleneck at this load): 2 doors acknowledge ≥ ${(1 - SCALE_GAIN) * 100}% of it too (items/s)`,
+          doors[1].ackedPerSec,
+          '>=',
+          (1 - SCALE_GAIN) * doorRate,
+        ),
+      );
+    } else if (doors.length === 2) {
       const gain = doors[1].ackedPerSec / doors[0].ackedPerSec - 1;
       checks.push(
         check(
@@ -475,7 +519,7 @@ export const scaleout: Experiment = {
       Object.entries(c.procs).filter(([, v]) => v > 0.05).map(([n, v]) => `${n} ${v.toFixed(1)}`).join(', ') + `; postgres ${c.postgres.toFixed(1)}; lab client ${c.client.toFixed(1)}; rest of the machine ${c.rest.toFixed(1)}`;
     let s = `### scaleout — 3-node JetStream cluster (R3), PostgreSQL sink\n\n`;
     s += `**Workers** draining a backlog of ${r.backlog} records (CPU seconds per process over the drain):\n\n`;
-    s += mdTable(['workers', 'items/s', 'machine CPU', 'CPU s per process'], ws.map((w) => [w.workers, w.itemsPerSec, `${(w.cpu.machineBusy * 100).toFixed(0)}%`, fmtCpu(w.cpu)]));
+    s += mdTable(['workers', 'items/s (median)', 'repetitions', 'machine CPU', 'CPU s per process'], ws.map((w) => [w.workers, w.itemsPerSec, (w.itemsPerSecRuns ?? []).join(', '), `${(w.cpu.machineBusy * 100).toFixed(0)}%`, fmtCpu(w.cpu)]));
     s += `\n\n**Front doors** under an open-loop load of ${r.doorRate} items/s (${ITEMS_PER_REQUEST} per request), 2 workers; latency from intended arrival:\n\n`;
     s += mdTable(
       ['doors', 'acked items/s', 'p50 ms', 'p99 ms', 'end-to-end p99 ms', 'statuses', 'machine CPU', 'CPU s per process'],
