@@ -35,6 +35,10 @@ const MIN_REQUESTS = 200;
 const NL = Buffer.from('\n');
 const EMPTY = Buffer.alloc(0);
 const URL = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test';
+const ROUTES = ['ingest', 'bulk', 'otlp', 'loki'] as const;
+type Route = (typeof ROUTES)[number];
+const ROUTE_PATH: Record<Route, string> = { ingest: '/ingest', bulk: '/bench/_bulk', otlp: '/v1/logs', loki: '/loki/api/v1/push' };
+const BULK_ACTION = Buffer.from('{"index":{}}\n');
 
 interface Step {
   offeredItemsPerSec: number;
@@ -76,15 +80,23 @@ async function startServer(args: string[], nodeArgs: string[]): Promise<{ child:
 main(async () => {
   const a = parseArgs();
   // `--contender sluice-file-gzip` (as run.mjs names them), or `--contender sluice --sink file --coding gzip`.
-  const named = /^(sluice|bare)-(file|postgres)-(gzip|identity)$/.exec(a.contender ?? '');
+  // `--contender sluice-file-gzip` (as run.mjs names them), with an optional suffix: a route
+  // other than /ingest (`-bulk`, `-otlp`, `-loki`) or `-viewer` (one live-page viewer connected).
+  const named = /^(sluice|bare)-(file|postgres)-(gzip|identity)(?:-(bulk|otlp|loki|viewer))?$/.exec(a.contender ?? '');
   const contender = named ? named[1] : (a.contender ?? 'sluice');
   const sinkKind = named ? named[2] : (a.sink ?? 'file');
   const coding = named ? named[3] : (a.coding ?? 'identity');
+  const suffix = named?.[4];
+  const route = (suffix && suffix !== 'viewer' ? suffix : (a.route ?? 'ingest')) as Route;
+  const viewer = suffix === 'viewer' || a.viewer === 'true';
+  if (!ROUTES.includes(route)) throw new Error(`unknown route ${route}: ${ROUTES.join(', ')}`);
+  if (contender === 'bare' && (route !== 'ingest' || viewer)) throw new Error('the bare server has /ingest only and no live page');
   const perBody = num(a, 'records', 100);
   const sloMs = num(a, 'slo-ms', 20);
   const startRate = num(a, 'start-rate', 1_000);
   const factor = num(a, 'factor', 1.25);
   const stepMs = num(a, 'step-ms', 3_000);
+  const minRequests = num(a, 'min-requests', MIN_REQUESTS);
   const maxSteps = num(a, 'max-steps', 30);
   const sockets = num(a, 'sockets', 64);
   if (!['sluice', 'bare'].includes(contender)) throw new Error(`unknown contender ${contender}: sluice, bare`);
@@ -113,12 +125,26 @@ main(async () => {
   const factory = new RecordFactory({ idPrefix: `d${process.pid}-` });
   let nextRecord = 0;
 
+  /** One request body of `perBody` records in the route's own protocol (JSON for OTLP and Loki). */
+  function bodyOf(recs: Buffer[]): Buffer {
+    switch (route) {
+      case 'ingest':
+        return Buffer.concat(recs.flatMap((r) => [r, NL]));
+      case 'bulk':
+        return Buffer.concat(recs.flatMap((r) => [BULK_ACTION, r, NL]));
+      case 'otlp':
+        return Buffer.from(JSON.stringify({ resourceLogs: [{ resource: { attributes: [{ key: 'service.name', value: { stringValue: 'bench' } }] }, scopeLogs: [{ logRecords: recs.map((r, i) => ({ timeUnixNano: String(Date.now() * 1e6 + i), body: { stringValue: r.toString('utf8') } })) }] }] }));
+      case 'loki':
+        return Buffer.from(JSON.stringify({ streams: [{ stream: { job: 'bench' }, values: recs.map((r, i) => [String(Date.now() * 1e6 + i), r.toString('utf8')]) }] }));
+    }
+  }
+
   function bodies(n: number): Buffer[] {
     const out: Buffer[] = new Array(n);
     for (let k = 0; k < n; k++) {
-      const lines: Buffer[] = [];
-      for (let j = 0; j < perBody; j++) lines.push(factory.make(nextRecord++, 0).raw!, NL);
-      const b = Buffer.concat(lines);
+      const recs: Buffer[] = [];
+      for (let j = 0; j < perBody; j++) recs.push(factory.make(nextRecord++, 0).raw!);
+      const b = bodyOf(recs);
       out[k] = coding === 'gzip' ? gzipSync(b) : b;
     }
     return out;
@@ -128,17 +154,23 @@ main(async () => {
     return new Promise((resolve) => {
       const req = http.request(
         {
-          agent, hostname, port, method: 'POST', path: '/ingest',
-          headers: { 'content-type': 'application/x-ndjson', 'content-length': body.length, ...(coding === 'gzip' ? { 'content-encoding': 'gzip' } : {}) },
+          agent, hostname, port, method: 'POST', path: ROUTE_PATH[route],
+          headers: { 'content-type': route === 'otlp' || route === 'loki' ? 'application/json' : 'application/x-ndjson', 'content-length': body.length, ...(coding === 'gzip' ? { 'content-encoding': 'gzip' } : {}) },
         },
         (res) => {
           let text = '';
           res.setEncoding('utf8');
           res.on('data', (d) => (text += d));
           res.on('end', () => {
+            // With --ack commit an answer is sent once its records are committed: /ingest says how
+            // many; _bulk says per item (201); OTLP and Loki answer success only for the whole body.
             let committed = 0;
+            const ok = (res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 300;
             try {
-              committed = Number(JSON.parse(text).committed) || 0;
+              if (route === 'ingest') committed = Number(JSON.parse(text).committed) || 0;
+              else if (route === 'bulk') committed = (JSON.parse(text) as { items: Record<string, { status: number }>[] }).items.filter((it) => Object.values(it)[0].status === 201).length;
+              else if (route === 'otlp') committed = ok ? perBody - (Number(JSON.parse(text || '{}').partialSuccess?.rejectedLogRecords) || 0) : 0;
+              else committed = ok ? perBody : 0;
             } catch {
               committed = 0;
             }
@@ -157,7 +189,7 @@ main(async () => {
     const reqPerSec = itemsPerSec / perBody;
     // At least MIN_REQUESTS per step (a slow step lasts longer), so that p99 is not just the
     // slowest request of a few dozen.
-    const n = Math.max(MIN_REQUESTS, Math.round((reqPerSec * ms) / 1000));
+    const n = Math.max(minRequests, Math.round((reqPerSec * ms) / 1000));
     const bs = bodies(n);
     const latency = new LatencyHistogram();
     let non2xx = 0;
@@ -204,6 +236,19 @@ main(async () => {
     };
   }
 
+  // One viewer of the live page (issue 25): an event-stream client like the page's own
+  // EventSource, connected before the warm-up and for the whole ladder; it counts the
+  // snapshots it receives (the design: at most one per second per viewer).
+  let viewerEvents = 0;
+  let viewerReq: http.ClientRequest | null = null;
+  const viewerT0 = performance.now();
+  if (viewer) {
+    viewerReq = http.get({ hostname, port, path: '/live/events', headers: { accept: 'text/event-stream' } }, (res) => {
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (viewerEvents += (d.match(/^data:/gm) ?? []).length));
+    });
+    viewerReq.on('error', () => {});
+  }
   const steps: Step[] = [];
   let best: Step | null = null;
   let totalCommitted = 0;
@@ -234,6 +279,8 @@ main(async () => {
       rate *= factor;
     }
     cpu1 = cpuUsOf(srv.child.pid!);
+    const viewerSeconds = (performance.now() - viewerT0) / 1000;
+    viewerReq?.destroy();
     const serverCpuUsPerItem = (cpu1 - cpu0) / Math.max(1, committedInLadder);
     agent.destroy();
     srv.child.kill('SIGTERM');
@@ -247,7 +294,7 @@ main(async () => {
     const balanced = contender === 'sluice' ? ledgerLine !== null && /\bbalanced\b/.test(ledgerLine) && !/UNBALANCED/.test(ledgerLine) : null;
     emit({
       case: 'front-door',
-      contender: `${contender}-${sinkKind}-${coding}`,
+      contender: `${contender}-${sinkKind}-${coding}${suffix ? `-${suffix}` : ""}`,
       items: best?.committedItems ?? 0,
       seconds: stepMs / 1000,
       itemsPerSec: best?.committedItemsPerSec ?? 0,
@@ -259,6 +306,9 @@ main(async () => {
       extra: {
         sink: sinkKind,
         coding,
+        route,
+        // perSec: snapshots after the first (sent on connect) per second connected.
+        viewer: viewer ? { events: viewerEvents, seconds: Math.round(viewerSeconds * 10) / 10, perSec: Math.round((Math.max(0, viewerEvents - 1) / viewerSeconds) * 100) / 100 } : null,
         recordsPerBody: perBody,
         sloMs,
         bestOfferedItemsPerSec: best?.offeredItemsPerSec ?? 0,
