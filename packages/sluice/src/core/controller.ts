@@ -239,7 +239,7 @@ export interface AimdOptions {
   sloMs: number;
   /**
    * Growth stops once p99 ≥ sloMs − marginMs (the hold band [slo − margin, slo]);
-   * a p99 above sloMs is a breach and halves the binding knob.
+   * a p99 above sloMs is a breach and cuts the binding knob (see `decrease`).
    * @default 15% of sloMs
    */
   marginMs?: number;
