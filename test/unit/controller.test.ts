@@ -100,9 +100,9 @@ test('AIMD grows the binding knob additively while p99 is under SLO − margin',
   assert.equal(t2.window().maxWaitMs, 10);
 });
 
-test('AIMD halves the binding knob on a breach and holds in the band', () => {
+test('AIMD (decrease: halve) halves the binding knob on a breach and holds in the band', () => {
   const clock = new FakeClock();
-  const c = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100 });
+  const c = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100, decrease: 'halve' });
   const t = fakeTarget(800, 10);
   c.attach(t);
   drive(clock, c, t, 500, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => 25 }); // the 10 ms wait is part of the breach
@@ -121,9 +121,58 @@ test('AIMD halves the binding knob on a breach and holds in the band', () => {
   assert.equal(c.stats().decreases, 2);
 });
 
+test('AIMD (decrease: to-setpoint, the default) cuts the binding knob by the excess over the band, by half at most', () => {
+  const clock = new FakeClock();
+  // Timer-bound: latency = wait + an overhead that rises from 4 to 8 ms.
+  const c = new AimdController({ sloMs: 20, marginMs: 1.5, clock, minPeriodMs: 500, minSamples: 100, slidingPeriods: 1 });
+  assert.equal(c.decrease, 'to-setpoint');
+  const t = fakeTarget(4096, 15);
+  c.attach(t);
+  let overhead = 4;
+  const period = () => drive(clock, c, t, 500, { reason: 'time', perBatch: 100, batchEveryMs: 5, latencyMs: (w) => w.maxWaitMs + overhead });
+  period();
+  assert.equal(c.decisions().at(-1)!.decision, 'hold'); // 19 ms: in the band [18.5, 20]
+  const before = t.window().maxWaitMs;
+  overhead = 8; // p99 = 23 ms > 20: 4.5 ms over the band's lower edge (18.5), less than half the wait
+  period();
+  let d = c.decisions().at(-1)!;
+  assert.equal(d.decision, 'decrease');
+  const excess = d.decisionP99Ms! - 18.5;
+  assert.ok(Math.abs(t.window().maxWaitMs - (before - excess)) < 0.01, `wait ${t.window().maxWaitMs}, expected ${before - excess}`);
+  assert.ok(t.window().maxWaitMs > before / 2);
+  assert.match(d.reason, /cut maxWaitMs \(timer-bound\) by the [\d.]+ ms over the band's lower edge/);
+  // Back at the band's lower edge (the cut paid: it was the window's breach): no further cut.
+  period();
+  d = c.decisions().at(-1)!;
+  assert.notEqual(d.decision, 'decrease', d.reason);
+  assert.ok(d.p99Ms >= 18.4 && d.p99Ms <= 19, `p99 ${d.p99Ms}`);
+  // An excess larger than half the knob's latency: halved, never more.
+  overhead = 30;
+  const w0 = t.window().maxWaitMs;
+  period();
+  assert.equal(c.decisions().at(-1)!.decision, 'hold'); // p99 − wait still > SLO: not the window's breach
+  overhead = 15;
+  period();
+  d = c.decisions().at(-1)!;
+  assert.equal(d.decision, 'decrease');
+  assert.equal(t.window().maxWaitMs, Math.ceil((w0 / 2) * 1000) / 1000);
+  assert.match(d.reason, /halve maxWaitMs/);
+  // Size-bound: maxItems by the items that arrive in the excess (20k items/s here).
+  const s = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100 });
+  const ts = fakeTarget(800, 10);
+  s.attach(ts);
+  drive(clock, s, ts, 500, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => 25 });
+  d = s.decisions().at(-1)!;
+  assert.equal(d.decision, 'decrease');
+  const cut = Math.round((d.ratePerSec * (d.decisionP99Ms! - 17)) / 1000);
+  assert.equal(ts.window().maxItems, 800 - cut); // ≈ 640: 8 ms of 20k items/s, less than half
+  assert.ok(ts.window().maxItems > 400);
+  assert.throws(() => new AimdController({ sloMs: 20, decrease: 'third' as never }), /decrease/);
+});
+
 test('AIMD: a halving moves a knob by at most a factor of 2 (odd maxItems, a wait off the µs grid), and the log shows the window itself', () => {
   const clock = new FakeClock();
-  const mk = () => new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100 });
+  const mk = () => new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100, decrease: 'halve' });
   const band = (c: AimdController, k: 'maxItems' | 'maxWaitMs') => {
     const v = c.decisions().map((d) => d[k]);
     return Math.max(...v) / Math.min(...v);
@@ -149,7 +198,7 @@ test('AIMD: a halving moves a knob by at most a factor of 2 (odd maxItems, a wai
 test('AIMD halves on a mild breach (≤ SLO + mildBreachMs) only when the period before breached too', () => {
   const clock = new FakeClock();
   // One period at a time (slidingPeriods 1): every item of a period has the same latency here.
-  const c = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100, slidingPeriods: 1, breachTest: 'p99' });
+  const c = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100, slidingPeriods: 1, breachTest: 'p99', decrease: 'halve' });
   const t = fakeTarget(800, 10);
   c.attach(t);
   const period = (lat: number) => drive(clock, c, t, 500, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => lat });
@@ -164,13 +213,13 @@ test('AIMD halves on a mild breach (≤ SLO + mildBreachMs) only when the period
   assert.equal(c.decisions().at(-1)!.decision, 'decrease');
   assert.equal(t.window().maxItems, 400);
   // Above SLO + 3 ms: halve at once.
-  const c1 = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100 });
+  const c1 = new AimdController({ sloMs: 20, marginMs: 3, clock, minPeriodMs: 500, minSamples: 100, decrease: 'halve' });
   const t1 = fakeTarget(800, 10);
   c1.attach(t1);
   drive(clock, c1, t1, 500, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => 24 });
   assert.equal(t1.window().maxItems, 400);
   // mildBreachMs 0: every breach halves.
-  const c0 = new AimdController({ sloMs: 20, marginMs: 3, mildBreachMs: 0, clock, minPeriodMs: 500, minSamples: 100, breachTest: 'p99' });
+  const c0 = new AimdController({ sloMs: 20, marginMs: 3, mildBreachMs: 0, clock, minPeriodMs: 500, minSamples: 100, breachTest: 'p99', decrease: 'halve' });
   const t0 = fakeTarget(800, 10);
   c0.attach(t0);
   drive(clock, c0, t0, 500, { reason: 'size', perBatch: 100, batchEveryMs: 5, latencyMs: () => 21.5 });
@@ -439,7 +488,7 @@ test('AIMD reads p99 over a sliding interval of the periods at the current windo
 
 test('AIMD: a mild breach of the sliding interval that this period did not make (an earlier stall still in it) does not halve', () => {
   const clock = new FakeClock();
-  const c = new AimdController({ sloMs: 20, marginMs: 1.5, mildBreachMs: 3, clock, minPeriodMs: 500, minSamples: 100, breachTest: 'p99' });
+  const c = new AimdController({ sloMs: 20, marginMs: 1.5, mildBreachMs: 3, clock, minPeriodMs: 500, minSamples: 100, breachTest: 'p99', decrease: 'halve' });
   const t = fakeTarget(4096, 14);
   c.attach(t);
   const period = stallingPeriods(clock, c, 10, 50);

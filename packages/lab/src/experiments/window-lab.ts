@@ -125,6 +125,33 @@ export async function searchSloCapacity(rates: readonly number[], floor: number,
  */
 export const SLO_CAPACITY_REFINE_STEPS = 2;
 
+/**
+ * The window of the capacity ramp: 1024 items / SLO÷4 ms (at least 1 ms). `batching` runs its
+ * batched pipeline through this same window, so the capacity at the SLO the ramp measures is
+ * that pipeline's own.
+ */
+export function rampWindow(sloMs: number): { maxItems: number; maxWaitMs: number; maxInFlight: number } {
+  return { maxItems: 1024, maxWaitMs: Math.max(1, Math.round(sloMs / 4)), maxInFlight: 1 };
+}
+
+const loadsTaken = new Map<string, Promise<Loads>>();
+
+/**
+ * The loads (calibration, capacity ramp, confirmed peak), measured once per lab process and
+ * sink kind: `window`, `adaptive` and `batching` read the same capacity at the SLO (the first
+ * of them to run measures it).
+ */
+export function sharedLoads(ctx: ExperimentContext, lab: LabSink, label: string): Promise<Loads> {
+  const key = `${ctx.sink}|${ctx.sloMs}|${ctx.quick}|${ctx.outDir}`;
+  let l = loadsTaken.get(key);
+  if (!l) {
+    l = measureLoads(ctx, lab, label);
+    loadsTaken.set(key, l);
+    l.catch(() => loadsTaken.delete(key));
+  } else ctx.log(`${label}: reusing the loads measured in this lab run (calibration, capacity at the SLO, peak)`);
+  return l;
+}
+
 export async function measureLoads(ctx: ExperimentContext, lab: LabSink, label: string): Promise<Loads> {
   const factory = new RecordFactory({ seed: 7 });
   ctx.progress.start(`${label}: calibrate`, 3);
@@ -171,7 +198,7 @@ export async function measureLoads(ctx: ExperimentContext, lab: LabSink, label: 
   // 22.7–24.5 ms.
   const bound = Math.round((1 - MARGIN_FRACTION) * ctx.sloMs * 100) / 100;
   const probeBase = Math.min(measuredCapacityPerSec, sinkBatchedCapacityPerSec);
-  const rampWindow = { maxItems: 1024, maxWaitMs: Math.max(1, Math.round(ctx.sloMs / 4)), maxInFlight: 1 };
+  const rampWin = rampWindow(ctx.sloMs);
   const ramp: RampStep[] = [];
   ctx.progress.start(`${label}: capacity at the SLO`, RAMP_FRACTIONS.length);
   // p99 of one paced run through the ramp's window; Infinity when the producer could not keep
@@ -180,8 +207,8 @@ export async function measureLoads(ctx: ExperimentContext, lab: LabSink, label: 
     await lab.reset();
     const fig = await runPipeline({
       sink: lab.sink,
-      window: rampWindow,
-      queue: queueFor(rampWindow.maxItems),
+      window: rampWin,
+      queue: queueFor(rampWin.maxItems),
       schedule: poissonArrivals(rate, seededRng(seed)),
       durationMs,
       make: syntheticMake(5),
@@ -467,7 +494,7 @@ export function sharedSweep(ctx: ExperimentContext, lab: LabSink, label: string)
 }
 
 async function measureSweep(ctx: ExperimentContext, lab: LabSink, label: string): Promise<Sweep> {
-  const loads = await measureLoads(ctx, lab, label);
+  const loads = await sharedLoads(ctx, lab, label);
   const cost = costModel(loads.calibration.fixedCostMs, loads.fullBatchItems, loads.fullBatchMs);
   const waits = gridWaits(ctx.sloMs);
   const cellMs = ctx.quick ? 500 : 2000;

@@ -239,7 +239,7 @@ export interface AimdOptions {
   sloMs: number;
   /**
    * Growth stops once p99 ≥ sloMs − marginMs (the hold band [slo − margin, slo]);
-   * a p99 above sloMs is a breach and halves the binding knob.
+   * a p99 above sloMs is a breach and cuts the binding knob (see `decrease`).
    * @default 15% of sloMs
    */
   marginMs?: number;
@@ -308,6 +308,21 @@ export interface AimdOptions {
   breachTest?: 'binomial' | 'p99';
   /** Standard deviations of the binomial breach test. @default 2 */
   breachZ?: number;
+  /**
+   * How far a breach moves the binding knob (docs/window.md, *What AIMD can reach against a
+   * static with hindsight*):
+   *   - `'to-setpoint'`: by the measured excess, the latency the decision's p99 is over the
+   *     band's lower edge (sloMs − marginMs), in the knob's own latency terms (the wait by that
+   *     many ms, maxItems by the items that arrive in that many ms at the period's rate), and by
+   *     half at most. The latency the window adds moves 1:1 with the binding knob (the model the
+   *     hold-on-breach and halving-must-pay tests already rest on), so that is the cut that puts
+   *     p99 back at the band; a halving cuts x/2 whatever the excess, and every ms cut beyond it
+   *     is paid in fixed-cost operations until additive increase has grown it back.
+   *   - `'halve'`: by half whatever the excess (classic multiplicative decrease, the rule before
+   *     issue 20), kept to show side by side in `lab adaptive`.
+   * @default 'to-setpoint'
+   */
+  decrease?: 'to-setpoint' | 'halve';
   /** Double the binding knob while p99 < half of (slo − margin), as TCP's slow start. @default true */
   slowStart?: boolean;
   clock?: Clock;
@@ -328,8 +343,10 @@ export interface AimdOptions {
  *   - p99 < slo − margin: add one step to the binding knob (more items per fixed cost); the
  *     step is capped at the headroom left (slo − margin − p99), so growth slows into the band;
  *   - slo − margin ≤ p99 ≤ slo: hold (in the band: no sawtooth at steady load);
- *   - p99 > slo: halve the binding knob (both when the period mixed size and time flushes);
- *     a mild breach (≤ slo + mildBreachMs) halves only if the period before breached too;
+ *   - p99 > slo: cut the binding knob (both when the period mixed size and time flushes) by the
+ *     excess over slo − margin in latency terms, by half at most (`decrease`; 'halve' always
+ *     halves); with breachTest 'p99', a mild breach (≤ slo + mildBreachMs) cuts only if the
+ *     period before breached too;
  *     never maxItems below what keeps the sink at most half busy at the observed rate
  *     (2 × rate × mean write time);
  *     and not when p99 minus the latency the window adds still breaches: then the window is
@@ -361,6 +378,7 @@ export class AimdController<T = unknown> extends BaseController<T> {
   private readonly mildBreachMs: number;
   readonly breachTest: 'binomial' | 'p99';
   private readonly breachZ: number;
+  readonly decrease: 'to-setpoint' | 'halve';
   /** The last period breached the SLO (a mild breach needs two in a row to halve). */
   private breachedLast = false;
   /**
@@ -426,6 +444,8 @@ export class AimdController<T = unknown> extends BaseController<T> {
     if (this.breachTest !== 'binomial' && this.breachTest !== 'p99') throw invalidOption('breachTest', opts.breachTest, "'binomial' or 'p99'");
     this.breachZ = opts.breachZ ?? 2;
     if (!(this.breachZ >= 0)) throw invalidOption('breachZ', opts.breachZ, 'a number ≥ 0');
+    this.decrease = opts.decrease ?? 'to-setpoint';
+    if (this.decrease !== 'to-setpoint' && this.decrease !== 'halve') throw invalidOption('decrease', opts.decrease, "'to-setpoint' or 'halve'");
   }
 
   protected override onAttach(target: WindowTarget): void {
@@ -608,16 +628,26 @@ export class AimdController<T = unknown> extends BaseController<T> {
       reason = `p99 ${fmt(p99)} ms${over} > SLO ${fmt(this.sloMs)} ms, but within sampling noise${countNote}: hold`;
     } else if (breach) {
       const floor = this.capacityFloorItems(rate);
-      // Halved upwards (ceil; the wait on its 1 µs grid): a halving never moves a knob by more
+      // Halved upwards (ceil; the wait on its 1 µs grid): a decrease never moves a knob by more
       // than a factor of 2 (floor(1001 / 2) = 500 did, and so did a wait rounded to µs only in
-      // the log: a switching phase's band read 2.0001 in one run).
-      if (bound === 'size' || bound === 'both') items = Math.min(items, this.clampItems(Math.max(Math.ceil(items / 2), floor)));
-      if (bound === 'time' || bound === 'both' || bound === 'none') wait = this.clampWait(wait / 2, 'up');
+      // the log: a switching phase's band read 2.0001 in one run). 'to-setpoint' cuts the
+      // excess over the band's lower edge instead, when that is less than half (see decrease).
+      const excessMs = Math.max(0, p99 - (this.sloMs - this.marginMs));
+      const toSetpoint = this.decrease === 'to-setpoint';
+      const halfItems = Math.ceil(items / 2);
+      const halfWait = wait / 2;
+      const cutItems = toSetpoint ? Math.max(halfItems, Math.round(items - (rate * excessMs) / 1000)) : halfItems;
+      const cutWait = toSetpoint ? Math.max(halfWait, wait - excessMs) : halfWait;
+      const sizeMoves = bound === 'size' || bound === 'both';
+      const timeMoves = bound === 'time' || bound === 'both' || bound === 'none';
+      if (sizeMoves) items = Math.min(items, this.clampItems(Math.max(cutItems, floor)));
+      if (timeMoves) wait = this.clampWait(cutWait, 'up');
       decision = items !== w.maxItems || wait !== w.maxWaitMs ? 'decrease' : 'hold';
       if (decision === 'decrease')
         this.lastHalving = { prev: { maxItems: w.maxItems, maxWaitMs: w.maxWaitMs }, p99BeforeMs: p99, gaveBackMs: this.windowShareMs(bound, w, rate) - this.windowShareMs(bound, { maxItems: items, maxWaitMs: wait }, rate) };
-      const floored = (bound === 'size' || bound === 'both') && floor > Math.ceil(w.maxItems / 2) && items > Math.ceil(w.maxItems / 2);
-      reason = `p99 ${fmt(p99)} ms${over} > SLO ${fmt(this.sloMs)} ms${binomial ? countNote : ''}: halve ${knobName(bound)}${floored ? ` (maxItems held at ≥ ${floor}: smaller batches would keep the sink more than half busy)` : ''}${decision === 'hold' ? ' (already at its lower bound)' : ''}`;
+      const floored = sizeMoves && floor > cutItems && items > cutItems;
+      const how = toSetpoint && ((sizeMoves && cutItems > halfItems) || (timeMoves && cutWait > halfWait)) ? `cut ${knobName(bound)} by the ${fmt(excessMs)} ms over the band's lower edge` : `halve ${knobName(bound)}`;
+      reason = `p99 ${fmt(p99)} ms${over} > SLO ${fmt(this.sloMs)} ms${binomial ? countNote : ''}: ${how}${floored ? ` (maxItems held at ≥ ${floor}: smaller batches would keep the sink more than half busy)` : ''}${decision === 'hold' ? ' (already at its lower bound)' : ''}`;
     } else if (p99 >= this.sloMs - this.marginMs) {
       decision = 'hold';
       reason = `p99 ${fmt(p99)} ms${over} in the band [${fmt(this.sloMs - this.marginMs)}, ${fmt(this.sloMs)}] ms`;
