@@ -134,6 +134,21 @@ export function rampWindow(sloMs: number): { maxItems: number; maxWaitMs: number
   return { maxItems: 1024, maxWaitMs: Math.max(1, Math.round(sloMs / 4)), maxInFlight: 1 };
 }
 
+/**
+ * Once per lab process and (sink, SLO, quick, report directory): the first caller measures,
+ * the others reuse it; a failed measurement is forgotten so that the next caller tries again.
+ */
+function oncePerRun<T>(cache: Map<string, Promise<T>>, ctx: ExperimentContext, measure: () => Promise<T>, reuse: () => void): Promise<T> {
+  const key = `${ctx.sink}|${ctx.sloMs}|${ctx.quick}|${ctx.outDir}`;
+  let p = cache.get(key);
+  if (!p) {
+    p = measure();
+    cache.set(key, p);
+    p.catch(() => cache.delete(key));
+  } else reuse();
+  return p;
+}
+
 const loadsTaken = new Map<string, Promise<Loads>>();
 
 /**
@@ -142,14 +157,7 @@ const loadsTaken = new Map<string, Promise<Loads>>();
  * of them to run measures it).
  */
 export function sharedLoads(ctx: ExperimentContext, lab: LabSink, label: string): Promise<Loads> {
-  const key = `${ctx.sink}|${ctx.sloMs}|${ctx.quick}|${ctx.outDir}`;
-  let l = loadsTaken.get(key);
-  if (!l) {
-    l = measureLoads(ctx, lab, label);
-    loadsTaken.set(key, l);
-    l.catch(() => loadsTaken.delete(key));
-  } else ctx.log(`${label}: reusing the loads measured in this lab run (calibration, capacity at the SLO, peak)`);
-  return l;
+  return oncePerRun(loadsTaken, ctx, () => measureLoads(ctx, lab, label), () => ctx.log(`${label}: reusing the loads measured in this lab run (calibration, capacity at the SLO, peak)`));
 }
 
 export async function measureLoads(ctx: ExperimentContext, lab: LabSink, label: string): Promise<Loads> {
@@ -483,14 +491,7 @@ const sweeps = new Map<string, Promise<Sweep>>();
  * Before, each experiment swept its own 98 cells.
  */
 export function sharedSweep(ctx: ExperimentContext, lab: LabSink, label: string): Promise<Sweep> {
-  const key = `${ctx.sink}|${ctx.sloMs}|${ctx.quick}|${ctx.outDir}`;
-  let s = sweeps.get(key);
-  if (!s) {
-    s = measureSweep(ctx, lab, label);
-    sweeps.set(key, s);
-    s.catch(() => sweeps.delete(key));
-  } else ctx.log(`${label}: reusing the sweep measured in this lab run (loads, calibration, grid)`);
-  return s;
+  return oncePerRun(sweeps, ctx, () => measureSweep(ctx, lab, label), () => ctx.log(`${label}: reusing the sweep measured in this lab run (loads, calibration, grid)`));
 }
 
 async function measureSweep(ctx: ExperimentContext, lab: LabSink, label: string): Promise<Sweep> {
