@@ -609,7 +609,7 @@ export const scaleout: Experiment = {
     s += `\n\n**Front doors** under an open-loop load of ${r.doorRate} items/s (${ITEMS_PER_REQUEST} per request), 2 workers; latency from intended arrival:\n\n`;
     s += mdTable(
       ['doors', 'acked items/s', 'p50 ms', 'p99 ms', 'end-to-end p99 ms', 'statuses', 'machine CPU', 'CPU s per process'],
-      ds.map((d) => [d.doors, d.ackedPerSec, d.p50Ms, d.p99Ms, d.e2eP99Ms, Object.entries(d.statuses).map(([a, b]) => `${a}×${b}`).join(' '), `${(d.cpu.machineBusy * 100).toFixed(0)}%`, fmtCpu(d.cpu)]),
+      ds.map((d) => [d.doors, d.ackedPerSec, Math.round(d.p50Ms), Math.round(d.p99Ms), d.e2eP99Ms, Object.entries(d.statuses).map(([a, b]) => `${a}×${b}`).join(' '), `${(d.cpu.machineBusy * 100).toFixed(0)}%`, fmtCpu(d.cpu)]),
     );
     s += `\n\nCPU ceiling (machine ≥ ${ceil.share * 100}% busy, 2 cores): workers — ${ceil.workers ?? 'not reached'}; doors — ${ceil.doors ?? 'not reached'}.\n`;
     if (k) {
