@@ -33,3 +33,24 @@ test('recovery: a dip after the rate held (a late batch) does not undo it; no ho
   const never = series(20_000, (t) => (t >= 10_000 ? 500 : 1000));
   assert.equal(recoverySeconds(never, BIN, 10_000, 4_000, 0.8, 20_000, 1000).seconds, Infinity);
 });
+
+test('recovery: the level before is read after the previous kill recovered, else it is the previous kill\'s', () => {
+  // Offered 1,000/s. Kill A at 10 s: rows stall at 0 until 16 s (an election's aftermath).
+  // Kill B at 17 s takes the rate to 500/s for good. Read inside A's outage, B's baseline
+  // would be 0 and B would "recover" at once.
+  const s = series(30_000, (t) => (t >= 10_000 && t < 16_000 ? 0 : t >= 17_000 ? 500 : 1000));
+  const a = recoverySeconds(s, BIN, 10_000, 4_000, 0.8, 17_000, 1000);
+  assert.equal(a.baseline, 1000);
+  assert.ok(a.seconds > 6 && a.seconds <= 7.25, String(a.seconds));
+  assert.equal(recoverySeconds(s, BIN, 17_000, 4_000, 0.8, 30_000, 1000).baseline, 0, 'without the prior: a baseline of 0');
+  const b = recoverySeconds(s, BIN, 17_000, 4_000, 0.8, 30_000, 1000, undefined, { steadyFrom: 10_000 + a.seconds * 1000, baseline: a.baseline });
+  assert.equal(b.baselineFrom, 'previous kill');
+  assert.equal(b.baseline, 1000);
+  assert.equal(b.seconds, Infinity);
+  // A short outage (10–12 s): ≥ 2 s of steady rate after it recovered, so the window before B is the level.
+  const short = series(30_000, (t) => (t >= 10_000 && t < 12_000 ? 0 : t >= 17_000 ? 500 : 1000));
+  const a2 = recoverySeconds(short, BIN, 10_000, 4_000, 0.8, 17_000, 1000);
+  const c = recoverySeconds(short, BIN, 17_000, 4_000, 0.8, 30_000, 1000, undefined, { steadyFrom: 10_000 + a2.seconds * 1000, baseline: a2.baseline });
+  assert.equal(c.baselineFrom, 'window');
+  assert.equal(c.baseline, 1000);
+});

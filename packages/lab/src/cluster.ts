@@ -5,13 +5,16 @@
  * time from /proc, and an open-loop HTTP client that resends until each record is
  * acknowledged.
  *
- * Cleanup: every process started here is registered in `LIVE` and SIGKILLed by a
- * process 'exit' handler if the caller's try/finally did not stop it (a failed check, an
- * exception, Ctrl-C through the lab's own handlers). Ports are asked of the kernel (bind to
- * port 0), so the system NATS on 4222/6222/8222 is never touched.
+ * Cleanup: every process started here is registered in `LIVE`, and every NATS store
+ * directory in `DIRS`. The caller's try/finally stops them; if it does not get to (an
+ * exception that ends the process, Ctrl-C, SIGTERM), the process's 'exit' handler SIGKILLs
+ * what is still running and removes the store directories, and SIGINT / SIGTERM / SIGHUP,
+ * which would otherwise end Node without an 'exit' event, are turned into that exit. Ports
+ * are asked of the kernel (bind to port 0), so the system NATS on 4222/6222/8222 is never
+ * touched.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
@@ -23,22 +26,42 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 
 const LIVE = new Set<ChildProcess>();
+const DIRS = new Set<string>();
 let exitHookInstalled = false;
+
+function killLeftovers(): void {
+  for (const c of LIVE) {
+    try {
+      c.kill('SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  for (const d of DIRS) {
+    try {
+      rmSync(d, { recursive: true, force: true });
+    } catch {
+      /* a node killed just now may still hold a file open: best effort */
+    }
+  }
+}
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once('exit', killLeftovers);
+  const codes = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as const;
+  for (const [sig, code] of Object.entries(codes))
+    process.once(sig as NodeJS.Signals, () => {
+      process.stderr.write(`lab: ${sig}: stopping ${LIVE.size} child process(es), removing ${DIRS.size} NATS store dir(s)\n`);
+      process.exit(code);
+    });
+}
+
 function track(p: ChildProcess): void {
+  installExitHook();
   LIVE.add(p);
   p.once('exit', () => LIVE.delete(p));
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.once('exit', () => {
-      for (const c of LIVE) {
-        try {
-          c.kill('SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
-    });
-  }
 }
 
 /** Free TCP ports on 127.0.0.1, distinct, none of the system NATS's. */
@@ -162,6 +185,8 @@ export const NATS_SERVER_BIN = process.env.NATS_SERVER_BIN ?? 'nats-server';
  */
 export async function startNatsCluster(o: { nodes: number; dir: string; name?: string; log?: (l: string) => void }): Promise<NatsCluster> {
   const cname = o.name ?? `sluice_lab_${process.pid}`;
+  installExitHook();
+  DIRS.add(o.dir);
   const ports = await freePorts(o.nodes * 2);
   const nodes: NatsNode[] = [];
   const specs = Array.from({ length: o.nodes }, (_, i) => ({ name: `n${i + 1}`, port: ports[2 * i], routePort: ports[2 * i + 1], storeDir: join(o.dir, `n${i + 1}`) }));
@@ -224,6 +249,7 @@ export async function startNatsCluster(o: { nodes: number; dir: string; name?: s
     async stop() {
       await Promise.all(nodes.map((n) => n.stop().catch(() => {})));
       await rm(o.dir, { recursive: true, force: true }).catch(() => {});
+      if (!existsSync(o.dir)) DIRS.delete(o.dir);
     },
   };
   try {
@@ -365,9 +391,13 @@ export interface ClientRecord {
 export interface Attempt {
   /** Epoch ms the answer (or failure) came. */
   at: number;
+  /** What the client saw: an HTTP status, or a connection error / timeout the balancer could not pass on. */
   status: number | 'error' | 'timeout';
   items: number;
 }
+
+/** How long a door that failed a connection is left out of the rotation (nginx's `fail_timeout` default). */
+export const EJECT_MS = 10_000;
 
 export interface LoadStats {
   offeredRequests: number;
@@ -381,23 +411,39 @@ export interface LoadStats {
   acks: { at: number; items: number }[];
   /** Requests still not acknowledged when the client gave up. */
   unacked: number;
+  /** Refused connections the balancer passed on to another door at once (epoch ms of each). */
+  failedOver: number[];
 }
 
 /**
  * Open-loop load: request `i` is due at `t0 + i / ratePerSec × itemsPerRequest` whatever the
  * answers do (its latency counts from then). A request answered anything but 200 is resent
- * (same body: same record ids) to the next front door after the Retry-After it was given
- * (1 s by default), or after 200 ms on a connection error, until acknowledged or `giveUpAt`.
+ * (same body: same record ids) after the Retry-After it was given (1 s by default), or after
+ * 200 ms on a connection error, until acknowledged or `settle` gives up.
+ *
+ * The doors are reached the way docs/scale.md puts them, behind a load balancer, and the
+ * client does that balancer's part the way nginx's upstream module does by default
+ * (`proxy_next_upstream error`, `max_fails=1`, `fail_timeout=10s`): round robin over the
+ * doors not marked failed; a refused connection (the request never left, so passing it on
+ * is safe for a POST) goes to the next door at once, unseen by the client; any connection
+ * error or timeout marks that door failed for `EJECT_MS`, so the requests after it go to the
+ * others. A request that was in flight on a door that died is the client's: it sees the
+ * error and resends. Without this, every request that drew the dead door waited 200 ms and
+ * drew again with even odds until the door came back, which alone took ≈ 20% out of the
+ * first second after a door kill (lab scaleout, the front-door recovery check).
  */
 export class OpenLoopClient {
-  readonly stats: LoadStats = { offeredRequests: 0, offeredItems: 0, ackedItems: 0, attempts: [], latenciesMs: [], acks: [], unacked: 0 };
+  readonly stats: LoadStats = { offeredRequests: 0, offeredItems: 0, ackedItems: 0, attempts: [], latenciesMs: [], acks: [], unacked: 0, failedOver: [] };
   /** Record numbers acknowledged to the client. */
   readonly acked = new Set<number>();
   private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   private doors: string[];
+  /** Door → epoch ms until which it is out of the rotation (it failed a connection). */
+  private failedUntil = new Map<string, number>();
   private rr = 0;
   private seq = 0;
-  private outstanding = new Set<Promise<void>>();
+  private outstandingSet = new Set<Promise<void>>();
+  private offerEnd = Infinity;
   private stopped = false;
   private pad: string;
 
@@ -411,42 +457,85 @@ export class OpenLoopClient {
 
   setDoors(doors: string[]): void {
     this.doors = [...doors];
+    for (const d of this.failedUntil.keys()) if (!doors.includes(d)) this.failedUntil.delete(d);
   }
 
-  /** Offers `ratePerSec` items/s for `durationMs`, returning when the last request was sent (not answered). */
+  /**
+   * The next door in the rotation that is not marked failed and not in `tried`; when every
+   * door is marked failed, the next one of them not yet tried (a balancer with no healthy
+   * upstream still tries one rather than refuse); null when this request tried them all.
+   */
+  private pick(tried: Set<string>): string | null {
+    const now = Date.now();
+    const n = this.doors.length;
+    let fallback: string | null = null;
+    for (let k = 0; k < n; k++) {
+      const d = this.doors[this.rr++ % n];
+      if (tried.has(d)) continue;
+      if ((this.failedUntil.get(d) ?? 0) <= now) return d;
+      fallback ??= d;
+    }
+    return fallback;
+  }
+
+  /** Requests sent and not yet acknowledged (in flight, or waiting to be resent). */
+  get outstanding(): number {
+    return this.outstandingSet.size;
+  }
+
+  /** Ends the current `offer` now (no request due from now on is sent); returns the end time (epoch ms). */
+  endOffer(): number {
+    this.offerEnd = Math.min(this.offerEnd, Date.now());
+    return this.offerEnd;
+  }
+
+  /** Offers `ratePerSec` items/s for `durationMs` (or until `endOffer`), returning when the last request was sent (not answered). */
   async offer(ratePerSec: number, durationMs: number): Promise<void> {
     const per = this.o.itemsPerRequest;
     const gapMs = (per / ratePerSec) * 1000;
     const t0 = Date.now();
+    this.offerEnd = t0 + durationMs;
     const total = Math.floor(durationMs / gapMs);
     for (let i = 0; i < total && !this.stopped; i++) {
       const due = t0 + i * gapMs;
+      if (due >= this.offerEnd) break;
       const wait = due - Date.now();
       if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+      if (due >= this.offerEnd) break;
       const recs: ClientRecord[] = [];
       for (let k = 0; k < per; k++) recs.push({ n: this.seq++, t: due });
       const body = recs.map((r) => JSON.stringify({ n: r.n, t: r.t, src: this.o.prefix ?? 'scaleout', pad: this.pad })).join('\n') + '\n';
       this.stats.offeredRequests++;
       this.stats.offeredItems += per;
-      const p = this.deliver(body, recs, due).finally(() => this.outstanding.delete(p));
-      this.outstanding.add(p);
+      const p = this.deliver(body, recs, due).finally(() => this.outstandingSet.delete(p));
+      this.outstandingSet.add(p);
     }
   }
 
   /** Waits until every request was acknowledged, or `deadlineMs` passed (then stops retrying). */
   async settle(deadlineMs: number): Promise<void> {
     const end = Date.now() + deadlineMs;
-    while (this.outstanding.size > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+    while (this.outstandingSet.size > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
     this.stopped = true;
-    await Promise.allSettled([...this.outstanding]);
+    await Promise.allSettled([...this.outstandingSet]);
     this.agent.destroy();
   }
 
   private async deliver(body: string, recs: ClientRecord[], due: number): Promise<void> {
     for (;;) {
-      const door = this.doors[this.rr++ % this.doors.length];
-      const r = await this.post(door, body);
-      this.stats.attempts.push({ at: Date.now(), status: r.status, items: recs.length });
+      const tried = new Set<string>();
+      let r: Awaited<ReturnType<OpenLoopClient['post']>>;
+      for (;;) {
+        const door = this.pick(tried) ?? this.doors[this.rr++ % this.doors.length];
+        tried.add(door);
+        r = await this.post(door, body);
+        if (r.status === 'refused' || r.status === 'error' || r.status === 'timeout') this.failedUntil.set(door, Date.now() + EJECT_MS);
+        // Refused: nothing was sent, so the balancer passes it to the next door at once.
+        if (r.status !== 'refused' || tried.size >= this.doors.length) break;
+        this.stats.failedOver.push(Date.now());
+      }
+      const status = r.status === 'refused' ? 'error' : r.status;
+      this.stats.attempts.push({ at: Date.now(), status, items: recs.length });
       if (r.status === 200) {
         const now = Date.now();
         for (const x of recs) this.acked.add(x.n);
@@ -459,7 +548,7 @@ export class OpenLoopClient {
         this.stats.unacked++;
         return;
       }
-      const backoff = typeof r.status === 'number' ? (r.retryAfterS ?? 1) * 1000 : 200;
+      const backoff = typeof status === 'number' ? (r.retryAfterS ?? 1) * 1000 : 200;
       await new Promise((res) => setTimeout(res, backoff));
       if (this.stopped) {
         this.stats.unacked++;
@@ -468,7 +557,7 @@ export class OpenLoopClient {
     }
   }
 
-  private post(door: string, body: string): Promise<{ status: number | 'error' | 'timeout'; retryAfterS?: number }> {
+  private post(door: string, body: string): Promise<{ status: number | 'error' | 'timeout' | 'refused'; retryAfterS?: number }> {
     return new Promise((resolve) => {
       const u = new URL('/ingest', door);
       const req = http.request(
@@ -483,7 +572,7 @@ export class OpenLoopClient {
         req.destroy();
         resolve({ status: 'timeout' });
       });
-      req.once('error', () => resolve({ status: 'error' }));
+      req.once('error', (e: NodeJS.ErrnoException) => resolve({ status: e.code === 'ECONNREFUSED' ? 'refused' : 'error' }));
       req.end(body);
     });
   }

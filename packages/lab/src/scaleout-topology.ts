@@ -250,6 +250,12 @@ export function ratePerBin(events: { at: number; items: number }[] | Map<number,
  *   offered rate `offered`: under an open-loop load no steady level exceeds what is offered;
  *   a rate above it is the backlog of an earlier kill draining (clients resending after a
  *   leader election), and a baseline made of it would ask the next recovery for 2× the load.
+ * - Only bins from `prior.steadyFrom` on count (the moment the previous kill's own recovery
+ *   ended): before it the rate is that kill's outage, not a level. A baseline read inside an
+ *   outage (rows stalled at 0 after a leader election) would be 0 and every recovery from it
+ *   would read 0 s: a check that cannot fail. When fewer than half of `baselineMs` is left
+ *   after `prior.steadyFrom`, the baseline is the previous kill's (`prior.baseline`, the last
+ *   level read in steady state; the load is the same throughout).
  * - Recovered: the start of the first 1 s window (sliding by one bin) from which every window
  *   for the next `holdMs` (or up to the horizon, if nearer) is at or above `share` of the
  *   baseline; the recovery time is the end
@@ -266,10 +272,13 @@ export function recoverySeconds(
   horizon: number,
   offered = Infinity,
   holdMs = 2_000,
-): { baseline: number; seconds: number; lowest: number } {
-  const before = series.filter((b) => b.t >= killAt - baselineMs && b.t + binMs <= killAt);
+  prior?: { steadyFrom: number; baseline: number },
+): { baseline: number; baselineFrom: 'window' | 'previous kill'; seconds: number; lowest: number } {
+  const from = Math.max(killAt - baselineMs, prior?.steadyFrom ?? -Infinity);
+  const before = series.filter((b) => b.t >= from && b.t + binMs <= killAt);
+  const usePrior = prior !== undefined && before.length * binMs < baselineMs / 2;
   const sorted = before.map((b) => b.rate).sort((a, b) => a - b);
-  const baseline = Math.min(offered, sorted.length ? sorted[Math.floor((sorted.length - 1) / 2)] : 0);
+  const baseline = usePrior ? prior.baseline : Math.min(offered, sorted.length ? sorted[Math.floor((sorted.length - 1) / 2)] : 0);
   const per = Math.max(1, Math.round(1000 / binMs));
   const after = series.filter((b) => b.t >= Math.floor(killAt / binMs) * binMs && b.t + binMs <= horizon);
   const windows: { end: number; rate: number }[] = [];
@@ -279,11 +288,12 @@ export function recoverySeconds(
   }
   const lowest = windows.reduce((m, w) => Math.min(m, w.rate), Infinity);
   const hold = Math.max(1, Math.round(holdMs / binMs));
+  const baselineFrom = usePrior ? 'previous kill' : 'window';
   for (let i = 0; i < windows.length; i++) {
     // Held for holdMs, or until the horizon (the next kill) if that comes first.
     if (windows.slice(i, i + hold).every((w) => w.rate >= share * baseline)) {
-      return { baseline, seconds: i === 0 ? 0 : Math.max(0, (windows[i].end - killAt) / 1000), lowest };
+      return { baseline, baselineFrom, seconds: i === 0 ? 0 : Math.max(0, (windows[i].end - killAt) / 1000), lowest };
     }
   }
-  return { baseline, seconds: Infinity, lowest };
+  return { baseline, baselineFrom, seconds: Infinity, lowest };
 }
