@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { judge } from '../../packages/lab/src/protocol.js';
 import { ALWAYS_JUDGED_UP_TO, SLO_CHECKED_UP_TO, p99Judged } from '../../packages/lab/src/experiments/batching.js';
 import { againstBestStatic } from '../../packages/lab/src/experiments/adaptive.js';
+import { withinSloBeside } from '../../packages/lab/src/experiments/tenants.js';
 
 test('batching: the p99 is judged at 0.5× and 2×C1 always, above only up to 10×C1 and within the capacity at the SLO', () => {
   const c1 = 4810;
@@ -32,4 +33,22 @@ test('adaptive: a ratio over 1.1 fails only against a best static that surely me
   assert.match(nd.judged!.needs!, /not decidable against the SLO/);
   assert.equal(againstBestStatic(under, staticEdge).verdict, 'pass');
   assert.equal(againstBestStatic(under, staticSure).verdict, 'pass');
+});
+
+test('tenants: the steady tenant over the SLO beside the flood fails only where it meets the SLO alone; a pass stands', () => {
+  const p99 = { tolerance: 0.5, toleranceFrom: 'cal', unit: 'ms' };
+  const besideOver = judge('beside', [26, 27, 28], '<=', 20, p99);
+  const besideUnder = judge('beside', [15, 16, 15.5], '<=', 20, p99);
+  const aloneMeets = judge('alone', [14, 15, 14.5], '<=', 20, p99);
+  const aloneOver = judge('alone', [24, 25, 23], '<=', 20, p99);
+  const aloneEdge = judge('alone', [20.2, 19.9, 20], '<=', 20, p99);
+  assert.equal(besideOver.verdict, 'fail');
+  assert.equal(withinSloBeside(besideOver, aloneMeets).verdict, 'fail');
+  for (const alone of [aloneOver, aloneEdge]) {
+    const nd = withinSloBeside(besideOver, alone);
+    assert.equal(nd.verdict, 'undecidable');
+    assert.equal(nd.pass, false);
+    assert.match(nd.judged!.needs!, /alone does not meet the SLO here either/);
+  }
+  assert.equal(withinSloBeside(besideUnder, aloneOver).verdict, 'pass');
 });

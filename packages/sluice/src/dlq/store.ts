@@ -12,6 +12,7 @@ import { epochMsOf } from '../core/clock.js';
 import { ErrorCode, SinkError, SluiceError, isSluiceError, type FailureClass } from '../core/errors.js';
 import type { DeadLetter, DeadLetterWriter } from '../core/reliability.js';
 import type { Envelope } from '../core/types.js';
+import { SINK_TARGET_ATTR } from '../sinks/routing.js';
 
 export const DLQ_FORMAT_VERSION = 1;
 
@@ -25,6 +26,7 @@ export interface DeadLetterEntry {
   /** Its offset there (log offset, JetStream stream sequence), or null. */
   offset: number | null;
   pipeline: string;
+  /** The sink's name; `<name>:<target>` for a tenant's own table or stream (`postgres:team_b_logs`). */
   sink: string;
   errorClass: FailureClass;
   /** Sluice code (SLUICE_SINK_ITEM, SLUICE_RETRY_EXHAUSTED …). */
@@ -71,13 +73,16 @@ export function toEntry(l: DeadLetter<unknown>, ctx: DeadLetterContext): DeadLet
   const code = isSluiceError(e) ? e.code : ErrorCode.SinkItem;
   const sinkCode = inner instanceof SinkError ? (inner.sinkCode ?? null) : ((inner as { code?: unknown })?.code?.toString() ?? null);
   const src = (l.env.meta as { source?: string } | undefined)?.source ?? ctx.source;
+  // A tenant's record bound for its own table or stream (sinks/routing.ts) names it, so the
+  // operator sees where a re-drive should put it back: `postgres:team_b_logs`.
+  const target = l.env.attrs?.[SINK_TARGET_ATTR];
   return {
     v: DLQ_FORMAT_VERSION,
     id: l.env.id ?? `seq:${l.env.seq}`,
     source: src,
     offset: l.env.offset ?? null,
     pipeline: ctx.pipeline,
-    sink: ctx.sink,
+    sink: target !== undefined ? `${ctx.sink}:${target}` : ctx.sink,
     errorClass: l.failureClass,
     code,
     sinkCode,

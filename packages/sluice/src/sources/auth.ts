@@ -118,8 +118,11 @@ export function parseTokensFile(text: string, where = 'tokens file'): TokenEntry
     if (rates.has(e.name) && rates.get(e.name) !== key) throw invalidOption(`${at}.rate`, e.rate, `the same rate as the other tokens of tenant "${e.name}"`);
     rates.set(e.name, key);
     const target = JSON.stringify([e.table ?? null, e.stream ?? null]);
-    if (targets.has(e.name) && targets.get(e.name) !== target)
-      throw invalidOption(`${at}.${e.table !== undefined ? 'table' : 'stream'}`, e.table ?? e.stream, `the same table/stream as the other tokens of tenant "${e.name}"`);
+    if (targets.has(e.name) && targets.get(e.name) !== target) {
+      // Name the field this token set, else the one its tenant's other tokens set (this one lacks it).
+      const field = e.table !== undefined ? 'table' : e.stream !== undefined ? 'stream' : (JSON.parse(targets.get(e.name)!) as (string | null)[])[0] !== null ? 'table' : 'stream';
+      throw invalidOption(`${at}.${field}`, e.table ?? e.stream, `the same table/stream as the other tokens of tenant "${e.name}"`);
+    }
     targets.set(e.name, target);
     return { name: e.name, hash: e.hash, routes: [...new Set(e.routes as Route[])], rate, ...(e.table !== undefined ? { table: e.table } : {}), ...(e.stream !== undefined ? { stream: e.stream } : {}) };
   });
@@ -314,6 +317,11 @@ export class Authenticator {
 
   tenantNames(): string[] {
     return [...this.tenants.keys()];
+  }
+
+  /** The tenants for the log: `team-a → team_a_logs, ops` (the arrow: its own table or stream). */
+  describeTenants(): string {
+    return [...this.tenants.values()].map((t) => (t.target !== undefined ? `${t.name} → ${t.target}` : t.name)).join(', ');
   }
 
   /** The tenant whose token matches, comparing against every entry in constant time per entry. */

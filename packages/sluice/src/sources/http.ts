@@ -856,7 +856,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const url = `${opts.tls ? 'https' : 'http'}://${host}:${addr.port}`;
-  if (auth) log(`auth: ${auth.tenantNames().length} tenants from ${opts.auth!.tokensFile} (${auth.tenantNames().join(', ')})`);
+  if (auth) log(`auth: ${auth.tenantNames().length} tenants from ${opts.auth!.tokensFile} (${auth.describeTenants()})`);
   else if (!opts.tls && !['127.0.0.1', '::1', 'localhost'].includes(opts.host ?? '127.0.0.1'))
     log(`warning: serving ${url} without TLS or tokens: anyone who reaches it may write (docs/serve.md, "Running it on a network")`);
 

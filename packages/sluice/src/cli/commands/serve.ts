@@ -165,6 +165,13 @@ export function registerServe(program: Command): void {
       if (streamTargets.length > 0 && !stream) throw invalidOption(`${o.tokens}: stream`, streamTargets[0], 'used with --sink nats://… (a token of a file or PostgreSQL sink names no stream)');
       if (tableTargets.length > 0 && o.pgMode === 'append')
         throw invalidOption('--pg-mode', o.pgMode, 'an idempotent mode with per-tenant tables (a batch that spans tenants is rewritten whole on a retry)');
+      // A tenant's table or stream must not be where the dead letters go (its rows would not be dead-letter entries).
+      let dlqName: string | undefined;
+      if (o.dlq === undefined) dlqName = stream ? `${stream.stream}_DLQ` : (o.dlqTable ?? `${o.table}_dlq`);
+      else if (stream && o.dlq.startsWith('nats://')) dlqName = o.dlq.replace(/\/$/, '').split('/').pop();
+      else if (pg && /^postgres(ql)?:\/\//.test(o.dlq)) dlqName = o.dlqTable ?? `${o.table}_dlq`;
+      const clash = [...tableTargets, ...streamTargets].find((x) => x === dlqName);
+      if (clash !== undefined) throw invalidOption(`${o.tokens}: ${pg ? 'table' : 'stream'}`, clash, `another name than the dead-letter ${pg ? 'table' : 'stream'} (${dlqName})`);
       if (tableTargets.length + streamTargets.length > 0) {
         const targets = new Map<string, Sink<unknown>>();
         for (const table of tableTargets) targets.set(table, await openPg(table));

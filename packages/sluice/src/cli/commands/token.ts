@@ -1,7 +1,7 @@
 /** `sluice token new|hash`: tokens for `sluice serve --tokens` (docs/serve.md, "Running it on a network"). */
 import type { Command } from 'commander';
 import { invalidOption } from '../../core/errors.js';
-import { hashToken, newToken } from '../../sources/auth.js';
+import { hashToken, newToken, parseTokensFile } from '../../sources/auth.js';
 
 async function readStdin(): Promise<string> {
   const parts: Buffer[] = [];
@@ -16,10 +16,14 @@ export function registerToken(program: Command): void {
     .description('print a new random token (256 bits) on stdout and its tokens-file entry on stderr')
     .option('--name <tenant>', 'tenant name for the entry', 'tenant')
     .option('--routes <list>', 'routes the token may use, comma-separated (ingest, bulk, otlp, loki, metrics, healthz)', 'ingest')
-    .action((o: { name: string; routes: string }) => {
+    .option('--table <name>', "the tenant's own PostgreSQL table (serve --sink postgres://…)")
+    .option('--stream <name>', "the tenant's own JetStream stream (serve --sink nats://…)")
+    .action((o: { name: string; routes: string; table?: string; stream?: string }) => {
       const t = newToken();
+      const entry = { name: o.name, hash: hashToken(t), routes: o.routes.split(',').map((s) => s.trim()), ...(o.table !== undefined ? { table: o.table } : {}), ...(o.stream !== undefined ? { stream: o.stream } : {}) };
+      // Checked as serve will read it, before a token is printed for an entry serve would refuse.
+      parseTokensFile(JSON.stringify({ tokens: [entry] }), 'sluice token new');
       process.stdout.write(t + '\n');
-      const entry = { name: o.name, hash: hashToken(t), routes: o.routes.split(',').map((s) => s.trim()) };
       process.stderr.write(JSON.stringify(entry) + '\n');
     });
   token
