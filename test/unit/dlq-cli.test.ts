@@ -60,7 +60,7 @@ async function fixture(dir: string) {
   return { log, dlq, fix };
 }
 
-test('dlq list: absent, empty, corrupt, populated; reconcile exit codes; redrive dry run and quarantine (CLI)', { timeout: 60_000 }, async () => {
+test('dlq list: absent, empty, corrupt, populated; reconcile exit codes; redrive dry run and quarantine (CLI)', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'sluice-dlq-cli-'));
   try {
     await writeFile(join(dir, 'empty.jsonl'), '');
