@@ -36,7 +36,13 @@ function withIds<T>(target: PutTarget<T>, rule: RecordIdRule): PutTarget<T> {
     env.id = rule.id(env.raw ?? Buffer.from(JSON.stringify(env.value) ?? 'null'), env.value, env.id);
     return env;
   };
-  return { offer: (env) => target.offer(assign(env)), put: (env) => target.put(assign(env)) };
+  // noteRedelivered passes through: without it a source's absorbed redeliveries never reach
+  // the ledger (test/unit/ingest.test.ts).
+  return {
+    offer: (env) => target.offer(assign(env)),
+    put: (env) => target.put(assign(env)),
+    noteRedelivered: (n) => target.noteRedelivered?.(n),
+  };
 }
 
 export class Ingest<T = unknown> {
