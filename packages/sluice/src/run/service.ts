@@ -21,7 +21,6 @@ import { JetStreamDeadLetterStore } from '../dlq/jetstream.js';
 import { deadLetterWriter, type DeadLetterStore } from '../dlq/store.js';
 import { EmbeddedLogSource, type OffsetSource } from '../sources/embedded-log.js';
 import { JetStreamSource } from '../sources/jetstream.js';
-import { WINDOW_DEFAULTS, QUEUE_DEFAULTS } from '../core/options.js';
 import { connectNats, parseNatsUrl } from '../sources/nats.js';
 import { prometheusFor } from '../metrics/prometheus.js';
 import { liveView } from '../metrics/live.js';
@@ -239,9 +238,13 @@ const PULLED_AHEAD = 256;
 export function maxAckPendingFor(cfg: RunConfig): number | undefined {
   if (cfg.maxAckPending !== undefined) return cfg.maxAckPending;
   if (cfg.workers === undefined) return undefined;
-  const w = { ...WINDOW_DEFAULTS, ...cfg.window };
-  const q = cfg.queue.maxItems ?? QUEUE_DEFAULTS.maxItems;
-  return cfg.workers * (q + w.maxInFlight * w.maxItems + PULLED_AHEAD);
+  // resolveWindow/resolveQueue drop the keys the CLI leaves undefined: spread over the
+  // defaults, `maxInFlight: undefined` made this NaN, JSON sent null, and the server's default of
+  // 1000 applied; one worker then held all 1000 and the others got nothing
+  // (test/unit/run-consumer-sizing.test.ts).
+  const w = resolveWindow(cfg.window);
+  const q = resolveQueue(cfg.queue, w);
+  return cfg.workers * (q.maxItems + w.maxInFlight * w.maxItems + PULLED_AHEAD);
 }
 
 /**

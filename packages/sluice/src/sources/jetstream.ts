@@ -102,6 +102,9 @@ export async function ensureJetStream(
   jsm: JetStreamManager,
   o: { stream: string; consumer: string; subject?: string; ackWaitMs?: number; maxAckPending?: number; replicas?: number },
 ): Promise<void> {
+  // A NaN here goes out as JSON null and the server silently applies its own default (1000).
+  if (o.maxAckPending !== undefined && !(Number.isInteger(o.maxAckPending) && o.maxAckPending > 0))
+    throw new SluiceError(ErrorCode.InvalidOption, `maxAckPending: expected a positive integer, got ${o.maxAckPending}`);
   await ensureStream(jsm, o.stream, [o.subject ?? `${o.stream}.in`], { replicas: o.replicas });
   try {
     const info = await jsm.consumers.info(o.stream, o.consumer);
