@@ -261,3 +261,21 @@ test('postgres generic (copy, append): batches large enough to reuse the COPY bu
     }
   });
 });
+
+test('postgres generic: workers starting together on a table that does not exist yet all open it (the loser of the CREATE race is not an error)', async (t) => {
+  await withDb(t, async (url, admin, table) => {
+    // Several rounds: the race (`type "…" already exists`, 42710) is won or lost by timing;
+    // without the fix this failed in about half of the runs of this test here.
+    for (let round = 0; round < 10; round++) {
+      await admin.query(`DROP TABLE IF EXISTS "${table}"`);
+      const sinks = Array.from({ length: 8 }, () => new PostgresSink({ connectionString: url, table }));
+      try {
+        const opened = await Promise.allSettled(sinks.map((s) => s.open()));
+        const failed = opened.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason?.message));
+        assert.deepEqual(failed, [], `round ${round}`);
+      } finally {
+        await Promise.all(sinks.map((s) => s.close().catch(() => {})));
+      }
+    }
+  });
+});

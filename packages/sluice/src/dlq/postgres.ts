@@ -7,6 +7,7 @@
 import pg from 'pg';
 import { ErrorCode, SluiceError, invalidOption } from '../core/errors.js';
 import { parseEntry, type DeadLetterEntry, type DeadLetterStore } from './store.js';
+import { CONCURRENT_CREATE } from '../sinks/postgres.js';
 
 function quote(table: string): string {
   if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$/.test(table))
@@ -45,7 +46,7 @@ export class PostgresDeadLetterStore implements DeadLetterStore {
           (cause) => {
             this.ready = null;
             const code = (cause as { code?: string }).code;
-            if (code === '23505' || code === '42P07') return; // concurrent create: the table exists
+            if (CONCURRENT_CREATE.has(code ?? '')) return; // concurrent create: the table exists
             throw new SluiceError(ErrorCode.SinkUnavailable, `dead-letter table ${this.table}: ${(cause as Error).message}`, { cause, retryable: true });
           },
         );

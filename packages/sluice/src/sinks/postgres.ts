@@ -110,6 +110,8 @@ export interface PostgresSinkOptions {
 
 /** Transient SQLSTATE classes: connection (08), rollback/serialization (40), resources (53), operator intervention (57). */
 const TRANSIENT_CLASSES = new Set(['08', '40', '53', '57']);
+/** What CREATE … IF NOT EXISTS can still raise when another session created the same object meanwhile. */
+export const CONCURRENT_CREATE: ReadonlySet<string> = new Set(['23505', '42P07', '42710']);
 /** Item-level SQLSTATE classes: data exception (22), integrity constraint violation (23). */
 const ITEM_CLASSES = new Set(['22', '23']);
 /** Transient classes that should also page someone: the server is out of disk or memory (53). */
@@ -529,9 +531,9 @@ export class PostgresSink implements Sink<unknown> {
       await client.query(`CREATE TABLE IF NOT EXISTS ${this.qtable} (${qi(this.idColumnName)} text PRIMARY KEY, received_at timestamptz NOT NULL DEFAULT now()${doc})`);
     } catch (cause) {
       // Two sinks creating the same table at once race on the catalog: the loser sees
-      // 23505/42P07 although the table now exists, which is what we wanted.
-      const code = (cause as PgLikeError).code;
-      if (code !== '23505' && code !== '42P07') throw cause;
+      // 23505, 42P07 or 42710 (`type "…" already exists`: the table's row type, two workers
+      // started together) although the table now exists, which is what we wanted.
+      if (!CONCURRENT_CREATE.has(String((cause as PgLikeError).code ?? ''))) throw cause;
     }
   }
 
