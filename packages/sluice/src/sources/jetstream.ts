@@ -24,7 +24,7 @@
 import { performance } from 'node:perf_hooks';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { headers } from '@nats-io/transport-node';
-import { AckPolicy, DeliverPolicy, jetstream, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, jetstream, type ConsumerInfo, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
 import { ErrorCode, SinkError, SluiceError } from '../core/errors.js';
 import type { DeadLetterWriter } from '../core/reliability.js';
 import type { OfferResult } from '../core/pipeline.js';
@@ -96,39 +96,63 @@ export interface JetStreamSourceOptions<T> {
  * Creates the stream and the durable pull consumer if missing. Idempotent (several workers
  * start at once): an existing stream is used as it is; an existing consumer too, except that
  * an explicitly given `maxAckPending` different from its current one is applied (it is how
- * the consumer is sized for M workers, docs/scale.md).
+ * the consumer is sized for M workers, docs/scale.md). Returns once the consumer has a
+ * leader (at most `leaderWaitMs`, default 10 s; see untilConsumerLed).
  */
 export async function ensureJetStream(
   jsm: JetStreamManager,
-  o: { stream: string; consumer: string; subject?: string; ackWaitMs?: number; maxAckPending?: number; replicas?: number },
+  o: { stream: string; consumer: string; subject?: string; ackWaitMs?: number; maxAckPending?: number; replicas?: number; leaderWaitMs?: number },
 ): Promise<void> {
   // A NaN here goes out as JSON null and the server silently applies its own default (1000).
   if (o.maxAckPending !== undefined && !(Number.isInteger(o.maxAckPending) && o.maxAckPending > 0))
     throw new SluiceError(ErrorCode.InvalidOption, `maxAckPending: expected a positive integer, got ${o.maxAckPending}`);
   await ensureStream(jsm, o.stream, [o.subject ?? `${o.stream}.in`], { replicas: o.replicas });
+  let existing: ConsumerInfo | null = null;
   try {
-    const info = await jsm.consumers.info(o.stream, o.consumer);
-    if (o.maxAckPending !== undefined && info.config.max_ack_pending !== o.maxAckPending)
-      await jsm.consumers.update(o.stream, o.consumer, { max_ack_pending: o.maxAckPending });
-    return;
+    existing = await jsm.consumers.info(o.stream, o.consumer);
   } catch {
     // missing: create
   }
-  try {
-    await jsm.consumers.add(o.stream, {
-      durable_name: o.consumer,
-      ack_policy: AckPolicy.Explicit,
-      deliver_policy: DeliverPolicy.All,
-      ack_wait: (o.ackWaitMs ?? 30_000) * 1_000_000,
-      max_ack_pending: o.maxAckPending ?? 50_000,
-    });
-  } catch (cause) {
-    // Another worker created it first: fine.
+  if (existing) {
+    if (o.maxAckPending !== undefined && existing.config.max_ack_pending !== o.maxAckPending)
+      await jsm.consumers.update(o.stream, o.consumer, { max_ack_pending: o.maxAckPending });
+  } else {
     try {
-      await jsm.consumers.info(o.stream, o.consumer);
-    } catch {
-      throw new SluiceError(ErrorCode.SourceUnavailable, `cannot create consumer ${o.stream}/${o.consumer}: ${(cause as Error).message}`, { cause });
+      await jsm.consumers.add(o.stream, {
+        durable_name: o.consumer,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        ack_wait: (o.ackWaitMs ?? 30_000) * 1_000_000,
+        max_ack_pending: o.maxAckPending ?? 50_000,
+      });
+    } catch (cause) {
+      // Another worker created it first: fine.
+      try {
+        await jsm.consumers.info(o.stream, o.consumer);
+      } catch {
+        throw new SluiceError(ErrorCode.SourceUnavailable, `cannot create consumer ${o.stream}/${o.consumer}: ${(cause as Error).message}`, { cause });
+      }
     }
+  }
+  await untilConsumerLed(jsm, o.stream, o.consumer, o.leaderWaitMs ?? 10_000);
+}
+
+/**
+ * Waits, up to `timeoutMs`, until the consumer has a leader. On a cluster a consumer just
+ * created (or whose leader just died) has none for a moment; a pull sent then is answered 503,
+ * and nats.js's consume() does not pull again until two idle heartbeats went missing. A worker
+ * started beside others on a new R3 consumer idled that long while they took every record
+ * (the `scaleout` lab: 2 workers, the second committed 0 of 120,000; docs/scale.md). Past the
+ * timeout it goes on: consume() still recovers by its heartbeats.
+ */
+async function untilConsumerLed(jsm: JetStreamManager, stream: string, consumer: string, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const info = await jsm.consumers.info(stream, consumer).catch(() => null);
+    // A server outside a cluster reports no cluster section, or itself as the leader.
+    if (info && (!info.cluster || info.cluster.leader)) return;
+    if (Date.now() >= end) return;
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
