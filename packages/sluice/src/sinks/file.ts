@@ -20,6 +20,7 @@
  */
 import { mkdir, open, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { RecentSet } from '../core/recent-set.js';
 import type { Envelope, FixedCostKind, Sink } from '../core/types.js';
 import { SinkError, invalidOption } from '../core/errors.js';
 import { ndjsonBatch } from './serialize.js';
@@ -42,7 +43,11 @@ export interface FileSinkOptions {
    * than the window is written again (`sluice reconcile` reports it). @default false
    */
   dedupeById?: boolean;
-  /** Ids remembered for `dedupeById` (the JetStream redelivery window is maxAckPending, 50,000 by default). @default 262_144 */
+  /**
+   * Ids remembered for `dedupeById` (the JetStream redelivery window is maxAckPending, 50,000
+   * by default): at most this many, and at least 7/8 of it once that many were written
+   * (core/recent-set.ts). @default 262_144
+   */
   dedupeWindow?: number;
 }
 
@@ -67,8 +72,8 @@ export class FileSink<T = unknown> implements Sink<T> {
   private ixSize = 0;
   private readonly encode: (batch: readonly Envelope<unknown>[]) => Buffer;
   private readonly validate?: (env: Envelope<unknown>) => void;
-  /** Recent ids (dedupeById), oldest first, at most `window`. */
-  private ids: Set<string> | null = null;
+  /** Recent ids (dedupeById), at most `window` (core/recent-set.ts). */
+  private ids: RecentSet | null = null;
   private readonly dedupe: boolean;
   private readonly window: number;
   private serial: Promise<void> = Promise.resolve();
@@ -137,10 +142,7 @@ export class FileSink<T = unknown> implements Sink<T> {
   }
 
   private remember(id: string): void {
-    const ids = this.ids!;
-    if (ids.has(id)) return;
-    ids.add(id);
-    if (ids.size > this.window) ids.delete(ids.values().next().value as string);
+    this.ids!.add(id);
   }
 
   /** Batches are written one at a time: each at the durable end of the file. */
@@ -271,7 +273,7 @@ export class FileSink<T = unknown> implements Sink<T> {
     return { ...this.st };
   }
 
-  /** Ids currently held for de-duplication (at most `dedupeWindow`). */
+  /** Ids currently held for de-duplication (at most `dedupeWindow`, at least 7/8 of it once full). */
   idsHeld(): number {
     return this.ids?.size ?? 0;
   }
@@ -332,7 +334,7 @@ async function cutTornTail(fh: FileHandle): Promise<number> {
  * size (a batch that never landed) are cut (`validSize` = the size to keep); ids are collected
  * newest first until `window` of them. Memory: one read chunk plus the ids kept.
  */
-async function readIndexTail(ix: FileHandle, dataSize: number, window: number): Promise<{ ids: Set<string>; validSize: number }> {
+async function readIndexTail(ix: FileHandle, dataSize: number, window: number): Promise<{ ids: RecentSet; validSize: number }> {
   const size = (await ix.stat()).size;
   const newestFirst: string[][] = [];
   let count = 0;
@@ -379,9 +381,8 @@ async function readIndexTail(ix: FileHandle, dataSize: number, window: number): 
     if (done || (pos === 0 && rest.length === 0)) break;
     if (pos === 0) break;
   }
-  const ids = new Set<string>();
+  const ids = new RecentSet(window);
   for (let k = newestFirst.length - 1; k >= 0; k--) for (const id of newestFirst[k]) ids.add(id);
-  while (ids.size > window) ids.delete(ids.values().next().value as string);
   return { ids, validSize: validSize < 0 ? 0 : validSize };
 }
 

@@ -26,6 +26,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { headers } from '@nats-io/transport-node';
 import { AckPolicy, DeliverPolicy, jetstream, type ConsumerInfo, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
 import { ErrorCode, SinkError, SluiceError } from '../core/errors.js';
+import { RecentSet } from '../core/recent-set.js';
 import type { DeadLetterWriter } from '../core/reliability.js';
 import type { OfferResult } from '../core/pipeline.js';
 import { envelope, type Envelope, type PipelineObserver } from '../core/types.js';
@@ -86,7 +87,8 @@ export interface JetStreamSourceOptions<T> {
    * restarted without its consumer's last state, a record published twice) is acked again and
    * counted `redelivered` instead of being accepted twice. Memory: one string per entry, about
    * 100 bytes with a 36-character id, so ≈10 MB at the default. A delivery older than the last
-   * `recentAcks` acks is accepted again; the idempotent sink still stores it once.
+   * `recentAcks` acks (at least 7/8 of them are held; core/recent-set.ts) is accepted again;
+   * the idempotent sink still stores it once.
    * @default 100_000
    */
   recentAcks?: number;
@@ -190,16 +192,15 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
   private readonly extra = new Map<number, JsMsg[]>();
   /** Record keys (keyOf) of the held messages → their stream sequence. */
   private readonly heldKeys = new Map<string, number>();
-  /** Record keys (keyOf) acked recently, oldest first (bounded by `recentAcks`). */
-  private readonly acked = new Set<string>();
-  private readonly recentAcks: number;
+  /** Record keys (keyOf) acked recently, at most `recentAcks` (core/recent-set.ts). */
+  private readonly acked: RecentSet;
   private heartbeat: NodeJS.Timeout | null = null;
 
   private constructor(private readonly o: JetStreamSourceOptions<T>) {
     this.name = `jetstream:${o.stream}/${o.consumer}`;
     this.js = jetstream(o.nc);
     this.decode = o.decode ?? ((d) => JSON.parse(d.toString('utf8')) as T);
-    this.recentAcks = o.recentAcks ?? 100_000;
+    this.acked = new RecentSet(o.recentAcks ?? 100_000);
   }
 
   static async open<T>(o: JetStreamSourceOptions<T>): Promise<JetStreamSource<T>> {
@@ -367,7 +368,6 @@ export class JetStreamSource<T = unknown> implements OffsetSource<T> {
       for (const again of this.extra.get(m.seq) ?? []) again.ack();
       this.forget(m.seq);
       this.acked.add(keyOf(m));
-      if (this.acked.size > this.recentAcks) this.acked.delete(this.acked.values().next().value as string);
       this.st.acked++;
     }
   }
