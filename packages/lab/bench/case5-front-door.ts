@@ -109,7 +109,7 @@ main(async () => {
   const serverArgs =
     contender === 'sluice'
       ? [SLUICE_BIN, 'serve', '--port', '0', ...(sinkKind === 'postgres' ? ['--sink', URL, '--table', table] : ['--data-dir', dir])]
-      : [join(HERE, 'case5-bare-server.js'), ...(sinkKind === 'postgres' ? ['--sink', 'postgres', '--url', URL, '--table', table] : ['--sink', 'file', '--path', file])];
+      : [join(HERE, 'case5-bare-server.js'), ...(sinkKind === 'postgres' ? ['--sink', 'postgres', '--url', URL, '--table', table] : ['--sink', 'file', '--path', file, ...(a['bare-dedupe'] === 'false' ? [] : ['--dedupe', 'true'])])];
   const nodeArgs = a['cpu-prof-dir'] ? ['--cpu-prof', '--cpu-prof-dir', a['cpu-prof-dir']] : [];
   const db = sinkKind === 'postgres' ? new pg.Client({ connectionString: URL }) : null;
   // Another session's outage (a restarted server) must fail this run with a message, not crash it.
