@@ -60,6 +60,9 @@ async function killAndRestart(runArgs: string[], progressed: () => Promise<boole
   assert.equal((await first.exited).signal, 'SIGKILL');
   const second = sluice(['run', ...runArgs]);
   try {
+    // Ready first: when the first run had committed everything before its kill, `drained` holds
+    // at once, and a SIGTERM before the handler is installed kills the process (exit code null).
+    await until('the restarted run to be ready', () => /; ready$/m.test(second.out()));
     await until('the restarted run to drain the source', drained);
   } finally {
     second.child.kill('SIGTERM');
