@@ -2,9 +2,9 @@
  * The most recent distinct keys seen, bounded: the de-duplication windows of the file sink's
  * id index (`dedupeWindow`) and of the JetStream source's recent acks (`recentAcks`).
  *
- * Kept as up to `generations` Sets of `capacity / generations` keys each; when the newest is
- * full a new one starts and the oldest is dropped whole. It holds at most `capacity` keys and,
- * once that many went through, at least `capacity − ⌈capacity / generations⌉ + 1`.
+ * Kept as Sets of ⌈capacity / generations⌉ keys each: when the newest is full a new one starts,
+ * and when the window is full the oldest is dropped whole. It holds at most `capacity` keys
+ * and, once that many went through, at least `capacity − ⌈capacity / generations⌉ + 1`.
  *
  * Why not one Set that evicts its oldest entry (`set.delete(set.values().next().value)`): V8
  * leaves a deleted entry as a hole until the table is rebuilt, and every new iterator starts at
@@ -16,7 +16,6 @@
 export class RecentSet {
   private readonly gens: Set<string>[] = [new Set()];
   private readonly perGen: number;
-  private readonly maxGens: number;
   private held = 0;
 
   constructor(
@@ -25,7 +24,6 @@ export class RecentSet {
   ) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`capacity: an integer ≥ 1, got ${capacity}`);
     this.perGen = Math.ceil(capacity / generations);
-    this.maxGens = Math.ceil(capacity / this.perGen);
   }
 
   has(key: string): boolean {
@@ -37,11 +35,15 @@ export class RecentSet {
   /** Adds `key` unless held (a key already held keeps its place). */
   add(key: string): void {
     if (this.has(key)) return;
+    // Full: the oldest generation goes whole (at most ⌈capacity / generations⌉ keys).
+    if (this.held >= this.capacity) {
+      this.held -= this.gens.shift()!.size;
+      if (this.gens.length === 0) this.gens.push(new Set());
+    }
     let cur = this.gens[this.gens.length - 1];
     if (cur.size >= this.perGen) {
       cur = new Set();
       this.gens.push(cur);
-      if (this.gens.length > this.maxGens) this.held -= this.gens.shift()!.size;
     }
     cur.add(key);
     this.held++;
