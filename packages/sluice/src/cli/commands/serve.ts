@@ -10,14 +10,14 @@ import { ACK_MODES, FLUSH_MODES, INGEST_MODES, SERVE_LIMIT_DEFAULTS, startServer
 import { loadJsonSchema } from '../../codec/json-schema.js';
 import type { TlsFiles } from '../../sources/tls.js';
 import { splitAndRetry } from '../../core/reliability.js';
-import { openDeadLetterStore } from '../../dlq/access.js';
+import { isNatsUrl, isPgUrl, openDeadLetterStore } from '../../dlq/access.js';
 import { deadLetterWriter } from '../../dlq/store.js';
 import { readServeConfig } from '../../run/config.js';
 import { resolveQueue, resolveWindow, stripUndefined } from '../../core/options.js';
 import { LiveSlo } from '../../tune/live.js';
 import { parseColumns, parseIntAtLeast, parseNonNegative, parsePositive } from '../parse.js';
 import { openStreamSink } from '../../sinks/jetstream-publish.js';
-import { parseNatsServers } from '../../sources/nats.js';
+import { parseNatsServers, parseNatsUrl } from '../../sources/nats.js';
 import { loadTokensFile } from '../../sources/auth.js';
 import { TargetRoutingSink } from '../../sinks/routing.js';
 
@@ -165,13 +165,16 @@ export function registerServe(program: Command): void {
       if (streamTargets.length > 0 && !stream) throw invalidOption(`${o.tokens}: stream`, streamTargets[0], 'used with --sink nats://… (a token of a file or PostgreSQL sink names no stream)');
       if (tableTargets.length > 0 && o.pgMode === 'append')
         throw invalidOption('--pg-mode', o.pgMode, 'an idempotent mode with per-tenant tables (a batch that spans tenants is rewritten whole on a retry)');
+      const dlqSpec = (o.dlq as string | undefined) ?? (stream ? `${o.sink.replace(/\/[^/]*$/, '')}/${stream.stream}_DLQ` : pg ? o.sink : join(resolve(o.dataDir), 'dlq.jsonl'));
+      const dlqTable = o.dlqTable ?? `${o.table}_dlq`;
       // A tenant's table or stream must not be where the dead letters go (its rows would not be dead-letter entries).
-      let dlqName: string | undefined;
-      if (o.dlq === undefined) dlqName = stream ? `${stream.stream}_DLQ` : (o.dlqTable ?? `${o.table}_dlq`);
-      else if (stream && o.dlq.startsWith('nats://')) dlqName = o.dlq.replace(/\/$/, '').split('/').pop();
-      else if (pg && /^postgres(ql)?:\/\//.test(o.dlq)) dlqName = o.dlqTable ?? `${o.table}_dlq`;
-      const clash = [...tableTargets, ...streamTargets].find((x) => x === dlqName);
-      if (clash !== undefined) throw invalidOption(`${o.tokens}: ${pg ? 'table' : 'stream'}`, clash, `another name than the dead-letter ${pg ? 'table' : 'stream'} (${dlqName})`);
+      const [dlqKind, dlqName, sameKind] = isNatsUrl(dlqSpec)
+        ? ['stream', parseNatsUrl(dlqSpec).stream ?? 'SLUICE_DLQ', streamTargets]
+        : isPgUrl(dlqSpec)
+          ? ['table', dlqTable, tableTargets]
+          : ['file', undefined, []];
+      const clash = sameKind.find((x) => x === dlqName);
+      if (clash !== undefined) throw invalidOption(`${o.tokens}: ${dlqKind}`, clash, `another name than the dead-letter ${dlqKind} (${dlqName})`);
       if (tableTargets.length + streamTargets.length > 0) {
         const targets = new Map<string, Sink<unknown>>();
         for (const table of tableTargets) targets.set(table, await openPg(table));
@@ -179,8 +182,7 @@ export function registerServe(program: Command): void {
         sink = new TargetRoutingSink(sink, targets);
         where += `; per tenant: ${[...tableTargets.map((x) => `table ${x}`), ...streamTargets.map((x) => `stream ${x}`)].join(', ')}`;
       }
-      const dlqSpec = (o.dlq as string | undefined) ?? (stream ? `${o.sink.replace(/\/[^/]*$/, '')}/${stream.stream}_DLQ` : pg ? o.sink : join(resolve(o.dataDir), 'dlq.jsonl'));
-      const dlq = await openDeadLetterStore(dlqSpec, { table: o.dlqTable ?? `${o.table}_dlq`, nc: stream && dlqSpec.startsWith('nats://') ? stream.nc : undefined });
+      const dlq = await openDeadLetterStore(dlqSpec, { table: dlqTable, nc: stream && dlqSpec.startsWith('nats://') ? stream.nc : undefined });
       // Split-and-retry: a record the sink refuses (a constraint, a column's type) is
       // dead-lettered alone and its line answered `dead-lettered`; the rest commits.
       // A sink that is down is retried until it is back (requests wait, then get 503 once the
