@@ -34,7 +34,14 @@ export class RecentSet {
 
   /** Adds `key` unless held (a key already held keeps its place). */
   add(key: string): void {
-    if (this.has(key)) return;
+    if (!this.has(key)) this.addAbsent(key);
+  }
+
+  /**
+   * Adds a key the caller has just found not held (no lookup: on the file sink's write path
+   * every id was already looked up once, and a lookup asks every generation).
+   */
+  addAbsent(key: string): void {
     // Full: the oldest generation goes whole (at most ⌈capacity / generations⌉ keys).
     if (this.held >= this.capacity) {
       this.held -= this.gens.shift()!.size;

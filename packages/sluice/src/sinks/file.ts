@@ -133,16 +133,12 @@ export class FileSink<T = unknown> implements Sink<T> {
       if (validSize !== size) await ix.truncate(validSize);
       this.ixSize = validSize;
       if (!this.ids) this.ids = ids;
-      else for (const id of ids) this.remember(id);
+      else for (const id of ids) this.ids.add(id);
       this.ix = ix;
     } catch (e) {
       await ix.close().catch(() => {});
       throw e;
     }
-  }
-
-  private remember(id: string): void {
-    this.ids!.add(id);
   }
 
   /** Batches are written one at a time: each at the durable end of the file. */
@@ -181,7 +177,8 @@ export class FileSink<T = unknown> implements Sink<T> {
     }
     const buf = this.encode(fresh as readonly Envelope<unknown>[]);
     await this.append(buf, seen);
-    if (seen) for (const id of seen) this.remember(id);
+    // Every id in `seen` was found not held above, and writes are serial (`this.serial`).
+    if (seen) for (const id of seen) this.ids!.addAbsent(id);
   }
 
   private check(batch: readonly Envelope<T>[]): void {
