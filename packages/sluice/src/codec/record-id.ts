@@ -13,7 +13,7 @@
  *      byte-identical (a log line without a timestamp, say): configure `idField` when that
  *      matters.
  */
-import { createHash } from 'node:crypto';
+import * as crypto from 'node:crypto';
 import { invalidOption } from '../core/errors.js';
 
 export interface RecordIdOptions {
@@ -29,8 +29,19 @@ export type IdRule = 'field' | 'message' | 'hash';
 /** Hex digits of SHA-256 kept: 128 bits, collision-free for any realistic volume. */
 const HASH_HEX = 32;
 
+/**
+ * SHA-256 of `data` in hex, one shot. `crypto.hash` (Node ≥ 20.12) allocates no `Hash` object:
+ * each of those is a native wrapper with a weak handle that every young-generation collection
+ * must visit, so hashing every record with `createHash` made `sluice serve`'s scavenges 5–7 ms
+ * apiece (docs/bench.md, case 5, "What lengthened the tail"). Older Node 20 falls back to it.
+ */
+export const sha256Hex: (data: Uint8Array) => string =
+  typeof (crypto as { hash?: unknown }).hash === 'function'
+    ? (data) => (crypto as unknown as { hash(alg: string, d: Uint8Array, enc: 'hex'): string }).hash('sha256', data, 'hex')
+    : (data) => crypto.createHash('sha256').update(data).digest('hex');
+
 export function contentHashId(raw: Uint8Array): string {
-  return createHash('sha256').update(raw).digest('hex').slice(0, HASH_HEX);
+  return sha256Hex(raw).slice(0, HASH_HEX);
 }
 
 /** Splits `a.b.c` once; refuses an empty segment. */

@@ -38,13 +38,13 @@
  * SQLSTATE (22xxx data exception, 23xxx constraint); splitting the batch to find the record
  * is a decorator's job (splitAndRetry).
  */
-import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline as streamPipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { Envelope, FixedCostKind, Sink } from '../core/types.js';
 import { ErrorCode, SinkError, SluiceError, invalidOption } from '../core/errors.js';
+import { sha256Hex } from '../codec/record-id.js';
 
 export type PostgresWriteMode = 'copy' | 'staged' | 'insert' | 'json' | 'append' | 'auto';
 export const POSTGRES_WRITE_MODES: readonly PostgresWriteMode[] = ['copy', 'staged', 'insert', 'json', 'append', 'auto'];
@@ -198,7 +198,7 @@ function endpointOf(connectionString: string): string {
 /** The id of a record: the envelope's, else the sha256 (hex) of its document bytes. */
 export function recordId(env: Envelope<unknown>, doc?: Buffer): string {
   if (typeof env.id === 'string') return env.id;
-  return createHash('sha256').update(doc ?? recordDoc(env)).digest('hex');
+  return sha256Hex(doc ?? recordDoc(env));
 }
 
 /** The document of a record: the bytes as received, else its JSON. */
