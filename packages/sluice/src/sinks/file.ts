@@ -45,8 +45,7 @@ export interface FileSinkOptions {
   dedupeById?: boolean;
   /**
    * Ids remembered for `dedupeById` (the JetStream redelivery window is maxAckPending, 50,000
-   * by default): at most this many, and at least 7/8 of it once that many were written
-   * (core/recent-set.ts). @default 262_144
+   * by default): the last this many distinct ids written (core/recent-set.ts). @default 262_144
    */
   dedupeWindow?: number;
 }
@@ -270,7 +269,7 @@ export class FileSink<T = unknown> implements Sink<T> {
     return { ...this.st };
   }
 
-  /** Ids currently held for de-duplication (at most `dedupeWindow`, at least 7/8 of it once full). */
+  /** Ids currently held for de-duplication (the last `dedupeWindow` distinct ids written, or all of them while fewer). */
   idsHeld(): number {
     return this.ids?.size ?? 0;
   }

@@ -87,7 +87,7 @@ export interface JetStreamSourceOptions<T> {
    * restarted without its consumer's last state, a record published twice) is acked again and
    * counted `redelivered` instead of being accepted twice. Memory: one string per entry, about
    * 100 bytes with a 36-character id, so ≈10 MB at the default. A delivery older than the last
-   * `recentAcks` acks (at least 7/8 of them are held; core/recent-set.ts) is accepted again;
+   * `recentAcks` distinct acks (core/recent-set.ts) is accepted again;
    * the idempotent sink still stores it once.
    * @default 100_000
    */
