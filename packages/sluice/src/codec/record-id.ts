@@ -36,9 +36,7 @@ const HASH_HEX = 32;
  * apiece (docs/bench.md, case 5, "What lengthened the tail"). Older Node 20 falls back to it.
  */
 export const sha256Hex: (data: Uint8Array) => string =
-  typeof (crypto as { hash?: unknown }).hash === 'function'
-    ? (data) => (crypto as unknown as { hash(alg: string, d: Uint8Array, enc: 'hex'): string }).hash('sha256', data, 'hex')
-    : (data) => crypto.createHash('sha256').update(data).digest('hex');
+  typeof crypto.hash === 'function' ? (data) => crypto.hash('sha256', data, 'hex') : (data) => crypto.createHash('sha256').update(data).digest('hex');
 
 export function contentHashId(raw: Uint8Array): string {
   return sha256Hex(raw).slice(0, HASH_HEX);

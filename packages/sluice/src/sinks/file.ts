@@ -201,17 +201,18 @@ export class FileSink<T = unknown> implements Sink<T> {
     const end = at + buf.length;
     let stage: 'write' | 'sync' = 'write';
     try {
+      let indexLine: Buffer | null = null;
       if (ids && ids.size > 0) {
         // The index entry first (no fdatasync of its own): a crash can leave an entry whose
         // batch did not land (dropped at open: its end is past the data), never the reverse.
-        const line = Buffer.from(JSON.stringify({ end, ids: [...ids] }) + '\n');
-        await writeAll(this.ix!, line, this.ixSize);
+        indexLine = Buffer.from(JSON.stringify({ end, ids: [...ids] }) + '\n');
+        await writeAll(this.ix!, indexLine, this.ixSize);
       }
       await writeAll(fh, buf, at);
       stage = 'sync';
       this.ops++;
       await fh.datasync();
-      if (ids && ids.size > 0) this.ixSize += Buffer.byteLength(JSON.stringify({ end, ids: [...ids] })) + 1;
+      if (indexLine) this.ixSize += indexLine.length;
       this.durableSize = end;
       this.bytes += buf.length;
     } catch (cause) {
