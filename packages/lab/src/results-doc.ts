@@ -3,7 +3,9 @@
  * (never typed by hand), with the date, commit and machine they were measured on at its top.
  * The README links here instead of carrying figures, so figures and evidence cannot drift.
  */
-import { writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Check, ResultEnvelope } from './types.js';
 import { EXPERIMENTS } from './registry.js';
 import { loadResults } from './report.js';
@@ -74,9 +76,74 @@ export function resultsMarkdown(results: ResultEnvelope[]): string {
   return lines.join('\n');
 }
 
-/** Writes `file` from `outDir/results/*.json`; returns the path. */
+/** What `npm run bench` leaves per case (`packages/lab/bench/results/case-<n>.json`, bench/run.mjs). */
+export interface BenchCaseResult {
+  case: number;
+  title: string;
+  createdAt: string;
+  commit: string;
+  /** Set when the stored runs were judged again by later code (`bench/run.mjs --rejudge`): its commit. */
+  judgedAt?: string;
+  quick: boolean;
+  reps: number;
+  host: ResultEnvelope['host'];
+  loadAverage: { start: number[]; end: number[] };
+  checks: { name: string; value: number | null; op: string; threshold: number | null; pass: boolean; verdict?: string; why?: string }[];
+  notes?: string[];
+  errors?: string[];
+}
+
+/** The benchmarks' section: the last run of each case, each with its own date, commit, machine and load. */
+export function benchMarkdown(cases: BenchCaseResult[]): string[] {
+  const lines = ['## Benchmarks (`npm run bench`)', ''];
+  if (cases.length === 0) return [...lines, 'No benchmark results on this machine: run `npm run bench` (docs/bench.md).', ''];
+  lines.push(
+    'The last run of each case on this machine, from `packages/lab/bench/results/case-<n>.json` (how each',
+    'case measures, and why a case misses: [bench](bench.md)).',
+    '',
+  );
+  for (const c of [...cases].sort((a, b) => a.case - b.case)) {
+    const load = (xs: number[]) => xs.map((x) => x.toFixed(1)).join(' ');
+    lines.push(
+      `### Case ${c.case}`,
+      '',
+      `${c.title}. Run ${c.createdAt} at \`${c.commit}\`${c.judgedAt ? ` (judged again at \`${c.judgedAt}\`)` : ''}${c.quick ? ' (quick)' : ''}, medians of ${c.reps}, ${c.host.cpus} × ${c.host.cpuModel}, Node ${c.host.nodeVersion}; load average ${load(c.loadAverage.start)} at the start, ${load(c.loadAverage.end)} at the end.`,
+      '',
+      '| check | value | op | threshold | verdict |',
+      '|---|---:|:---:|---:|:---:|',
+    );
+    for (const k of c.checks) lines.push(`| ${cell(k.name)} | ${k.value === null ? '—' : cell(k.value)} | ${k.op} | ${k.threshold === null ? '—' : cell(k.threshold)} | ${k.pass ? 'pass' : k.verdict === 'undecidable' ? 'not decidable here' : '**loses**'} |`);
+    lines.push('');
+    for (const n of c.notes ?? []) lines.push(`- ${cell(n)}`);
+    for (const e of c.errors ?? []) lines.push(`- error: ${cell(e)}`);
+    if ((c.notes?.length ?? 0) + (c.errors?.length ?? 0) > 0) lines.push('');
+  }
+  return lines;
+}
+
+/** `packages/lab/bench/results/case-*.json`, relative to this module (dist/src/ or src/). */
+async function loadBenchCases(): Promise<BenchCaseResult[]> {
+  const dir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results');
+  let names: string[];
+  try {
+    names = (await readdir(dir)).filter((n) => /^case-\d+\.json$/.test(n));
+  } catch {
+    return [];
+  }
+  const out: BenchCaseResult[] = [];
+  for (const n of names) {
+    try {
+      out.push(JSON.parse(await readFile(join(dir, n), 'utf8')) as BenchCaseResult);
+    } catch {
+      // A file cut short by an interrupted bench: left out, not guessed at.
+    }
+  }
+  return out;
+}
+
+/** Writes `file` from `outDir/results/*.json` and the bench's case files; returns the path. */
 export async function writeResultsDoc(outDir: string, file: string): Promise<string> {
   const results = await loadResults(outDir);
-  await writeFile(file, resultsMarkdown(results));
+  await writeFile(file, [resultsMarkdown(results), ...benchMarkdown(await loadBenchCases())].join('\n'));
   return file;
 }
