@@ -107,7 +107,7 @@ export function benchMarkdown(cases: BenchCaseResult[]): string[] {
     lines.push(
       `### Case ${c.case}`,
       '',
-      `${c.title}. Run ${c.createdAt} at \`${c.commit}\`${c.judgedAt ? ` (judged again at \`${c.judgedAt}\`)` : ''}${c.quick ? ' (quick)' : ''}, medians of ${c.reps}, ${c.host.cpus} × ${c.host.cpuModel}, Node ${c.host.nodeVersion}; load average ${load(c.loadAverage.start)} at the start, ${load(c.loadAverage.end)} at the end.`,
+      `${c.title.replace(/^Case \d+ — /, '')}. Run ${c.createdAt} at \`${c.commit}\`${c.judgedAt ? ` (judged again at \`${c.judgedAt}\`)` : ''}${c.quick ? ' (quick)' : ''}, medians of ${c.reps}, ${c.host.cpus} × ${c.host.cpuModel}, Node ${c.host.nodeVersion}; load average ${load(c.loadAverage.start)} at the start, ${load(c.loadAverage.end)} at the end.`,
       '',
       '| check | value | op | threshold | verdict |',
       '|---|---:|:---:|---:|:---:|',
