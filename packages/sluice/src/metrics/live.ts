@@ -7,7 +7,8 @@
  * viewer and stops with the last). While someone does, one sample per interval is computed
  * and the same serialized line written to every viewer: the cost does not grow with viewers
  * beyond one socket write each. A sample reads counters the pipeline keeps anyway, plus one
- * HDR interval read (two copies of the latency histogram: see `LatencyHistogram.intervalReader`);
+ * HDR interval read (a copy of the latency histogram's counts and one walk of their difference:
+ * see `LatencyHistogram.intervalReader`);
  * the source's lag is fetched at most once per interval, without waiting for it.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
