@@ -28,17 +28,13 @@
  */
 import http from 'node:http';
 import pg from 'pg';
+import { median } from '../src/protocol.js';
 import { emit, main, num, parseArgs } from './lib/harness.js';
 import { cleanupServer, cpuUsOf, FrontDoorLoad, ROUTES, startServer, stopServer, type Route, type ServerUnderTest, type Step } from './lib/front-door.js';
 
 /** Requests per step, at least: p99 is then the 2nd-slowest of 200 or more. */
 const MIN_REQUESTS = 200;
 const URL = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test';
-const median = (xs: number[]): number => {
-  const v = [...xs].sort((x, y) => x - y);
-  const m = v.length >> 1;
-  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
-};
 
 interface Rung {
   offeredItemsPerSec: number;

@@ -87,12 +87,12 @@ interface HdrInternals {
 const SUMMARY_PERCENTILES = [50, 90, 99, 99.9] as const;
 
 /** The summary of `cur − prev` (counts arrays of `h`'s layout), as summarize() reads a histogram. */
-function intervalSummary(h: HdrInternals, cur: Uint32Array, prev: Uint32Array | null): LatencySummary {
+function intervalSummary(h: HdrInternals, cur: Uint32Array, prev: Uint32Array): LatencySummary {
   let total = 0;
   let sum = 0;
   let maxIndex = -1;
   for (let i = 0; i < cur.length; i++) {
-    const c = prev === null ? cur[i] : cur[i] - prev[i];
+    const c = cur[i] - prev[i];
     if (c > 0) {
       total += c;
       sum += h.medianEquivalentValue(h.valueFromIndex(i)) * c;
@@ -108,7 +108,7 @@ function intervalSummary(h: HdrInternals, cur: Uint32Array, prev: Uint32Array | 
   const at: number[] = [];
   let seen = 0;
   for (let i = 0; i < cur.length && at.length < wanted.length; i++) {
-    seen += prev === null ? cur[i] : cur[i] - prev[i];
+    seen += cur[i] - prev[i];
     while (at.length < wanted.length && seen >= wanted[at.length]) at.push(h.highestEquivalentValue(h.valueFromIndex(i)));
   }
   const r = (us: number) => Math.round(us) / 1000;
@@ -184,7 +184,8 @@ export class LatencyHistogram {
     const h = this.h as unknown as HdrInternals;
     if (!(h._counts instanceof Uint32Array) || typeof h.valueFromIndex !== 'function') return this.copyingIntervalReader();
     const n = h.countsArrayLength;
-    let prev: Uint32Array | null = null;
+    // The first read covers everything since the start: the difference from all zeros.
+    let prev = new Uint32Array(n);
     return () => {
       const cur = h._counts.slice(0, n);
       const p = prev;
