@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { constants as fsConstants } from 'node:fs';
 import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,50 +22,83 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
 }
 
 /**
- * Counts the fdatasync calls really made on any FileHandle while `fn` runs, by wrapping
- * FileHandle.prototype.datasync (restored afterwards): the sink's own counter is checked
- * against the calls, not against itself.
+ * Counts the calls really made to FileHandle.prototype[method] on any FileHandle while `fn`
+ * runs (restored afterwards), with the fd each was made on: the sink's own counter is
+ * checked against the calls, not against itself.
  */
-async function countingDatasync(dir: string, fn: () => Promise<void>): Promise<number> {
+async function countingCalls(dir: string, method: 'write' | 'datasync', fn: () => Promise<void>): Promise<number[]> {
   const probe = await open(join(dir, '.probe'), 'w');
-  const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
+  const proto = Object.getPrototypeOf(probe) as Record<string, (...a: unknown[]) => Promise<unknown>>;
   await probe.close();
-  const original = proto.datasync;
-  let calls = 0;
-  proto.datasync = function (this: unknown) {
-    calls++;
-    return original.call(this);
+  const original = proto[method];
+  const fds: number[] = [];
+  proto[method] = function (this: { fd: number }, ...args: unknown[]) {
+    fds.push(this.fd);
+    return original.apply(this, args);
   };
   try {
     await fn();
   } finally {
-    proto.datasync = original;
+    proto[method] = original;
   }
-  return calls;
+  return fds;
 }
 
-test('file sink: after write() resolves, the batch is in the file as NDJSON, one fdatasync per batch', async () => {
-  await withDir(async (dir) => {
-    const path = join(dir, 'nested', 'log.ndjson');
-    const sink = await new FileSink<EventRecord>({ path }).open();
-    const batches = [0, 1, 2, 3].map((b) => Array.from({ length: 1 + b * 7 }, (_, i) => factory.make(b * 100 + i, 0)));
-    const written: EventRecord[] = [];
-    const syncs = await countingDatasync(dir, async () => {
-      for (const batch of batches) {
-        await sink.write(batch);
-        written.push(...batch.map((e) => e.value));
-        // A fresh handle, after the write resolved: what is there is what a reader would see.
-        const lines = (await readFile(path, 'utf8')).split('\n');
-        assert.equal(lines.pop(), '', 'every line ends with a newline');
-        assert.deepEqual(lines.map((l) => JSON.parse(l)), written);
+/** The open flags of this process's fd, from /proc/self/fdinfo (octal). */
+async function fdFlags(fd: number): Promise<number> {
+  const m = /^flags:\s+([0-7]+)$/m.exec(await readFile(`/proc/self/fdinfo/${fd}`, 'utf8'));
+  assert.ok(m, 'fdinfo has a flags line');
+  return parseInt(m[1], 8);
+}
+
+/** The fd of the one file handle that a set of calls was made on. */
+function onlyFd(fds: number[]): number {
+  assert.equal(new Set(fds).size, 1, `calls on one fd, got ${[...new Set(fds)].join(', ')}`);
+  return fds[0];
+}
+
+for (const mode of ['dsync', 'fdatasync'] as const) {
+  test(`file sink (sync '${mode}'): after write() resolves, the batch is in the file as NDJSON, one sync per batch`, async () => {
+    await withDir(async (dir) => {
+      const path = join(dir, 'nested', 'log.ndjson');
+      const sink = await new FileSink<EventRecord>({ path, sync: mode === 'dsync' ? undefined : mode }).open();
+      assert.equal(sink.syncMode, mode, mode === 'dsync' ? 'O_DSYNC is the default' : 'as asked');
+      const batches = [0, 1, 2, 3].map((b) => Array.from({ length: 1 + b * 7 }, (_, i) => factory.make(b * 100 + i, 0)));
+      const written: EventRecord[] = [];
+      let syncFds: number[] = [];
+      const writeFds = await countingCalls(dir, 'write', async () => {
+        syncFds = await countingCalls(dir, 'datasync', async () => {
+          for (const batch of batches) {
+            await sink.write(batch);
+            written.push(...batch.map((e) => e.value));
+            // A fresh handle, after the write resolved: what is there is what a reader would see.
+            const lines = (await readFile(path, 'utf8')).split('\n');
+            assert.equal(lines.pop(), '', 'every line ends with a newline');
+            assert.deepEqual(lines.map((l) => JSON.parse(l)), written);
+          }
+        });
+      });
+      assert.equal(sink.fixedCostOps(), batches.length);
+      assert.equal(writeFds.length, batches.length, 'one write call per batch');
+      const dataFd = onlyFd(writeFds);
+      const dsyncFlag = (await fdFlags(dataFd)) & fsConstants.O_DSYNC;
+      if (mode === 'dsync') {
+        assert.notEqual(dsyncFlag, 0, 'the data fd really has O_DSYNC: each write is durable when it returns');
+        assert.equal(syncFds.length, 0, 'no fdatasync on top');
+      } else {
+        assert.equal(dsyncFlag, 0);
+        assert.equal(syncFds.length, batches.length, 'fdatasync really called once per batch');
+        assert.equal(onlyFd(syncFds), dataFd);
       }
+      assert.equal(sink.bytesWritten(), (await readFile(path)).length);
+      await sink.close();
+      await sink.close(); // idempotent
     });
-    assert.equal(sink.fixedCostOps(), batches.length);
-    assert.equal(syncs, batches.length, 'fdatasync really called once per batch');
-    assert.equal(sink.bytesWritten(), (await readFile(path)).length);
-    await sink.close();
-    await sink.close(); // idempotent
   });
+}
+
+test('file sink: an unknown sync mode is refused at construction, in one line', () => {
+  assert.throws(() => new FileSink({ path: '/tmp/x', sync: 'fsync' as never }), (e: Error) => /sync/.test(e.message) && !e.message.includes('\n'));
 });
 
 test('file sink: values without raw bytes are written as JSON; the file is appended to, not truncated', async () => {
@@ -192,10 +226,10 @@ test('file sink: a write that fails half-way leaves no torn line, and the retry 
   });
 });
 
-test('file sink: a failed fdatasync is fatal for the fd: reopened, tail cut back, the retry writes and syncs the batch once', async () => {
+test("file sink (sync 'fdatasync'): a failed fdatasync is fatal for the fd: reopened, tail cut back, the retry writes and syncs the batch once", async () => {
   await withDir(async (dir) => {
     const path = join(dir, 'out.ndjson');
-    const sink = await new FileSink({ path }).open();
+    const sink = await new FileSink({ path, sync: 'fdatasync' }).open();
     await sink.write([rawEnv(0)]);
     let fail = true;
     await patchingFileHandle(
@@ -215,6 +249,43 @@ test('file sink: a failed fdatasync is fatal for the fd: reopened, tail cut back
         await sink.write([rawEnv(1)]);
       },
     );
+    const lines = (await readFile(path, 'utf8')).trim().split('\n').map((l) => JSON.parse(l).n);
+    assert.deepEqual(lines, [0, 1]);
+    await sink.close();
+  });
+});
+
+test("file sink (sync 'dsync'): a failed write may carry a writeback error, so the fd is reopened (O_DSYNC again), the tail cut back, and the retry lands once", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, 'out.ndjson');
+    const sink = await new FileSink({ path }).open();
+    await sink.write([rawEnv(0)]);
+    let fail = true;
+    let retryFd = -1;
+    await patchingFileHandle(
+      dir,
+      'write',
+      async (orig, self, args) => {
+        const [buf, off, len, pos] = args as [Buffer, number, number, number];
+        if (buf.includes(Buffer.from('"m1"'))) {
+          if (fail) {
+            fail = false;
+            await orig.call(self, buf, off, len, pos); // the bytes reached the page cache; the flush failed
+            throw eio();
+          }
+          retryFd = (self as { fd: number }).fd;
+        }
+        return orig.apply(self, args);
+      },
+      async () => {
+        await assert.rejects(sink.write([rawEnv(1)]), (e: unknown) => e instanceof SinkError && e.failureClass === 'transient' && e.sinkCode === 'EIO');
+        assert.equal(sink.faults().reopens, 1);
+        assert.equal(sink.faults().failedWrites, 1);
+        assert.equal((await readFile(path, 'utf8')).trim().split('\n').length, 1, 'the unsynced batch cut back');
+        await sink.write([rawEnv(1)]);
+      },
+    );
+    assert.notEqual((await fdFlags(retryFd)) & fsConstants.O_DSYNC, 0, 'the reopened fd is O_DSYNC too');
     const lines = (await readFile(path, 'utf8')).trim().split('\n').map((l) => JSON.parse(l).n);
     assert.deepEqual(lines, [0, 1]);
     await sink.close();

@@ -27,9 +27,27 @@ async function scratch(): Promise<string> {
 
 const LIMITS = { maxDecompressedBytes: 2 ** 20, maxCompressedBytes: 512 * 1024, maxLineBytes: 64 * 1024, maxItemsPerRequest: 1000, maxDepth: 16 };
 
-async function fileServer(extra: Partial<ServeOptions> = {}): Promise<{ srv: RunningServer; path: string }> {
+/**
+ * A file sink whose every write first waits `ms`, like a sink across a network: requests that
+ * arrive while a batch is written then really do arrive during the write, however fast this
+ * machine's disk syncs (an O_DSYNC write here can finish before the next request is parsed).
+ */
+class HeldFileSink<T> extends FileSink<T> {
+  constructor(
+    path: string,
+    private readonly ms: number,
+  ) {
+    super({ path });
+  }
+  override async write(batch: Parameters<FileSink<T>['write']>[0]): Promise<void> {
+    await new Promise((r) => setTimeout(r, this.ms));
+    return super.write(batch);
+  }
+}
+
+async function fileServer(extra: Partial<ServeOptions> = {}, holdMs = 0): Promise<{ srv: RunningServer; path: string }> {
   const path = join(await scratch(), 'ingest.ndjson');
-  const sink = await new FileSink<unknown>({ path }).open();
+  const sink = await (holdMs > 0 ? new HeldFileSink<unknown>(path, holdMs) : new FileSink<unknown>({ path })).open();
   const srv = await startServer({ sink, limits: LIMITS, ...extra });
   return { srv, path };
 }
@@ -75,7 +93,7 @@ test('good bodies in every coding are accepted, committed and stored byte for by
 test("flush 'request' (default) answers without waiting for the window; concurrent requests share batches; 'window' waits for it", async () => {
   const window = { maxWaitMs: 400, maxItems: 10_000, maxBytes: 4 * 2 ** 20 };
   const queue = { maxItems: 20_000, maxBytes: 8 * 2 ** 20 };
-  const { srv, path } = await fileServer({ window, queue });
+  const { srv, path } = await fileServer({ window, queue }, 50);
   let t = performance.now();
   const one = await post(srv, lines(20));
   assert.equal(one.status, 200, JSON.stringify(one.json));

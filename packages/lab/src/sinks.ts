@@ -18,7 +18,7 @@ import type { CostModel } from 'sluice';
 
 export interface LabSink {
   sink: Sink<EventRecord>;
-  /** e.g. "file (fdatasync per batch) /tmp/…/batched.ndjson" */
+  /** e.g. "file (one O_DSYNC write per batch) /tmp/…/batched.ndjson" */
   describe: string;
   /** Records really stored (lines on disk, rows in the table). */
   countStored(): Promise<number>;
@@ -82,7 +82,7 @@ export async function openLabSink(ctx: ExperimentContext, label: string): Promis
   let sink = await new FileSink<EventRecord>({ path }).open();
   const lab: LabSink = {
     sink,
-    describe: `file (write + fdatasync per batch) ${path}`,
+    describe: `file (one O_DSYNC write per batch) ${path}`,
     countStored: async () => countLines(path),
     reset: async () => {
       await sink.close();

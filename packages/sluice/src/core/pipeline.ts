@@ -599,13 +599,16 @@ export class Pipeline<T = unknown> {
     this.inFlightFirstSeqs.push(firstSeq);
     const info: FlushInfo = { reason, items: batch.length, bytes, waitMs: now - batch[0].acceptedAtMs };
     for (const o of this.observers) if (o.onFlush) this.notify('onFlush', () => o.onFlush!(info, now));
-    this.admitWaiters();
     let p: Promise<BatchOutcome<T>>;
     try {
       p = this.handler.handle(batch);
     } catch (error) {
       p = Promise.reject(error);
     }
+    // Blocked producers are admitted after the batch is handed over: their continuations run
+    // as microtasks, and a sink that issues its write synchronously (FileSink) has it on the
+    // way to the disk before they fill the freed room (bench case 2, docs/bench.md "Case 2").
+    this.admitWaiters();
     p.then(
       (outcome) => this.complete(batch, firstSeq, outcome),
       (error) => this.complete(batch, firstSeq, { committed: [], deadLettered: [], dropped: batch, dropReason: 'handler-failed', error }),

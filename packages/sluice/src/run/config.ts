@@ -14,7 +14,7 @@ export const RunConfigSchema = z
   .object({
     /** Embedded log path, or `nats://host:port/<stream>/<consumer>`. */
     source: z.string().min(1),
-    /** File path (NDJSON, fdatasync per batch) or `postgres://…` URL. */
+    /** File path (NDJSON, one synchronous write per batch) or `postgres://…` URL. */
     sink: z.string().min(1),
     /** PostgreSQL sink table: created as (id, received_at, doc jsonb) when missing; an existing table is used as it is (docs/records.md). */
     table: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$/).default('sluice_records'),

@@ -1,8 +1,11 @@
 /**
  * The embedded default sink: a durable append-only NDJSON log.
- * One `write` and one `fdatasync` per batch, through libuv's thread pool (off the event
- * loop): when `write()` resolves, every item of the batch is on disk. The fixed cost is
- * the fdatasync (≈140–150 µs on this project's reference machine; `write` alone ≈2 µs).
+ * One synchronous write per batch, through libuv's thread pool (off the event loop): when
+ * `write()` resolves, every item of the batch is on disk. By default the data file is opened
+ * with O_DSYNC, so the positional write itself returns only once the batch is durable (the
+ * guarantee of a write + fdatasync, in one trip through the pool); `sync: 'fdatasync'` makes
+ * it a write, then an fdatasync. The fixed cost is the device flush (≈140–150 µs on this
+ * project's reference machine; a write without it ≈2 µs).
  * Each record is written exactly as received (`env.raw`; JSON of the value when absent).
  *
  * Failure semantics (issue 19). Batches are written one at a time at an explicit position,
@@ -10,7 +13,8 @@
  * - A write that fails half-way (ENOSPC, EIO) leaves no torn line and no duplicate on retry:
  *   the file is truncated back to `durableSize` before the error is thrown (transient), so
  *   the retry writes the batch again at the same place.
- * - A failed fdatasync is fatal for that file descriptor: Linux reports a writeback error
+ * - A failed sync (an fdatasync, or any failed write under O_DSYNC, which may carry a
+ *   writeback error) is fatal for that file descriptor: Linux reports a writeback error
  *   once and may drop the dirty pages it could not write, so a second fdatasync on the same
  *   fd can succeed with the data gone (the PostgreSQL "fsyncgate" discussion,
  *   https://wiki.postgresql.org/wiki/Fsync_Errors, and https://lwn.net/Articles/752063/).
@@ -18,6 +22,7 @@
  *   `durableSize`), and the retry writes and syncs the whole batch again.
  * - `open()` cuts a torn last line (a crash mid-write) back to the last newline.
  */
+import { constants as fsc } from 'node:fs';
 import { mkdir, open, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { RecentSet } from '../core/recent-set.js';
@@ -48,6 +53,18 @@ export interface FileSinkOptions {
    * by default): the last this many distinct ids written (core/recent-set.ts). @default 262_144
    */
   dedupeWindow?: number;
+  /**
+   * How a batch is made durable before `write()` resolves.
+   * - `'dsync'`: the data file is opened with O_DSYNC and each batch is one positional write
+   *   that returns when it is on disk: one trip through libuv's thread pool per batch.
+   * - `'fdatasync'`: a write, then an fdatasync: two trips, and the fdatasync is issued only
+   *   when the event loop gets to it, so a busy loop (a producer, the front door's parsing)
+   *   delays every batch's flush. Bench case 2 runs both (`sluice` and `sluice-fdatasync`
+   *   beside the sink alone, docs/bench.md "Case 2").
+   * Both count one fixed-cost operation per sync really made (`fixedCostOps()`).
+   * @default 'dsync'
+   */
+  sync?: 'dsync' | 'fdatasync';
 }
 
 /** errno codes that retrying can fix; ENOSPC/EDQUOT also page someone. */
@@ -66,7 +83,7 @@ export class FileSink<T = unknown> implements Sink<T> {
   private opening: Promise<FileHandle> | null = null;
   private ops = 0;
   private bytes = 0;
-  /** File size after the last successful fdatasync: everything below is durable and acknowledged. */
+  /** File size after the last successful sync: everything below is durable and acknowledged. */
   private durableSize = 0;
   private ixSize = 0;
   private readonly encode: (batch: readonly Envelope<unknown>[]) => Buffer;
@@ -76,8 +93,11 @@ export class FileSink<T = unknown> implements Sink<T> {
   private readonly dedupe: boolean;
   private readonly window: number;
   private serial: Promise<void> = Promise.resolve();
+  /** Writes issued and not yet settled (write()'s fast path starts one only when this is 0). */
+  private writing = 0;
   private skipped = 0;
   private readonly st = { failedWrites: 0, failedSyncs: 0, reopens: 0, truncatedBytes: 0 };
+  private readonly dsync: boolean;
 
   constructor(opts: FileSinkOptions) {
     this.path = opts.path;
@@ -87,6 +107,19 @@ export class FileSink<T = unknown> implements Sink<T> {
     this.dedupe = opts.dedupeById ?? false;
     this.window = opts.dedupeWindow ?? 262_144;
     if (!Number.isInteger(this.window) || this.window < 1) throw invalidOption('dedupeWindow', opts.dedupeWindow, 'an integer ≥ 1');
+    const sync = opts.sync ?? 'dsync';
+    if (sync !== 'dsync' && sync !== 'fdatasync') throw invalidOption('sync', opts.sync, "'dsync' or 'fdatasync'");
+    this.dsync = sync === 'dsync';
+  }
+
+  /** Which durability mechanism this sink uses (the `sync` option). */
+  get syncMode(): 'dsync' | 'fdatasync' {
+    return this.dsync ? 'dsync' : 'fdatasync';
+  }
+
+  /** The data file for positional writes ('r+'; with O_DSYNC in the default `sync` mode). */
+  private openData(): Promise<FileHandle> {
+    return open(this.path, this.dsync ? fsc.O_RDWR | fsc.O_DSYNC : 'r+');
   }
 
   /** Opens (creating directories) eagerly, so a bad path fails at start-up, not at the first batch. */
@@ -100,9 +133,9 @@ export class FileSink<T = unknown> implements Sink<T> {
     if (!this.opening) {
       this.opening = (async () => {
         await mkdir(dirname(this.path), { recursive: true });
-        // 'a' creates it; then 'r+' for positional writes (O_APPEND ignores the position on Linux).
+        // 'a' creates it; then read-write for positional writes (O_APPEND ignores the position on Linux).
         await (await open(this.path, 'a')).close();
-        const fh = await open(this.path, 'r+');
+        const fh = await this.openData();
         try {
           this.durableSize = await cutTornTail(fh);
           if (this.dedupe) await this.openIndex();
@@ -140,10 +173,20 @@ export class FileSink<T = unknown> implements Sink<T> {
     }
   }
 
-  /** Batches are written one at a time: each at the durable end of the file. */
+  /**
+   * Batches are written one at a time: each at the durable end of the file. When none is in
+   * progress the write is issued in this very call, not a microtask later: a producer whose
+   * turn is queued behind it (the pipeline admits blocked producers right after it hands a
+   * batch over) would otherwise run its whole turn before the batch reaches the disk
+   * (bench case 2, docs/bench.md "Case 2").
+   */
   write(batch: readonly Envelope<T>[]): Promise<void> {
-    const next = this.serial.then(() => this.writeOne(batch));
-    this.serial = next.catch(() => {});
+    const next = this.writing === 0 ? this.writeOne(batch) : this.serial.then(() => this.writeOne(batch));
+    this.writing++;
+    this.serial = next.then(
+      () => void this.writing--,
+      () => void this.writing--,
+    );
     return next;
   }
 
@@ -161,9 +204,12 @@ export class FileSink<T = unknown> implements Sink<T> {
 
   private async writeOne(batch: readonly Envelope<T>[]): Promise<void> {
     this.check(batch);
-    await this.handle().catch((cause) => {
-      throw classifyFsError(cause);
-    });
+    // Open already (the common case): no await, so the write below is issued synchronously.
+    if (this.fh === null) {
+      await this.handle().catch((cause) => {
+        throw classifyFsError(cause);
+      });
+    }
     let fresh = batch;
     let seen: Set<string> | null = null;
     if (this.dedupe) {
@@ -208,24 +254,30 @@ export class FileSink<T = unknown> implements Sink<T> {
         indexLine = Buffer.from(JSON.stringify({ end, ids: [...ids] }) + '\n');
         await writeAll(this.ix!, indexLine, this.ixSize);
       }
-      await writeAll(fh, buf, at);
-      stage = 'sync';
-      this.ops++;
-      await fh.datasync();
+      if (this.dsync) {
+        // Every write call on an O_DSYNC fd is a sync of its own: counted per call made.
+        await writeAll(fh, buf, at, () => this.ops++);
+      } else {
+        await writeAll(fh, buf, at);
+        stage = 'sync';
+        this.ops++;
+        await fh.datasync();
+      }
       if (indexLine) this.ixSize += indexLine.length;
       this.durableSize = end;
       this.bytes += buf.length;
     } catch (cause) {
       if (stage === 'sync') this.st.failedSyncs++;
       else this.st.failedWrites++;
-      await this.recover(stage === 'sync');
+      await this.recover(stage === 'sync' || this.dsync);
       throw classifyFsError(cause);
     }
   }
 
   /**
    * Back to the last durable state after a failed write or sync: the data file and the index
-   * truncated to their sizes before the batch. After a failed fdatasync the fd is not trusted
+   * truncated to their sizes before the batch. After a failed sync (an fdatasync, or any write
+   * under O_DSYNC: it cannot tell a full disk from a writeback error) the fd is not trusted
    * again (see the file comment): closed, reopened, the tail re-verified. If even that fails,
    * the next write reopens (handle()) and cuts the tail there.
    */
@@ -237,7 +289,7 @@ export class FileSink<T = unknown> implements Sink<T> {
         this.opening = null;
         await old?.close().catch(() => {});
         this.st.reopens++;
-        const fh = await open(this.path, 'r+');
+        const fh = await this.openData();
         this.fh = fh;
         this.opening = Promise.resolve(fh);
       }
@@ -265,7 +317,10 @@ export class FileSink<T = unknown> implements Sink<T> {
     return this.skipped;
   }
 
-  /** Failure counters (issue 19): writes and fdatasyncs that failed, fd reopens, bytes cut back. */
+  /**
+   * Failure counters (issue 19): writes and fdatasyncs that failed (under O_DSYNC a failed sync
+   * is a failed write), fd reopens, bytes cut back.
+   */
   faults(): { failedWrites: number; failedSyncs: number; reopens: number; truncatedBytes: number } {
     return { ...this.st };
   }
@@ -294,9 +349,10 @@ export class FileSink<T = unknown> implements Sink<T> {
   }
 }
 
-async function writeAll(fh: FileHandle, buf: Buffer, at: number): Promise<void> {
+async function writeAll(fh: FileHandle, buf: Buffer, at: number, onCall?: () => void): Promise<void> {
   let off = 0;
   while (off < buf.length) {
+    onCall?.();
     const { bytesWritten } = await fh.write(buf, off, buf.length - off, at + off);
     off += bytesWritten;
   }

@@ -15,7 +15,7 @@ export function registerRun(program: Command): void {
     .description('consume a log (embedded log path or nats://host:port/<stream>/<consumer>) into a sink until SIGINT/SIGTERM, then drain, ack and print the ledger')
     .option('--config <file>', 'JSON config file (flags override it); see docs/run.md')
     .option('--source <log-or-url>', 'embedded log path, or nats://host:port/<stream>/<consumer>')
-    .option('--sink <path-or-url>', 'file path (NDJSON, fdatasync per batch) or postgres:// URL')
+    .option('--sink <path-or-url>', 'file path (NDJSON, one synchronous write per batch) or postgres:// URL')
     .option('--table <name>', 'PostgreSQL sink table (default sluice_records): created as (id, received_at, doc jsonb) when missing, used as it is when it exists')
     .option('--columns <map>', 'PostgreSQL columns filled from record fields: column=field,… (e.g. level=level,ts=time)')
     .option('--id-field <path>', "record field holding the id (dotted path); else the message id (Sluice-Id / Nats-Msg-Id header, log record id), else a content hash (docs/records.md)")

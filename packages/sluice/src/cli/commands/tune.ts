@@ -13,7 +13,7 @@ export function registerTune(program: Command): void {
   program
     .command('tune')
     .description('measure your sink with your records and recommend the window that holds a p99 SLO at your peak (writes only a scratch file or table it removes; see docs/tune.md)')
-    .requiredOption('--sink <path-or-url>', 'file path (NDJSON, fdatasync per batch) or postgres:// URL (with --table)')
+    .requiredOption('--sink <path-or-url>', 'file path (NDJSON, one synchronous write per batch) or postgres:// URL (with --table)')
     .requiredOption('--slo-p99-ms <n>', 'p99 end-to-end latency objective (ms)')
     .option('--table <name>', 'PostgreSQL: your table; tune writes to a scratch copy of its shape (LIKE it), then drops it', 'sluice_records')
     .option('--columns <map>', 'PostgreSQL columns filled from record fields, as for run: column=field,…')
