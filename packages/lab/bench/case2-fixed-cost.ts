@@ -1,5 +1,5 @@
 /**
- * Case 2 — one-connection fixed-cost sink: FileSink (one write + one fdatasync per batch),
+ * Case 2 — one-connection fixed-cost sink: FileSink (one durable write per batch: O_DSYNC by default),
  * one batch in flight, the same 512-item / 5 ms window and the same items as case 1.
  *
  * Contenders: sluice, hand, rxjs, otel, bottleneck, and two references measured in their
@@ -8,6 +8,17 @@
  *               write + fdatasync (the issue's named baseline);
  * - sink-alone: the same FileSink fed ready-made 512-item batches back to back, no batcher
  *               (what the sink itself does when every batch is full: bytes cost something too).
+ * - sink-alone-fresh (information): the same, but each batch is 512 new items made while the
+ *               previous batch is written: what making the items costs the sink alone.
+ * - sink-alone-busy<N> (information): the sink alone, spinning N µs on the event loop right
+ *               after it issues each write (the write still in the pool): what N µs of any
+ *               process's own work per batch costs the sink when the machine has 2 cores and
+ *               the kernel's write and flush need one of them too.
+ *
+ * The FileSink runs in its default `sync: 'dsync'` mode (one O_DSYNC write per batch). Any
+ * contender name ending in `-fdatasync` (run.mjs runs `sluice-fdatasync` and
+ * `sink-alone-fdatasync`, as information) is the same contender on `sync: 'fdatasync'` (a
+ * write, then an fdatasync): the two durability mechanisms side by side in the same run.
  *
  *   node --expose-gc dist/bench/case2-fixed-cost.js --contender sluice --duration 2000 --warmup 500
  */
@@ -19,8 +30,10 @@ import { BenchItem } from './lib/item.js';
 import { cleanTmp, tmpFile } from './lib/tmp.js';
 import { throughputRun } from './lib/throughput.js';
 
-async function fileSink(tag: string): Promise<FileSink<number>> {
-  return new FileSink<number>({ path: tmpFile(tag) }).open();
+type SyncMode = 'dsync' | 'fdatasync';
+
+async function fileSink(tag: string, sync: SyncMode = 'dsync'): Promise<FileSink<number>> {
+  return new FileSink<number>({ path: tmpFile(tag), sync }).open();
 }
 
 async function limit(samples: number): Promise<void> {
@@ -42,15 +55,33 @@ async function limit(samples: number): Promise<void> {
   });
 }
 
-async function sinkAlone(durationMs: number, warmupMs: number): Promise<void> {
-  const batch = Array.from({ length: MAX_ITEMS }, (_, i) => new BenchItem(i, 0));
+function spin(us: number): void {
+  const t = performance.now();
+  while ((performance.now() - t) * 1000 < us);
+}
+
+async function sinkAlone(contender: string, sync: SyncMode, fresh: boolean, busyUs: number, durationMs: number, warmupMs: number): Promise<void> {
+  const reused = Array.from({ length: MAX_ITEMS }, (_, i) => new BenchItem(i, 0));
+  let n = 0;
+  const make = (): BenchItem[] => {
+    if (!fresh) return reused;
+    const stamp = performance.now();
+    const b = new Array<BenchItem>(MAX_ITEMS);
+    for (let k = 0; k < MAX_ITEMS; k++) b[k] = new BenchItem(n++, stamp);
+    return b;
+  };
   const run = async (ms: number) => {
-    const sink = await fileSink('alone');
+    const sink = await fileSink('alone', sync);
     const t0 = performance.now();
     let items = 0;
+    let next = make();
     while (performance.now() - t0 < ms) {
-      await sink.write(batch);
-      items += batch.length;
+      // The next batch is made while this one is written: the best any batcher can do.
+      const w = sink.write(next);
+      items += next.length;
+      next = make();
+      if (busyUs > 0) spin(busyUs);
+      await w;
     }
     await sink.close();
     return items;
@@ -62,23 +93,28 @@ async function sinkAlone(durationMs: number, warmupMs: number): Promise<void> {
   m.start();
   const items = await run(durationMs);
   const r = m.stop(items);
-  emit({ case: 'fixed-cost', contender: 'sink-alone', items, ...r, peakRssMb: peakRssMb(), baseRssMb, latencyMs: null, lost: 0, extra: {} });
+  emit({ case: 'fixed-cost', contender, items, ...r, peakRssMb: peakRssMb(), baseRssMb, latencyMs: null, lost: 0, extra: { sync, fresh, busyUs } });
 }
 
 main(async () => {
   const a = parseArgs();
   const contender = a.contender ?? 'sluice';
+  const sync: SyncMode = contender.endsWith('-fdatasync') ? 'fdatasync' : 'dsync';
+  const base = contender.replace(/-fdatasync$/, '');
   const durationMs = num(a, 'duration', 2000);
   const warmupMs = num(a, 'warmup', 500);
   try {
     if (contender === 'limit') return await limit(num(a, 'samples', 300));
-    if (contender === 'sink-alone') return await sinkAlone(durationMs, warmupMs);
+    const busy = /^sink-alone-busy(\d+)$/.exec(base);
+    if (base === 'sink-alone' || base === 'sink-alone-fresh' || busy) {
+      return await sinkAlone(contender, sync, base === 'sink-alone-fresh', busy ? Number(busy[1]) : 0, durationMs, warmupMs);
+    }
     const r = await throughputRun({
       caseName: 'fixed-cost',
-      contender,
+      contender: base,
       durationMs,
       warmupMs,
-      sink: () => fileSink(contender),
+      sink: () => fileSink(contender, sync),
       // Peers never push back: without a cap a producer faster than fdatasync would grow
       // their backlog until the process dies. 16,384 outstanding items is more room than
       // Sluice's own bound (10,000 queued + 512 in flight), so Sluice gets no help from it.
@@ -86,7 +122,7 @@ main(async () => {
       otelMaxQueueSize: 16_384 + 1024,
       slice: a.slice ? num(a, 'slice', 1000) : undefined,
     });
-    emit(r);
+    emit({ ...r, contender, extra: { ...r.extra, sync } });
   } finally {
     await cleanTmp();
   }
