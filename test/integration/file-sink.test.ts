@@ -97,6 +97,37 @@ for (const mode of ['dsync', 'fdatasync'] as const) {
   });
 }
 
+test('file sink: with no write in progress the write is issued in the call itself; a second one waits for the first to land', async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, 'out.ndjson');
+    const sink = await new FileSink({ path }).open();
+    let calls = 0;
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    await patchingFileHandle(
+      dir,
+      'write',
+      async (orig, self, args) => {
+        calls++;
+        if (calls === 1) await held; // the first write stays in progress until released
+        return orig.apply(self, args);
+      },
+      async () => {
+        const first = sink.write([rawEnv(0)]);
+        assert.equal(calls, 1, 'issued before write() returned: no microtask between the pipeline and the disk');
+        const second = sink.write([rawEnv(1)]);
+        await new Promise((r) => setImmediate(r));
+        assert.equal(calls, 1, 'the second batch waits: one write at a time, each at the durable end');
+        release();
+        await Promise.all([first, second]);
+        assert.equal(calls, 2);
+      },
+    );
+    assert.deepEqual((await readFile(path, 'utf8')).trim().split('\n').map((l) => JSON.parse(l).n), [0, 1]);
+    await sink.close();
+  });
+});
+
 test('file sink: an unknown sync mode is refused at construction, in one line', () => {
   assert.throws(() => new FileSink({ path: '/tmp/x', sync: 'fsync' as never }), (e: Error) => /sync/.test(e.message) && !e.message.includes('\n'));
 });
