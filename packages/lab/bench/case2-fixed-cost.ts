@@ -5,7 +5,7 @@
  * Contenders: sluice, hand, rxjs, otel, bottleneck, and two references measured in their
  * own process like the others:
  * - limit:      maxItems / fixedCost, fixedCost = calibrateSink()'s median single-item
- *               write + fdatasync (the issue's named baseline);
+ *               durable write (the issue's named baseline);
  * - sink-alone: the same FileSink fed ready-made 512-item batches back to back, no batcher
  *               (what the sink itself does when every batch is full: bytes cost something too).
  * - sink-alone-fresh (information): the same, but each batch is 512 new items made while the
