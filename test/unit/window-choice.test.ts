@@ -63,7 +63,7 @@ test('size preference band: what the snapped corner costs by construction + the 
   const tie = sizePreferenceTie(178);
   assert.equal(chooseWindow([timer, corner, tiny], 17, 20, { tie, preferSizeBound: true }).chosen, corner);
   assert.equal(chooseWindow([timer, tiny], 17, 20, { tie, preferSizeBound: true }).chosen, timer);
-  // 2026-11-27 12:01 run, peak 8.1k/s: the timer-bound family at 10 ms read 0.01097–0.01140 ops/item
+  // One full run at peak 8.1k/s: the timer-bound family at 10 ms read 0.01097–0.01140 ops/item
   // (B = 89); its snapped corner 74 / 10 ms read 0.01372, 1.251× the minimum. It wins now.
   const family = [c(1024, 10, 0.01097, 16.1, 16.2, false), c(128, 10, 0.01116, 15.8, 14.7, false), c(2048, 10, 0.0114, 16.6, 14.8, false)];
   const snapped = c(74, 10, 0.01372, 14.9, 15.0, true);
@@ -109,7 +109,7 @@ test('refinement corners: the fill corner (when its wait is longer and within th
 });
 
 test('headroom corner: the longest wait the low load affords, and what the peak brings in it in ≈ 97.7% of windows', () => {
-  // 10:4x run: 128 / 10 ms read 13.75 ms at low load (overhead 3.75 ms), bound 17 ms, peak 7,701/s:
+  // One run: 128 / 10 ms read 13.75 ms at low load (overhead 3.75 ms), bound 17 ms, peak 7,701/s:
   // wait 17 − 3.75 − 0.5 = 12.75 → 12.5 ms; n = 96.3 arrivals, n − 2√n = 76.6 → 76 items.
   assert.deepEqual(headroomCorner(10, 13.75, 7701, 17), { maxItems: 76, maxWaitMs: 12.5 });
   // No longer wait fits: none.
