@@ -15,6 +15,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ChartSpec, Check, Experiment, HostInfo, ResultEnvelope } from './types.js';
 import { EXPERIMENTS } from './registry.js';
+import { WINDOW_HISTORY_FILE } from './experiments/window.js';
 import { formatCheck, round } from './checks.js';
 import { hostInfo } from './host.js';
 import { renderChart, type RenderedChart } from './charts.js';
@@ -37,7 +38,9 @@ export async function loadResults(outDir: string, opts: Pick<ReportOptions, 'exp
   const log = opts.log ?? stderrLine;
   let names: string[] = [];
   try {
-    names = (await readdir(dir)).filter((n) => n.endsWith('.json')).sort();
+    // The window's choice history lives beside the envelopes on purpose (one directory per
+    // report); it is the lab's own file, so it is left out without a warning.
+    names = (await readdir(dir)).filter((n) => n.endsWith('.json') && n !== WINDOW_HISTORY_FILE).sort();
   } catch {
     return [];
   }

@@ -520,6 +520,9 @@ export interface HistoryEntry {
   lowOverheadMs: number;
 }
 
+/** The history's file in DIR/results/: it sits beside the result envelopes, and the report knows it is not one. */
+export const WINDOW_HISTORY_FILE = 'window-history.json';
+
 /**
  * Appends this run's choice to DIR/results/window-history.json (the last 20 runs) and returns
  * the history: the report shows the last three runs side by side, and a full run checks that
@@ -527,7 +530,7 @@ export interface HistoryEntry {
  */
 async function recordHistory(ctx: ExperimentContext, e: Omit<HistoryEntry, 'createdAt' | 'quick' | 'sloMs' | 'sink'>): Promise<HistoryEntry[]> {
   const dir = join(ctx.outDir, 'results');
-  const path = join(dir, 'window-history.json');
+  const path = join(dir, WINDOW_HISTORY_FILE);
   let h: HistoryEntry[] = [];
   try {
     h = JSON.parse(await readFile(path, 'utf8')) as HistoryEntry[];
